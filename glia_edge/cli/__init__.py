@@ -1,0 +1,42 @@
+"""The ``glia-edge`` console script: one Typer app, one module per subcommand.
+
+Each module in ``COMMAND_MODULES`` defines ``register(app)``. Heavy imports (torch, runtimes)
+happen inside the commands, so ``glia-edge --help`` and scoring stay light.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+
+import typer
+
+COMMAND_MODULES = (
+    "glia_edge.cli.info_cmd",
+)
+
+app = typer.Typer(
+    name="glia-edge",
+    help="Blind image quality assessment (GLIA) from training to edge runtimes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+           quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only.")) -> None:
+    """glia-edge: train, export, score, benchmark and watch image quality."""
+    from rich.logging import RichHandler
+
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(show_path=False, rich_tracebacks=False)], force=True)
+
+
+for _module in COMMAND_MODULES:
+    importlib.import_module(_module).register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,305 @@
+"""GLIA: a frozen ViT adapted for blind IQA by global-local interaction adapters.
+
+Architecture as fixed in shared/GLIA_DESIGN.md (after "Unleashing Vision Transformer Potential
+in IQA via Global-Local Adaptive Interaction", ICASSP 2026, and LoDa, CVPR 2024):
+
+- global stream: a frozen timm ViT;
+- local stream: a light trainable conv pyramid (strides 4, 8, 16) pooled to the ViT's patch grid
+  as tokens of width r, or (``local_stream="resnet50"``) a frozen timm ResNet-50 as in LoDa;
+- an ``InteractionAdapter`` before every k-th ViT block: local->global and global->local
+  cross-attention in width r, a depthwise 3x3 refinement of the local tokens on the grid, an
+  input-dependent per-channel gate fusing the two directions, and an up-projection scaled by a
+  learnable per-channel factor started near 0;
+- head: final norm, CLS + mean patch token + mean local token, a small MLP to one score.
+
+The input is float RGB in [0, 1], NCHW: ImageNet normalisation and the score's affine map back to
+the training MOS scale are buffers inside the graph, so exported models need neither.
+Attention is written as plain MatMul/Softmax so every exporter and TensorRT 10.3 parse it.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glia_edge.models.backbone import create_timm, freeze
+from glia_edge.models.registry import register_model
+
+
+@dataclass
+class GliaConfig:
+    """Every architecture switch of GLIA; saved in checkpoints and artifact metadata."""
+
+    name: str = "glia_vit_tiny"
+    backbone: str = "vit_tiny_patch16_224"
+    #: The timm pretrained tag this preset is meant to be trained from (``backbone_weights="pretrained"``).
+    backbone_pretrained: str = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+    depth: int | None = None  # override the backbone depth (tiny test models)
+    img_size: int = 224
+    local_stream: str = "conv"  # "conv" (trainable pyramid) or "resnet50" (frozen timm CNN, LoDa)
+    local_channels: tuple[int, ...] = (32, 48, 96, 128)
+    local_pretrained: str = "resnet50.a1_in1k"
+    adapter_dim: int = 64
+    adapter_heads: int = 4
+    adapter_every: int = 1
+    init_scale: float = 1e-2
+    head_hidden: int = 256
+    head_dropout: float = 0.1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GliaConfig":
+        known = {f.name for f in fields(cls)}
+        cfg = {k: v for k, v in data.items() if k in known}
+        if "local_channels" in cfg:
+            cfg["local_channels"] = tuple(cfg["local_channels"])
+        return cls(**cfg)
+
+
+def _to_grid(feat: torch.Tensor, grid: int) -> torch.Tensor:
+    """Resample a feature map to grid x grid: average pooling when it divides, else bilinear."""
+    size = feat.shape[-1]
+    if size == grid:
+        return feat
+    if size > grid and size % grid == 0:
+        return F.avg_pool2d(feat, size // grid)
+    return F.interpolate(feat, size=(grid, grid), mode="bilinear", align_corners=False)
+
+
+class ConvLocalStream(nn.Module):
+    """Trainable conv pyramid on the pixels; stages at strides 4, 8, 16 become tokens of width r."""
+
+    def __init__(self, channels: tuple[int, ...], dim: int, grid: int) -> None:
+        super().__init__()
+        c0, c1, c2, c3 = channels
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+        self.stem = nn.Sequential(block(3, c0), block(c0, c1))  # stride 4
+        self.stage8 = block(c1, c2)
+        self.stage16 = block(c2, c3)
+        self.proj = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in (c1, c2, c3))
+        self.norm = nn.LayerNorm(dim)
+        self.grid = grid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f4 = self.stem(x)
+        f8 = self.stage8(f4)
+        f16 = self.stage16(f8)
+        fused = sum(_to_grid(p(f), self.grid) for p, f in zip(self.proj, (f4, f8, f16)))
+        return self.norm(fused.flatten(2).transpose(1, 2))
+
+
+class ResNetLocalStream(nn.Module):
+    """LoDa's local stream: a frozen timm CNN's four stages projected to width r and summed."""
+
+    def __init__(self, arch: str, weights: str | None, dim: int, grid: int) -> None:
+        super().__init__()
+        self.cnn = freeze(create_timm(arch, weights, "local-stream CNN", features_only=True, out_indices=(1, 2, 3, 4)))
+        self.proj = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in self.cnn.feature_info.channels())
+        self.norm = nn.LayerNorm(dim)
+        self.grid = grid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.cnn(x)
+        fused = sum(_to_grid(p(f), self.grid) for p, f in zip(self.proj, feats))
+        return self.norm(fused.flatten(2).transpose(1, 2))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head cross-attention with pre-norms, as plain MatMul + Softmax."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"adapter_dim {dim} is not divisible by adapter_heads {heads}")
+        self.heads, self.head_dim = heads, dim // heads
+        self.scale = self.head_dim ** -0.5
+        self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        m = ctx.shape[1]
+        q = self.q(self.norm_q(x)).reshape(b, n, self.heads, self.head_dim).transpose(1, 2)
+        kv = self.kv(self.norm_kv(ctx)).reshape(b, m, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        attn = torch.softmax((q * self.scale) @ kv[0].transpose(-2, -1), dim=-1)
+        return self.proj((attn @ kv[1]).transpose(1, 2).reshape(b, n, c))
+
+
+class InteractionAdapter(nn.Module):
+    """Global-local interaction before one ViT block; returns updated ViT tokens and local tokens."""
+
+    def __init__(self, dim: int, r: int, heads: int, grid: int, num_prefix: int, init_scale: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.down = nn.Linear(dim, r)
+        self.local_to_global = CrossAttention(r, heads)
+        self.global_to_local = CrossAttention(r, heads)
+        self.local_conv = nn.Conv2d(r, r, 3, padding=1, groups=r)
+        self.gate = nn.Linear(2 * r, r)
+        self.up = nn.Linear(r, dim)
+        self.scale = nn.Parameter(torch.full((dim,), init_scale))
+        self.grid, self.num_prefix = grid, num_prefix
+
+    def forward(self, tokens: torch.Tensor, local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        g = self.down(self.norm(tokens))
+        g_from_local = self.local_to_global(g, local)
+        local = local + self.global_to_local(local, g)
+        b, n, r = local.shape
+        grid = local.transpose(1, 2).reshape(b, r, self.grid, self.grid)
+        local = local + self.local_conv(grid).flatten(2).transpose(1, 2)
+        # Local tokens sit on the patch grid one-to-one; prefix (CLS) tokens take their mean.
+        local_mean = local.mean(dim=1, keepdim=True)
+        local_on_tokens = torch.cat([local_mean.expand(-1, self.num_prefix, -1), local], dim=1)
+        gate = torch.sigmoid(self.gate(torch.cat([g_from_local.mean(dim=1), local_mean[:, 0]], dim=-1)))
+        gate = gate.unsqueeze(1)
+        fused = gate * g_from_local + (1.0 - gate) * local_on_tokens
+        return tokens + self.up(fused) * self.scale, local
+
+
+class GLIA(nn.Module):
+    """Frozen ViT + local stream + interaction adapters + MLP head -> one quality score per crop."""
+
+    def __init__(self, cfg: GliaConfig, backbone_weights: str | None = None, local_weights: str | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        weights = cfg.backbone_pretrained if backbone_weights == "pretrained" else backbone_weights
+        extra = {"depth": cfg.depth} if cfg.depth else {}
+        self.vit = freeze(create_timm(cfg.backbone, weights, "ViT backbone", img_size=cfg.img_size, num_classes=0, **extra))
+        dim = self.vit.embed_dim
+        patch = self.vit.patch_embed.patch_size[0]
+        grid = cfg.img_size // patch
+        prefix = self.vit.num_prefix_tokens
+        r = cfg.adapter_dim
+        if cfg.local_stream == "conv":
+            self.local = ConvLocalStream(cfg.local_channels, r, grid)
+        elif cfg.local_stream == "resnet50":
+            lw = cfg.local_pretrained if local_weights == "pretrained" else local_weights
+            self.local = ResNetLocalStream("resnet50", lw, r, grid)
+        else:
+            raise ValueError(f"local_stream must be 'conv' or 'resnet50', got {cfg.local_stream!r}")
+        depth = len(self.vit.blocks)
+        self.adapter_blocks = [i for i in range(depth) if i % cfg.adapter_every == 0]
+        self.adapters = nn.ModuleList(
+            InteractionAdapter(dim, r, cfg.adapter_heads, grid, prefix, cfg.init_scale) for _ in self.adapter_blocks)
+        feat = dim * (2 if prefix else 1) + r
+        self.head = nn.Sequential(nn.LayerNorm(feat), nn.Linear(feat, cfg.head_hidden), nn.GELU(),
+                                  nn.Dropout(cfg.head_dropout), nn.Linear(cfg.head_hidden, 1))
+        self.register_buffer("pixel_mean", torch.tensor(self.vit.pretrained_cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1))
+        self.register_buffer("pixel_std", torch.tensor(self.vit.pretrained_cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1))
+        # The head predicts standardised scores; these map them back to the training MOS scale.
+        self.register_buffer("score_mean", torch.zeros(()))
+        self.register_buffer("score_std", torch.ones(()))
+
+    def set_score_scale(self, mean: float, std: float) -> None:
+        self.score_mean.fill_(float(mean))
+        self.score_std.fill_(float(std))
+
+    def train(self, mode: bool = True) -> "GLIA":
+        super().train(mode)
+        self.vit.eval()  # frozen: dropout/BN-free anyway, but keep it deterministic
+        if isinstance(self.local, ResNetLocalStream):
+            self.local.cnn.eval()
+        return self
+
+    def forward_standardised(self, x: torch.Tensor) -> torch.Tensor:
+        """Score in training units (standardised), shape (B,)."""
+        x = (x - self.pixel_mean) / self.pixel_std
+        local = self.local(x)
+        vit = self.vit
+        tokens = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
+        adapters = iter(self.adapters)
+        for i, block in enumerate(vit.blocks):
+            if i in self.adapter_blocks:
+                tokens, local = next(adapters)(tokens, local)
+            tokens = block(tokens)
+        tokens = vit.norm(tokens)
+        prefix = vit.num_prefix_tokens
+        pooled = [tokens[:, 0]] if prefix else []
+        pooled += [tokens[:, prefix:].mean(dim=1), local.mean(dim=1)]
+        return self.head(torch.cat(pooled, dim=-1)).squeeze(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Float RGB crops in [0, 1], (B, 3, S, S) -> scores on the training scale, (B,)."""
+        return self.forward_standardised(x) * self.score_std + self.score_mean
+
+    def param_counts(self) -> dict[str, int]:
+        """Trainable and total parameter counts."""
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return {"trainable": trainable, "total": total, "frozen": total - trainable}
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Trainable parameters plus every non-backbone buffer (BN statistics, score scale)."""
+        frozen = {n for n, p in self.named_parameters() if not p.requires_grad}
+        frozen |= {n for n, _ in self.vit.named_buffers(prefix="vit")}
+        if isinstance(self.local, ResNetLocalStream):
+            frozen |= {n for n, _ in self.local.cnn.named_buffers(prefix="local.cnn")}
+        return {k: v for k, v in self.state_dict().items() if k not in frozen}
+
+
+def _build(cfg: GliaConfig, backbone_weights: str | None, overrides: dict[str, Any]) -> GLIA:
+    local_weights = overrides.pop("local_weights", None)
+    unknown = set(overrides) - {f.name for f in fields(GliaConfig)}
+    if unknown:
+        raise TypeError(f"unknown GLIA options: {sorted(unknown)}")
+    for key, value in overrides.items():
+        setattr(cfg, key, tuple(value) if key == "local_channels" else value)
+    return GLIA(cfg, backbone_weights=backbone_weights, local_weights=local_weights)
+
+
+_VIT = {
+    "tiny": ("vit_tiny_patch16_224", "vit_tiny_patch16_224.augreg_in21k_ft_in1k"),
+    "small": ("vit_small_patch16_224", "vit_small_patch16_224.augreg_in21k_ft_in1k"),
+    "base": ("vit_base_patch16_224", "vit_base_patch16_224.augreg2_in21k_ft_in1k"),
+}
+
+
+def _preset(name: str, size: str, **kwargs: Any) -> GliaConfig:
+    arch, tag = _VIT[size]
+    return GliaConfig(name=name, backbone=arch, backbone_pretrained=tag, **kwargs)
+
+
+@register_model
+def glia_vit_tiny(backbone_weights: str | None = None, **overrides: Any) -> GLIA:
+    """ViT-Ti/16 backbone: the edge size."""
+    return _build(_preset("glia_vit_tiny", "tiny"), backbone_weights, overrides)
+
+
+@register_model
+def glia_vit_small(backbone_weights: str | None = None, **overrides: Any) -> GLIA:
+    """ViT-S/16 backbone: the balanced size."""
+    return _build(_preset("glia_vit_small", "small"), backbone_weights, overrides)
+
+
+@register_model
+def glia_vit_base(backbone_weights: str | None = None, **overrides: Any) -> GLIA:
+    """ViT-B/16 backbone: the paper's setting."""
+    return _build(_preset("glia_vit_base", "base"), backbone_weights, overrides)
+
+
+@register_model
+def glia_vit_base_resnet50(backbone_weights: str | None = None, **overrides: Any) -> GLIA:
+    """ViT-B/16 with LoDa's frozen ResNet-50 local stream, for comparison."""
+    return _build(_preset("glia_vit_base_resnet50", "base", local_stream="resnet50"), backbone_weights, overrides)
+
+
+def model_from_config(cfg: GliaConfig | dict[str, Any], backbone_weights: str | None = None,
+                      local_weights: str | None = None) -> GLIA:
+    """Rebuild a model from a saved config (checkpoints)."""
+    if isinstance(cfg, dict):
+        cfg = GliaConfig.from_dict(cfg)
+    return GLIA(cfg, backbone_weights=backbone_weights, local_weights=local_weights)
+
+
+__all__ = ["GLIA", "GliaConfig", "InteractionAdapter", "CrossAttention", "ConvLocalStream",
+           "ResNetLocalStream", "model_from_config"]

@@ -1,0 +1,50 @@
+"""A small model registry after timm's: preset names -> constructors.
+
+``@register_model`` adds a constructor; ``create_model(name, ...)`` builds it and
+``list_models("glia_*")`` lists names. A trained weight set is named ``arch.tag`` (e.g.
+``glia_vit_tiny.synthetic``); ``create_model`` accepts the arch part.
+"""
+from __future__ import annotations
+
+import fnmatch
+from typing import Any, Callable
+
+_MODELS: dict[str, Callable[..., Any]] = {}
+
+
+def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Register ``fn`` under its own name."""
+    if fn.__name__ in _MODELS:
+        raise ValueError(f"model {fn.__name__!r} is already registered")
+    _MODELS[fn.__name__] = fn
+    return fn
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered preset names matching a shell-style pattern, sorted."""
+    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+
+
+def is_model(name: str) -> bool:
+    return name.split(".", 1)[0] in _MODELS
+
+
+def model_entrypoint(name: str) -> Callable[..., Any]:
+    arch = name.split(".", 1)[0]
+    try:
+        return _MODELS[arch]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(list_models())}") from None
+
+
+def create_model(name: str, backbone_weights: str | None = None, **overrides: Any) -> Any:
+    """Build a registered GLIA preset.
+
+    Args:
+        name: a preset such as ``glia_vit_small``.
+        backbone_weights: ``None`` for a randomly initialised backbone (logged), a path to a local
+            safetensors/timm checkpoint, or a timm pretrained name (downloaded by timm; a failure
+            raises ``BackboneWeightsError``).
+        **overrides: fields of ``GliaConfig`` (e.g. ``adapter_dim=32``, ``depth=2``).
+    """
+    return model_entrypoint(name)(backbone_weights=backbone_weights, **overrides)

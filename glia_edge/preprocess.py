@@ -1,0 +1,259 @@
+"""The one preprocessing definition of glia-edge (numpy + PIL, no torch).
+
+Training, export calibration, the accuracy gate and every runtime call these functions, so a
+score means the same thing whichever backend produced it. The steps:
+
+1. decode (path, bytes, PIL image or numpy array), apply the EXIF orientation, convert to
+   8-bit RGB (grayscale is replicated, alpha is dropped, 16-bit is scaled down);
+2. resize so the short side is ``short_side`` (bicubic, PIL);
+3. cut a deterministic grid of 1, 5 or 9 square crops of ``crop_size``;
+4. return float32 NCHW in [0, 1]. ImageNet normalisation lives inside the model graph.
+
+Training's random crops and flips (``random_crop``) reuse steps 1-2 and the same crop cutter.
+"""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from glia_edge.errors import ImageLoadError
+
+#: Images above this many pixels are refused (decompression-bomb guard); 100 MP covers any camera.
+MAX_PIXELS_DEFAULT = 100_000_000
+CROP_COUNTS = (1, 5, 9)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Everything that turns an image into model input; stored in checkpoints and artifacts."""
+
+    short_side: int = 384
+    crop_size: int = 224
+    crops: int = 1
+    resample: str = "bicubic"
+    max_pixels: int = MAX_PIXELS_DEFAULT
+    mean: tuple[float, float, float] = field(default=(0.485, 0.456, 0.406))
+    std: tuple[float, float, float] = field(default=(0.229, 0.224, 0.225))
+
+    def __post_init__(self) -> None:
+        if self.crops not in CROP_COUNTS:
+            raise ValueError(f"crops must be one of {CROP_COUNTS}, got {self.crops}")
+        if self.short_side < self.crop_size:
+            raise ValueError(f"short_side ({self.short_side}) must be >= crop_size ({self.crop_size})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PreprocessConfig":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key in ("mean", "std"):
+            if key in known:
+                known[key] = tuple(known[key])
+        return cls(**known)
+
+    def replace(self, **changes: Any) -> "PreprocessConfig":
+        return PreprocessConfig.from_dict({**self.to_dict(), **changes})
+
+
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
+             "lanczos": Image.Resampling.LANCZOS}
+
+
+def describe(source: object) -> str:
+    """A short name for an input, for error messages."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, np.ndarray):
+        return f"<array shape={source.shape} dtype={source.dtype}>"
+    if isinstance(source, Image.Image):
+        return f"<PIL image {source.mode} {source.size[0]}x{source.size[1]}>"
+    if isinstance(source, (bytes, bytearray)):
+        return f"<{len(source)} bytes>"
+    return f"<{type(source).__name__}>"
+
+
+def _to_rgb8(img: Image.Image, name: str) -> Image.Image:
+    """Convert any still-image mode PIL decodes to 8-bit RGB, or raise naming the mode."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        gray = np.clip(np.round(arr * (255.0 / peak)), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
+    if mode == "F":
+        raise ImageLoadError(name, "unsupported image mode 'F' (32-bit float); save as 8- or 16-bit")
+    # Alpha is dropped, not composited: quality is judged on what was captured.
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La", "L", "P", "1", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        return img.convert("RGB")
+    raise ImageLoadError(name, f"unsupported image mode {mode!r}")
+
+
+def _array_to_pil(arr: np.ndarray, name: str, bgr: bool) -> Image.Image:
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ImageLoadError(name, f"expected an HxW, HxWx3 or HxWx4 array, got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageLoadError(name, "empty array")
+    if arr.dtype == np.uint8:
+        pass
+    elif arr.dtype == np.uint16:
+        arr = (arr.astype(np.uint32) * 255 // 65535).astype(np.uint8)
+    elif arr.dtype in (np.float32, np.float64):
+        if not np.isfinite(arr).all() or arr.min() < 0.0 or arr.max() > 1.0:
+            raise ImageLoadError(name, "float arrays must hold finite values in [0, 1]")
+        arr = np.round(arr * 255.0).astype(np.uint8)
+    else:
+        raise ImageLoadError(name, f"unsupported array dtype {arr.dtype} (use uint8, uint16 or float in [0,1])")
+    if arr.ndim == 3:
+        arr = arr[:, :, :3]
+        if bgr:
+            arr = arr[:, :, ::-1]
+        return Image.fromarray(np.ascontiguousarray(arr), "RGB")
+    return Image.fromarray(arr, "L").convert("RGB")
+
+
+def load_image(source: ImageInput, *, bgr: bool = False, max_pixels: int = MAX_PIXELS_DEFAULT) -> Image.Image:
+    """Decode ``source`` into an 8-bit RGB PIL image with EXIF orientation applied.
+
+    Raises :class:`ImageLoadError` naming the input and the reason for anything unusable:
+    missing, empty, corrupt or non-image files, decompression bombs, unsupported modes or dtypes.
+    ``bgr`` applies to numpy arrays only (OpenCV frames).
+    """
+    name = describe(source)
+    if isinstance(source, np.ndarray):
+        img = _array_to_pil(source, name, bgr)
+        if img.width * img.height > max_pixels:
+            raise ImageLoadError(name, f"image has {img.width * img.height} pixels, over the limit of {max_pixels}")
+        return img
+    if isinstance(source, Image.Image):
+        return _to_rgb8(ImageOps.exif_transpose(source) or source, name)
+    if isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise ImageLoadError(name, "empty input")
+        fp: Any = io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise ImageLoadError(name, "file not found")
+        if path.is_dir():
+            raise ImageLoadError(name, "is a directory, not an image")
+        if path.stat().st_size == 0:
+            raise ImageLoadError(name, "empty file")
+        fp = path
+    else:
+        raise ImageLoadError(name, f"unsupported input type {type(source).__name__} "
+                             "(use a path, bytes, PIL image or numpy array)")
+    try:
+        with Image.open(fp) as opened:
+            if opened.width * opened.height > max_pixels:
+                raise ImageLoadError(name, f"image has {opened.width * opened.height} pixels, "
+                                     f"over the limit of {max_pixels} (decompression bomb guard)")
+            opened.load()
+            img = ImageOps.exif_transpose(opened) or opened
+            if img is opened:
+                img = opened.copy()
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageLoadError(name, "not an image (format not recognised)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(name, f"decompression bomb guard: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageLoadError(name, f"corrupt or truncated image ({exc})") from None
+    return _to_rgb8(img, name)
+
+
+def resize_short_side(img: Image.Image, short_side: int, resample: str = "bicubic") -> Image.Image:
+    """Resize so min(width, height) == short_side, keeping the aspect ratio."""
+    w, h = img.size
+    scale = short_side / min(w, h)
+    new_w, new_h = max(short_side, round(w * scale)), max(short_side, round(h * scale))
+    if (new_w, new_h) == (w, h):
+        return img
+    return img.resize((new_w, new_h), _RESAMPLE[resample])
+
+
+def crop_boxes(width: int, height: int, crop_size: int, crops: int) -> list[tuple[int, int, int, int]]:
+    """Deterministic crop grid: 1 = centre, 5 = four corners + centre, 9 = 3x3 evenly spaced.
+
+    Boxes are (left, top, right, bottom) as PIL takes them.
+    """
+    if crops not in CROP_COUNTS:
+        raise ValueError(f"crops must be one of {CROP_COUNTS}, got {crops}")
+    if width < crop_size or height < crop_size:
+        raise ValueError(f"image {width}x{height} is smaller than the crop {crop_size}")
+    max_x, max_y = width - crop_size, height - crop_size
+    cx, cy = max_x // 2, max_y // 2
+    if crops == 1:
+        origins = [(cx, cy)]
+    elif crops == 5:
+        origins = [(0, 0), (max_x, 0), (0, max_y), (max_x, max_y), (cx, cy)]
+    else:
+        xs = [0, cx, max_x]
+        ys = [0, cy, max_y]
+        origins = [(x, y) for y in ys for x in xs]
+    return [(x, y, x + crop_size, y + crop_size) for x, y in origins]
+
+
+def to_chw_float(img: Image.Image) -> np.ndarray:
+    """HWC uint8 RGB -> CHW float32 in [0, 1]."""
+    return np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
+
+
+def prepare(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
+    """Steps shared by evaluation and training: resize to the configured short side."""
+    return resize_short_side(img, cfg.short_side, cfg.resample)
+
+
+def crops_from_image(img: Image.Image, cfg: PreprocessConfig, crops: int | None = None) -> np.ndarray:
+    """Resize and cut the crop grid from an already-decoded RGB image: (n, 3, S, S) float32."""
+    resized = prepare(img, cfg)
+    boxes = crop_boxes(resized.width, resized.height, cfg.crop_size, crops or cfg.crops)
+    return np.stack([to_chw_float(resized.crop(b)) for b in boxes])
+
+
+def preprocess(source: ImageInput, cfg: PreprocessConfig | None = None, *, crops: int | None = None,
+               bgr: bool = False) -> np.ndarray:
+    """Decode and preprocess one image into its crop batch: (n_crops, 3, S, S) float32 in [0, 1]."""
+    cfg = cfg or PreprocessConfig()
+    img = load_image(source, bgr=bgr, max_pixels=cfg.max_pixels)
+    return crops_from_image(img, cfg, crops)
+
+
+def random_crop(img: Image.Image, cfg: PreprocessConfig, rng: np.random.Generator,
+                hflip: bool = True, vflip: bool = True) -> np.ndarray:
+    """Training augmentation on a prepared (resized) image: one random crop with random flips."""
+    max_x, max_y = img.width - cfg.crop_size, img.height - cfg.crop_size
+    x, y = int(rng.integers(0, max_x + 1)), int(rng.integers(0, max_y + 1))
+    arr = to_chw_float(img.crop((x, y, x + cfg.crop_size, y + cfg.crop_size)))
+    if hflip and rng.random() < 0.5:
+        arr = arr[:, :, ::-1]
+    if vflip and rng.random() < 0.5:
+        arr = arr[:, ::-1, :]
+    return np.ascontiguousarray(arr)
+
+
+def aggregate(crop_scores: np.ndarray, counts: Sequence[int]) -> np.ndarray:
+    """Mean crop score per image, given how many consecutive crops each image contributed."""
+    crop_scores = np.asarray(crop_scores, dtype=np.float64).reshape(-1)
+    if sum(counts) != crop_scores.size:
+        raise ValueError(f"{crop_scores.size} crop scores for {sum(counts)} crops")
+    edges = np.cumsum([0, *counts])
+    return np.array([crop_scores[a:b].mean() for a, b in zip(edges[:-1], edges[1:])])
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES

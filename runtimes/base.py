@@ -1,0 +1,164 @@
+"""The runtime contract every backend follows, and ``load(path)`` that picks the backend.
+
+A backend is constructed from an artifact path plus options, reads the artifact's
+:class:`ArtifactMeta`, and implements one method: ``_infer`` from a float32 NCHW batch of crops
+in [0, 1] to one score per crop. Everything else (decoding, the shared preprocessing, the crop
+grid, batching across images, padding for fixed-batch engines, per-image aggregation and error
+reporting) lives here once, so every backend gives identical results for identical inputs.
+Numpy in, numpy out: nothing in ``runtimes/`` imports torch except the PyTorch backend.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from glia_edge.errors import ImageLoadError
+from glia_edge.formats import format_of
+from glia_edge.meta import ArtifactMeta
+from glia_edge.preprocess import ImageInput, PreprocessConfig, describe, load_image, crops_from_image
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoreResult:
+    """One input's outcome: a score, or the reason it could not be scored."""
+
+    source: str
+    score: float | None
+    error: str | None = None
+    crops: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Backend(ABC):
+    """Base of ``TorchBackend``, ``OnnxRuntimeBackend``, ``OpenVinoBackend``, ``TensorRtBackend``."""
+
+    format: ClassVar[str]
+
+    def __init__(self, path: str | Path, meta: ArtifactMeta, *, batch_size: int = 8,
+                 fixed_batch: int | None = None) -> None:
+        self.path = Path(path)
+        self.meta = meta
+        self.preprocess_config: PreprocessConfig = meta.preprocess_config
+        self.batch_size = fixed_batch or batch_size
+        #: Set when the artifact only takes one batch size (static engines): batches are padded.
+        self.fixed_batch = fixed_batch
+
+    # -- the one method a backend implements -------------------------------------------------
+    @abstractmethod
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        """float32 (N, 3, S, S) in [0, 1] -> float scores (N,)."""
+
+    # -- shared behaviour -------------------------------------------------------------------
+    def predict_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Score pre-cropped float32 NCHW crops in [0, 1]; returns one score per crop (float64)."""
+        batch = np.asarray(batch)
+        size = self.preprocess_config.crop_size
+        if batch.ndim != 4 or batch.shape[1:] != (3, size, size):
+            raise ValueError(f"expected a (N, 3, {size}, {size}) batch, got {batch.shape}")
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        out = []
+        for start in range(0, len(batch), self.batch_size):
+            chunk = batch[start:start + self.batch_size]
+            n = len(chunk)
+            if self.fixed_batch and n < self.fixed_batch:
+                pad = np.zeros((self.fixed_batch - n, *chunk.shape[1:]), np.float32)
+                chunk = np.concatenate([chunk, pad])
+            out.append(np.asarray(self._infer(chunk), dtype=np.float64).reshape(-1)[:n])
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def crops(self, image: ImageInput, *, crops: int | None = None, bgr: bool = False) -> np.ndarray:
+        """The crop batch the shared preprocessing makes of one image."""
+        cfg = self.preprocess_config
+        return crops_from_image(load_image(image, bgr=bgr, max_pixels=cfg.max_pixels), cfg, crops)
+
+    def iter_scores(self, images: Iterable[ImageInput], *, crops: int | None = None,
+                    bgr: bool = False) -> Iterator[ScoreResult]:
+        """Score images one by one in input order; bad inputs yield a result with ``error`` set."""
+        pending: list[tuple[str, np.ndarray]] = []
+        queued = 0
+        for image in images:
+            name = describe(image)
+            try:
+                arr = self.crops(image, crops=crops, bgr=bgr)
+            except ImageLoadError as exc:
+                yield from self._flush(pending)
+                pending, queued = [], 0
+                yield ScoreResult(name, None, exc.reason)
+                continue
+            pending.append((name, arr))
+            queued += len(arr)
+            if queued >= self.batch_size:
+                yield from self._flush(pending)
+                pending, queued = [], 0
+        yield from self._flush(pending)
+
+    def _flush(self, pending: list[tuple[str, np.ndarray]]) -> Iterator[ScoreResult]:
+        if not pending:
+            return
+        scores = self.predict_batch(np.concatenate([a for _, a in pending]))
+        start = 0
+        for name, arr in pending:
+            n = len(arr)
+            yield ScoreResult(name, float(scores[start:start + n].mean()), None, n)
+            start += n
+
+    def predict(self, images: ImageInput | Sequence[ImageInput], *, crops: int | None = None,
+                bgr: bool = False) -> np.ndarray:
+        """Scores for one image or a list of them (paths, bytes, PIL images, HWC uint8 arrays).
+
+        Returns a float64 array with one score per image. Raises :class:`ImageLoadError` for the
+        first unusable input; use :meth:`iter_scores` to carry on past bad inputs.
+        """
+        single = not isinstance(images, (list, tuple))
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            raise ValueError("a 4-D array is a batch of crops: use predict_batch, or pass a list of HWC images")
+        results = list(self.iter_scores([images] if single else images, crops=crops, bgr=bgr))
+        for res in results:
+            if not res.ok:
+                raise ImageLoadError(res.source, res.error or "unknown error")
+        return np.array([r.score for r in results], dtype=np.float64)
+
+    def close(self) -> None:
+        """Release the runtime's resources; the backend is unusable afterwards."""
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, precision={self.meta.precision!r})"
+
+
+def backend_class(fmt_name: str) -> type[Backend]:
+    from glia_edge.formats import FORMATS
+
+    module, cls = FORMATS[fmt_name].backend.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def load(path: str | Path | None = None, **options: Any) -> Backend:
+    """Open an artifact with the backend its format needs.
+
+    ``.safetensors`` -> PyTorch, ``.onnx`` -> ONNX Runtime, ``.xml`` or an IR folder -> OpenVINO,
+    ``.engine``/``.plan`` -> TensorRT. ``None`` opens the packaged default model.
+    Options go to the backend (``threads``, ``batch_size``, ``device``, ``precision`` ...).
+    """
+    if path is None:
+        from glia_edge.weights import default_checkpoint
+
+        path = default_checkpoint()
+    fmt = format_of(path)
+    return backend_class(fmt.name)(path, **options)

@@ -1,0 +1,46 @@
+"""ONNX Runtime backend: FP32, FP16 and INT8 (QDQ) ONNX models exported by glia-edge."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from glia_edge.errors import BackendUnavailableError
+from glia_edge.runtimes.base import Backend
+from glia_edge.runtimes.metadata import onnx_meta_from_props
+
+
+class OnnxRuntimeBackend(Backend):
+    format = "onnx"
+
+    def __init__(self, path: str | Path, *, batch_size: int = 8, threads: int | None = None,
+                 providers: Sequence[str] | None = None, device: str = "cpu", **_: Any) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendUnavailableError("onnxruntime is not installed: pip install 'glia-edge[onnxruntime]'") from exc
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        if providers is None:
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") \
+                else ["CPUExecutionProvider"]
+        missing = [p for p in providers if p not in ort.get_available_providers()]
+        if missing:
+            raise BackendUnavailableError(f"ONNX Runtime providers not available here: {missing} "
+                                          f"(available: {ort.get_available_providers()})")
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
+        meta = onnx_meta_from_props(dict(self.session.get_modelmeta().custom_metadata_map), Path(path))
+        inp = self.session.get_inputs()[0]
+        fixed = inp.shape[0] if isinstance(inp.shape[0], int) else None
+        super().__init__(path, meta, batch_size=batch_size, fixed_batch=fixed)
+        self.input_name = inp.name
+        self.providers = self.session.get_providers()
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0]
+
+    def close(self) -> None:
+        self.session = None  # type: ignore[assignment]

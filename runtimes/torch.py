@@ -1,0 +1,45 @@
+"""PyTorch backend: runs a glia-edge checkpoint (.safetensors) as the reference for every export."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from glia_edge.runtimes.base import Backend
+
+
+class TorchBackend(Backend):
+    format = "torch"
+
+    def __init__(self, path: str | Path, *, batch_size: int = 8, device: str = "cpu", threads: int | None = None,
+                 precision: str = "fp32", compile: bool = False, backbone_weights: str | None = None,
+                 **_: Any) -> None:
+        import torch
+
+        from glia_edge.checkpoint import load_checkpoint
+
+        if threads:
+            torch.set_num_threads(threads)
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"TorchBackend precision must be fp32 or bf16, got {precision!r}")
+        model, meta = load_checkpoint(path, backbone_weights=backbone_weights)
+        super().__init__(path, meta, batch_size=batch_size)
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.precision = precision
+        self._module = torch.compile(self.model) if compile else self.model
+        self._torch = torch
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        x = torch.from_numpy(batch).to(self.device)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                                     enabled=self.precision == "bf16"):
+            out = self._module(x)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return out.float().cpu().numpy()
+
+    def close(self) -> None:
+        self.model = self._module = None  # type: ignore[assignment]
