@@ -67,6 +67,13 @@ def save_checkpoint(path: str | Path, model: GLIA, meta: ArtifactMeta) -> Path:
     full = meta.training.get("weights_saved", "full") == "full"
     state = model.state_dict() if full else model.trainable_state_dict()
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    frozen_dtype = meta.training.get("frozen_dtype")
+    if frozen_dtype:
+        # Shipping size: frozen (never trained) float tensors may be stored at lower precision;
+        # load_state_dict casts them back into the fp32 model.
+        trained = set(model.trainable_state_dict())
+        dtype = getattr(torch, frozen_dtype)
+        tensors = {k: v.to(dtype) if k not in trained and v.is_floating_point() else v for k, v in tensors.items()}
     header = {META_KEY: meta.to_json()}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
     atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(meta.to_dict(), indent=2)))
