@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from glia_edge.atomic import atomic_write  # re-exported: glia_edge.checkpoint.atomic_write
 from glia_edge.errors import CheckpointError
 from glia_edge.meta import META_KEY, ArtifactMeta, ScoreSpec, tool_versions
 from glia_edge.models.backbone import looks_like_path
@@ -44,19 +43,6 @@ def checkpoint_meta(model: GLIA, score: ScoreSpec, preprocess: PreprocessConfig,
     return ArtifactMeta(preset=model.cfg.name, model_config=model.cfg.to_dict(), preprocess=preprocess.to_dict(),
                         score=vars(score).copy(), format="torch", precision="fp32", training=training,
                         tools=tool_versions())
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename into place, so a failure leaves nothing at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_checkpoint(path: str | Path, model: GLIA, meta: ArtifactMeta) -> Path:
