@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from glia_edge.atomic import atomic_write  # re-exported: glia_edge.checkpoint.atomic_write
 from glia_edge.errors import CheckpointError
 from glia_edge.meta import META_KEY, ArtifactMeta, ScoreSpec, tool_versions
-from glia_edge.models.backbone import looks_like_path
+from glia_edge.models.backbone import FROM_CHECKPOINT, looks_like_path
 from glia_edge.models.glia import GLIA, model_from_config
 from glia_edge.preprocess import PreprocessConfig
 
@@ -93,7 +93,7 @@ def load_checkpoint(path: str | Path, backbone_weights: str | None = None,
     meta = read_checkpoint_meta(path)
     saved = meta.training.get("weights_saved", "full")
     if saved == "full":
-        model = model_from_config(meta.model_config)
+        model = model_from_config(meta.model_config, backbone_weights=FROM_CHECKPOINT, local_weights=FROM_CHECKPOINT)
     else:
         source = backbone_weights or meta.training.get("backbone_weights")
         model = model_from_config(meta.model_config, backbone_weights=source, local_weights="pretrained")

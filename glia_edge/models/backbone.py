@@ -19,6 +19,8 @@ from glia_edge.errors import BackboneWeightsError
 log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+#: ``backbone_weights`` value for "a checkpoint supplies these weights next" (no random-init warning).
+FROM_CHECKPOINT = "checkpoint"
 
 
 def looks_like_path(ref: str) -> bool:
@@ -58,7 +60,12 @@ def load_weights_file(model: nn.Module, path: str | Path, what: str) -> None:
 
 
 def create_timm(arch: str, weights: str | None, what: str, **kwargs: Any) -> nn.Module:
-    """``timm.create_model(arch)`` with weights from nowhere (random), a file, or a timm name."""
+    """``timm.create_model(arch)`` with weights from nowhere (random), a file, or a timm name.
+
+    ``weights="checkpoint"`` builds the bare architecture for a checkpoint's weights to fill.
+    """
+    if weights == FROM_CHECKPOINT:
+        return timm.create_model(arch, pretrained=False, **kwargs)
     if weights is None:
         log.warning("%s %s is randomly initialised (no weights given)", what, arch)
         return timm.create_model(arch, pretrained=False, **kwargs)
