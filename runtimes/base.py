@@ -160,5 +160,7 @@ def load(path: str | Path | None = None, **options: Any) -> Backend:
         from glia_edge.weights import default_checkpoint
 
         path = default_checkpoint()
+    if not Path(path).exists():
+        raise FileNotFoundError(f"artifact not found: {path}")
     fmt = format_of(path)
     return backend_class(fmt.name)(path, **options)

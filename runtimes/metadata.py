@@ -54,7 +54,9 @@ def _read_onnx(path: Path) -> ArtifactMeta:
     try:
         import onnxruntime as ort
 
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # only the props are read
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         props = dict(session.get_modelmeta().custom_metadata_map)
     except ImportError:
         import onnx

@@ -15,7 +15,8 @@ class OnnxRuntimeBackend(Backend):
     format = "onnx"
 
     def __init__(self, path: str | Path, *, batch_size: int = 8, threads: int | None = None,
-                 providers: Sequence[str] | None = None, device: str = "cpu", **_: Any) -> None:
+                 providers: Sequence[str] | None = None, device: str = "cpu", precision: str | None = None,
+                 **_: Any) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -33,14 +34,18 @@ class OnnxRuntimeBackend(Backend):
                                           f"(available: {ort.get_available_providers()})")
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
         meta = onnx_meta_from_props(dict(self.session.get_modelmeta().custom_metadata_map), Path(path))
+        if precision and precision != meta.precision:
+            raise ValueError(f"{path}: this ONNX model is {meta.precision}; its precision is fixed at export "
+                             f"(asked for {precision})")
         inp = self.session.get_inputs()[0]
         fixed = inp.shape[0] if isinstance(inp.shape[0], int) else None
         super().__init__(path, meta, batch_size=batch_size, fixed_batch=fixed)
         self.input_name = inp.name
+        self._input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
         self.providers = self.session.get_providers()
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: batch})[0]
+        return self.session.run(None, {self.input_name: batch.astype(self._input_dtype, copy=False)})[0]
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]

@@ -35,6 +35,8 @@ class OpenVinoBackend(Backend):
         precision = precision or meta.precision
         if precision not in _INFERENCE_PRECISION:
             raise ValueError(f"OpenVINO precision must be one of {sorted(_INFERENCE_PRECISION)}, got {precision!r}")
+        if mode not in ("latency", "throughput"):
+            raise ValueError(f"OpenVINO mode must be 'latency' or 'throughput', got {mode!r}")
         config: dict[str, Any] = {"PERFORMANCE_HINT": "THROUGHPUT" if mode == "throughput" else "LATENCY"}
         if _INFERENCE_PRECISION[precision]:
             config["INFERENCE_PRECISION_HINT"] = _INFERENCE_PRECISION[precision]
@@ -42,7 +44,9 @@ class OpenVinoBackend(Backend):
             config["INFERENCE_NUM_THREADS"] = int(threads)
         device = device.upper()
         self.compiled = core.compile_model(model, device, config)
-        self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        #: What the device really runs: "f32", "bf16", "f16" (an ov.Type's short name).
+        self.inference_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
         shape = model.inputs[0].get_partial_shape()
         fixed = shape[0].get_length() if shape[0].is_static else None
         super().__init__(xml, meta, batch_size=batch_size, fixed_batch=fixed)
@@ -53,7 +57,8 @@ class OpenVinoBackend(Backend):
             self._queue = ov.AsyncInferQueue(self.compiled)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        if self._queue is None or len(batch) <= 1:
+        # A fixed-batch model takes only whole batches, so it cannot be split across requests.
+        if self._queue is None or len(batch) <= 1 or self.fixed_batch:
             return self._request.infer({0: batch})[0].copy()
         # Split the batch across the queue's requests; results come back through the callback.
         jobs = max(1, len(self._queue))

@@ -13,7 +13,7 @@ class TorchBackend(Backend):
     format = "torch"
 
     def __init__(self, path: str | Path, *, batch_size: int = 8, device: str = "cpu", threads: int | None = None,
-                 precision: str = "fp32", compile: bool = False, backbone_weights: str | None = None,
+                 precision: str | None = None, compile: bool = False, backbone_weights: str | None = None,
                  **_: Any) -> None:
         import torch
 
@@ -21,6 +21,7 @@ class TorchBackend(Backend):
 
         if threads:
             torch.set_num_threads(threads)
+        precision = precision or "fp32"
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"TorchBackend precision must be fp32 or bf16, got {precision!r}")
         model, meta = load_checkpoint(path, backbone_weights=backbone_weights)

@@ -12,6 +12,7 @@ import typer
 
 COMMAND_MODULES = (
     "glia_edge.cli.info_cmd",
+    "glia_edge.cli.score_cmd",
 )
 
 app = typer.Typer(
@@ -27,11 +28,13 @@ app = typer.Typer(
 def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
            quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only.")) -> None:
     """glia-edge: train, export, score, benchmark and watch image quality."""
+    from rich.console import Console
     from rich.logging import RichHandler
 
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(show_path=False, rich_tracebacks=False)], force=True)
+    # Logs go to stderr: stdout carries results (CSV/JSON) that other programs read.
+    handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
+    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True)
 
 
 for _module in COMMAND_MODULES:

@@ -1,0 +1,184 @@
+"""``glia-edge score PATH...``: score image files, folders (recursive) and globs with any artifact.
+
+The artifact is opened with :func:`glia_edge.load` (the packaged default model without
+``--model``) and images are scored through :meth:`Backend.iter_scores`, so one unreadable input
+(missing, empty, corrupt, not an image, over the pixel limit, unsupported mode) becomes a row with
+``status=error`` and its reason, a one-line message on stderr, and a non-zero exit code, while the
+rest are still scored. Nothing here imports torch unless the artifact is a PyTorch checkpoint.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import logging
+from enum import Enum
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import typer
+
+from glia_edge.cli.common import cli_errors
+
+log = logging.getLogger(__name__)
+
+#: Exit code when some inputs could not be scored (2 is for usage and model errors).
+EXIT_SOME_FAILED = 1
+COLUMNS = ("path", "score", "crops", "status", "error")
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class CropCount(str, Enum):
+    one = "1"
+    five = "5"
+    nine = "9"
+
+
+def expand_inputs(patterns: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Files, folders (recursive, image suffixes only) and globs -> (paths, patterns matching nothing).
+
+    A path that does not exist and is not a glob is kept, so it is reported as not found.
+    """
+    from glia_edge.preprocess import IMAGE_SUFFIXES, is_image_file
+
+    paths: list[str] = []
+    unmatched: list[str] = []
+    for pattern in patterns:
+        is_glob = not Path(pattern).exists() and any(ch in pattern for ch in "*?[")
+        matches = sorted(glob.glob(pattern, recursive=True)) if is_glob else [pattern]
+        if not matches:
+            unmatched.append(pattern)
+        for match in matches:
+            path = Path(match)
+            if path.is_dir():
+                found = sorted(str(p) for p in path.rglob("*") if p.is_file() and is_image_file(p))
+                if not found:
+                    log.warning("%s: folder holds no image files (%s)", match, " ".join(IMAGE_SUFFIXES))
+                paths.extend(found)
+            else:
+                paths.append(match)
+    return list(dict.fromkeys(paths)), unmatched
+
+
+def _run(backend: Any, paths: list[str], unmatched: list[str], crops: int | None) -> list[Any]:
+    """Score ``paths`` with a progress bar on stderr; each failure is also one line on stderr."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    from glia_edge.runtimes import ScoreResult
+
+    results = [ScoreResult(p, None, "no file or folder matches this pattern") for p in unmatched]
+    columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        for res in results:
+            progress.console.print(Text(f"error: {res.source}: {res.error}", style="red"), soft_wrap=True)
+        task = progress.add_task("score", total=len(paths))
+        for res in backend.iter_scores(paths, crops=crops):
+            if not res.ok:
+                progress.console.print(Text(f"error: {res.source}: {res.error}", style="red"), soft_wrap=True)
+            results.append(res)
+            progress.advance(task)
+    return results
+
+
+def _rows(results: list[Any]) -> list[dict[str, Any]]:
+    return [{"path": r.source, "score": r.score, "crops": r.crops, "status": "ok" if r.ok else "error",
+             "error": r.error or ""} for r in results]
+
+
+def render(results: list[Any], fmt: OutputFormat, meta: Any, model: str) -> str:
+    """The results as text in ``fmt`` (a table is rendered without colour)."""
+    rows = _rows(results)
+    if fmt is OutputFormat.csv:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({**r, "score": "" if r["score"] is None else f"{r['score']:.6f}"} for r in rows)
+        return buf.getvalue()
+    if fmt is OutputFormat.json:
+        spec = meta.score_spec
+        doc = {"model": model, "preset": meta.preset, "format": meta.format, "precision": meta.precision,
+               "score": {"name": spec.name, "min": spec.min, "max": spec.max,
+                         "higher_is_better": spec.higher_is_better},
+               "failed": sum(r["status"] == "error" for r in rows), "results": rows}
+        return json.dumps(doc, indent=2) + "\n"
+    from rich.console import Console
+
+    buf = io.StringIO()
+    Console(file=buf, width=200, color_system=None, soft_wrap=True).print(_table(rows, meta))
+    return buf.getvalue()
+
+
+def _table(rows: list[dict[str, Any]], meta: Any) -> Any:
+    from rich.table import Table
+
+    table = Table("path", f"score ({meta.score_spec.name})", "crops", "status", "error")
+    for r in rows:
+        score = "" if r["score"] is None else f"{r['score']:.3f}"
+        table.add_row(r["path"], score, str(r["crops"] or ""), r["status"], r["error"],
+                      style=None if r["status"] == "ok" else "red")
+    return table
+
+
+def _format_for(fmt: Optional[OutputFormat], output: Optional[Path]) -> OutputFormat:
+    if fmt is not None:
+        return fmt
+    suffix = output.suffix.lower().lstrip(".") if output else ""
+    return OutputFormat(suffix) if suffix in ("csv", "json") else OutputFormat.table
+
+
+def score(
+    paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) and globs."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m",
+                                         help="Checkpoint, ONNX, OpenVINO IR or TensorRT engine (default: packaged model)."),
+    crops: Optional[CropCount] = typer.Option(None, "--crops", help="Crops per image (default: the model's)."),
+    fmt: Optional[OutputFormat] = typer.Option(None, "--format", "-f",
+                                               help="Output format (default: from --output's suffix, else table)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write results here (atomically)."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Crops per inference call."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for the runtime."),
+    precision: Optional[str] = typer.Option(None, "--precision",
+                                            help="Precision hint (OpenVINO: fp32 pins f32, bf16; PyTorch: fp32, bf16)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Runtime device (cpu, CPU, GPU, cuda:0 ...)."),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1,
+                                             help="Refuse images with more pixels (decompression-bomb guard)."),
+) -> None:
+    """Score images; unreadable inputs are reported (exit code 1) and the rest are still scored."""
+    import glia_edge
+    from glia_edge.atomic import atomic_write
+
+    options: dict[str, Any] = {"batch_size": batch_size, "threads": threads, "precision": precision, "device": device}
+    with cli_errors():
+        try:
+            backend = glia_edge.load(model, **{k: v for k, v in options.items() if v is not None})
+        except ValueError as exc:  # an option the backend refuses (e.g. a precision it cannot run)
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
+        with backend:
+            if max_pixels:
+                backend.preprocess_config = backend.preprocess_config.replace(max_pixels=max_pixels)
+            found, unmatched = expand_inputs(paths)
+            results = _run(backend, found, unmatched, int(crops.value) if crops else None)
+    fmt = _format_for(fmt, output)
+    text = render(results, fmt, backend.meta, str(backend.path))
+    if output:
+        atomic_write(output, lambda tmp: tmp.write_text(text))
+    else:
+        typer.echo(text, nl=False)
+    failed = sum(not r.ok for r in results)
+    typer.echo(f"scored {len(results) - failed} of {len(results)} inputs"
+               + (f"; {failed} could not be read" if failed else "")
+               + (f"; results in {output}" if output else ""), err=True)
+    if failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(score)

@@ -1,0 +1,192 @@
+"""``glia-edge score``: every kind of unreadable input is reported with its path and reason, in the
+output and as one stderr line, while the rest are scored and the exit code says some failed.
+
+Grayscale, RGBA and 16-bit images are converted and must score exactly like their RGB twins.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from glia_edge.cli import app
+
+GOOD = "astronaut_b0.jpg"
+
+
+def score(*args: object):
+    return CliRunner().invoke(app, ["score", *map(str, args)])
+
+
+def csv_rows(text: str) -> dict[str, dict[str, str]]:
+    return {Path(r["path"]).name: r for r in csv.DictReader(io.StringIO(text))}
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb_png(path: Path, side: int = 50_000) -> Path:
+    """A tiny PNG whose header claims side x side pixels (2.5 gigapixels): a decompression bomb."""
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat)
+                     + _png_chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory, image_dir: Path) -> Path:
+    """Good, convertible and broken inputs side by side."""
+    root = tmp_path_factory.mktemp("score_inputs")
+    good = image_dir / GOOD
+    shutil.copy(good, root / GOOD)
+    data = good.read_bytes()
+    (root / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "text.jpg").write_text("this is a text file, not a JPEG\n")
+    bomb_png(root / "bomb.png")
+    Image.fromarray(np.linspace(0, 1, 120 * 90, dtype=np.float32).reshape(90, 120)).save(root / "float.tif")
+    rgb = Image.open(good).convert("RGB")
+    gray = rgb.convert("L")
+    rgb.save(root / "rgb.png")
+    gray.save(root / "gray.png")
+    gray.convert("RGB").save(root / "gray_as_rgb.png")
+    Image.fromarray(np.asarray(gray, dtype=np.uint16) * 257).save(root / "gray16.png")
+    rgba = rgb.copy()
+    rgba.putalpha(Image.new("L", rgb.size, 100))
+    rgba.save(root / "rgba.png")
+    return root
+
+
+BAD = [("truncated.jpg", "truncated"), ("empty.jpg", "empty file"), ("text.jpg", "not an image"),
+       ("bomb.png", "decompression bomb"), ("float.tif", "unsupported image mode 'F'"),
+       ("missing.jpg", "file not found")]
+
+
+@pytest.mark.parametrize("name,reason", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_reported_and_the_rest_scored(inputs: Path, tiny_checkpoint: Path, name: str, reason: str) -> None:
+    bad = inputs / name
+    result = score(bad, inputs / GOOD, "-m", tiny_checkpoint, "-f", "csv")
+    assert result.exit_code == 1, result.output
+    rows = csv_rows(result.stdout)
+    assert rows[name]["status"] == "error" and reason in rows[name]["error"] and rows[name]["score"] == ""
+    assert rows[GOOD]["status"] == "ok" and np.isfinite(float(rows[GOOD]["score"]))
+    (line,) = error_lines(result.stderr)
+    assert str(bad) in line and reason in line
+
+
+def test_max_pixels_option_refuses_large_images(inputs: Path, tiny_checkpoint: Path) -> None:
+    result = score(inputs / GOOD, "-m", tiny_checkpoint, "-f", "csv", "--max-pixels", 1000)
+    assert result.exit_code == 1
+    row = csv_rows(result.stdout)[GOOD]
+    assert row["status"] == "error" and "over the limit of 1000" in row["error"]
+
+
+def test_grayscale_rgba_and_16bit_are_converted_and_scored(inputs: Path, tiny_checkpoint: Path) -> None:
+    names = ["rgb.png", "rgba.png", "gray.png", "gray_as_rgb.png", "gray16.png"]
+    result = score(*(inputs / n for n in names), "-m", tiny_checkpoint, "-f", "csv")
+    assert result.exit_code == 0, result.output
+    rows = csv_rows(result.stdout)
+    assert all(rows[n]["status"] == "ok" for n in names)
+    s = {n: float(rows[n]["score"]) for n in names}
+    # Same pixels after conversion; only the position in the batch differs (float summation order).
+    assert s["rgba.png"] == pytest.approx(s["rgb.png"], abs=1e-4)  # alpha is dropped, not composited
+    assert s["gray.png"] == pytest.approx(s["gray_as_rgb.png"], abs=1e-4)
+    assert s["gray16.png"] == pytest.approx(s["gray_as_rgb.png"], abs=1e-4)
+    assert abs(s["gray.png"] - s["rgb.png"]) > 1e-3  # the conversions are not all collapsing to one input
+    assert not error_lines(result.stderr)
+
+
+def test_folder_is_searched_recursively(tmp_path: Path, image_dir: Path, tiny_checkpoint: Path) -> None:
+    names = sorted(p.name for p in image_dir.glob("*.jpg"))[:4]
+    for i, name in enumerate(names):
+        sub = tmp_path / "a" / ("b" * i)
+        sub.mkdir(parents=True, exist_ok=True)
+        shutil.copy(image_dir / name, sub / name)
+    (tmp_path / "a" / "notes.txt").write_text("not an image, and not picked up")
+    result = score(tmp_path / "a", "-m", tiny_checkpoint, "-f", "csv")
+    assert result.exit_code == 0, result.output
+    rows = csv_rows(result.stdout)
+    assert sorted(rows) == names and all(r["status"] == "ok" for r in rows.values())
+
+
+def test_glob_and_unmatched_glob(image_dir: Path, tiny_checkpoint: Path) -> None:
+    result = score(image_dir / "chelsea_b*.jpg", "-m", tiny_checkpoint, "-f", "csv")
+    assert result.exit_code == 0, result.output
+    assert sorted(csv_rows(result.stdout)) == [f"chelsea_b{i}.jpg" for i in range(5)]
+    pattern = image_dir / "nothing_*.jpg"
+    result = score(pattern, image_dir / GOOD, "-m", tiny_checkpoint, "-f", "csv")
+    assert result.exit_code == 1
+    assert csv_rows(result.stdout)["nothing_*.jpg"]["error"] == "no file or folder matches this pattern"
+    (line,) = error_lines(result.stderr)
+    assert str(pattern) in line
+
+
+def test_csv_scores_match_the_python_api(image_dir: Path, tiny_checkpoint: Path) -> None:
+    import glia_edge
+
+    paths = sorted(image_dir.glob("rocket_*.jpg"))
+    result = score(*paths, "-m", tiny_checkpoint, "--format", "csv", "--crops", "5", "--batch-size", "3")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "path,score,crops,status,error"
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["path"] for r in rows] == [str(p) for p in paths] and {r["crops"] for r in rows} == {"5"}
+    with glia_edge.load(tiny_checkpoint) as model:
+        expected = model.predict(paths, crops=5)
+    np.testing.assert_allclose([float(r["score"]) for r in rows], expected, atol=2e-6)
+
+
+def test_json_output_written_atomically(tmp_path: Path, inputs: Path, tiny_checkpoint: Path) -> None:
+    out = tmp_path / "res" / "scores.json"
+    result = score(inputs / GOOD, inputs / "empty.jpg", "-m", tiny_checkpoint, "-o", out)
+    assert result.exit_code == 1
+    assert result.stdout == ""  # format from the suffix; results went to the file
+    doc = json.loads(out.read_text())
+    assert doc["preset"] == "glia_vit_tiny" and doc["score"]["name"] == "MOS" and doc["failed"] == 1
+    by_name = {Path(r["path"]).name: r for r in doc["results"]}
+    assert by_name[GOOD]["status"] == "ok" and isinstance(by_name[GOOD]["score"], float)
+    assert by_name["empty.jpg"] == {"path": str(inputs / "empty.jpg"), "score": None, "crops": 0,
+                                    "status": "error", "error": "empty file"}
+    assert [p.name for p in out.parent.iterdir()] == ["scores.json"]  # no temp file left behind
+
+
+def test_table_format(inputs: Path, tiny_checkpoint: Path) -> None:
+    result = score(inputs / GOOD, inputs / "text.jpg", "-m", tiny_checkpoint, "-f", "table")
+    assert result.exit_code == 1
+    assert "score (MOS)" in result.stdout and GOOD in result.stdout and "not an image" in result.stdout
+
+
+def test_usage_and_model_errors_exit_2(inputs: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
+    result = score(inputs / GOOD, "-m", tmp_path / "nope.onnx")
+    assert result.exit_code == 2 and "artifact not found" in result.stderr
+    result = score(inputs / GOOD, "-m", tiny_checkpoint, "--crops", "3")
+    assert result.exit_code == 2
+    result = score(inputs / GOOD, "-m", tiny_checkpoint, "--precision", "int8")
+    assert result.exit_code == 2 and "precision" in result.stderr
+
+
+def test_default_model_or_clear_error(inputs: Path) -> None:
+    from glia_edge.errors import CheckpointError
+    from glia_edge.weights import default_checkpoint
+
+    result = score(inputs / GOOD, "-f", "csv")
+    try:
+        default_checkpoint()
+    except CheckpointError:
+        assert result.exit_code == 2 and "default model" in result.stderr
+    else:
+        assert result.exit_code == 0 and csv_rows(result.stdout)[GOOD]["status"] == "ok"
