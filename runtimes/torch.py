@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from glia_edge.errors import BackendUnavailableError
 from glia_edge.runtimes.base import Backend
 
 
@@ -15,7 +16,11 @@ class TorchBackend(Backend):
     def __init__(self, path: str | Path, *, batch_size: int = 8, device: str = "cpu", threads: int | None = None,
                  precision: str | None = None, compile: bool = False, backbone_weights: str | None = None,
                  **_: Any) -> None:
-        import torch
+        try:
+            import torch
+        except ImportError as exc:
+            raise BackendUnavailableError("PyTorch checkpoints need torch: pip install 'glia-edge[train]' "
+                                          "(or export the checkpoint to ONNX / OpenVINO)") from exc
 
         from glia_edge.checkpoint import load_checkpoint
 

@@ -1,0 +1,260 @@
+"""The runtime contract, after NNCF's template tests: one class of tests that every backend passes.
+
+Each backend's subclass only says how to build its artifact (and with which load options):
+PyTorch checkpoint, ONNX Runtime, OpenVINO ``.xml`` pinned to f32, an OpenVINO IR folder, and a
+TensorRT engine (skipped with a reason where there is no GPU or TensorRT). FP32 artifacts must
+match the PyTorch reference within 1e-4 of the score range. The ONNX Runtime and OpenVINO options
+(threads, precision pinning, BF16, throughput mode) are tested at the end.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.stats import spearmanr
+
+import glia_edge
+from glia_edge.errors import BackendUnavailableError, ImageLoadError
+from glia_edge.meta import sha256_file
+from glia_edge.runtimes import read_meta
+from glia_edge.runtimes.metadata import read_engine_sidecar, sidecar_path
+
+from _runtimes_fixtures import STATIC_BATCH, exported
+
+FP32_TOL = 1e-4  # of the score range
+SUBSET = 3  # images used for the 5- and 9-crop and batch-1 checks
+
+
+def _tensorrt_skip_reason() -> str | None:
+    from glia_edge.export import tensorrt_unavailable_reason
+
+    reason = tensorrt_unavailable_reason()
+    if reason:
+        return reason
+    try:
+        from glia_edge.runtimes.tensorrt import _import_tensorrt
+
+        _import_tensorrt()
+    except BackendUnavailableError as exc:
+        return str(exc)
+    return None
+
+
+TRT_SKIP = _tensorrt_skip_reason()
+
+
+@pytest.fixture(scope="module")
+def images(image_dir: Path) -> list[Path]:
+    return sorted(image_dir.glob("*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_checkpoint: Path, images: list[Path]) -> dict[int, np.ndarray]:
+    """PyTorch scores: every image with 1 crop, the first SUBSET images with 5 and 9 crops."""
+    with glia_edge.load(tiny_checkpoint) as ref:
+        out = {1: ref.predict(images)}
+        out.update({n: ref.predict(images[:SUBSET], crops=n) for n in (5, 9)})
+    return out
+
+
+def corrupt_copy(src: Path, dest: Path) -> Path:
+    data = src.read_bytes()
+    dest.write_bytes(data[: len(data) // 3])
+    return dest
+
+
+class RuntimeContract:
+    """What every backend guarantees. Subclasses set the class attributes and ``build``."""
+
+    backend: ClassVar[str]  # class name glia_edge.load must pick
+    fmt: ClassVar[str]  # ArtifactMeta.format of the artifact
+    options: ClassVar[dict[str, Any]] = {}
+    has_static: ClassVar[bool] = True
+
+    def build(self, checkpoint: Path, static: bool) -> Path:
+        raise NotImplementedError
+
+    @pytest.fixture(scope="class")
+    def artifact(self, tiny_checkpoint: Path) -> Path:
+        return self.build(tiny_checkpoint, static=False)
+
+    @pytest.fixture(scope="class")
+    def model(self, artifact: Path) -> Any:
+        with glia_edge.load(artifact, **self.options) as model:
+            yield model
+
+    def tol(self, model: Any) -> float:
+        return FP32_TOL * model.meta.score_spec.range
+
+    def test_load_picks_the_backend(self, model: Any) -> None:
+        assert type(model).__name__ == self.backend
+        assert model.meta.format == self.fmt and model.meta.precision == "fp32"
+
+    def test_scores_match_reference_with_a_partial_last_batch(self, model: Any, images: list[Path],
+                                                              reference: dict[int, np.ndarray]) -> None:
+        assert model.batch_size == 8 and len(images) % model.batch_size != 0  # 20 = 8 + 8 + 4
+        scores = model.predict(images)
+        assert scores.shape == (len(images),) and scores.dtype == np.float64
+        np.testing.assert_allclose(scores, reference[1], rtol=0, atol=self.tol(model))
+
+    def test_batch_of_one(self, artifact: Path, images: list[Path], reference: dict[int, np.ndarray]) -> None:
+        with glia_edge.load(artifact, batch_size=1, **self.options) as model:
+            np.testing.assert_allclose(model.predict(images[:SUBSET]), reference[1][:SUBSET], rtol=0,
+                                       atol=self.tol(model))
+
+    @pytest.mark.parametrize("crops", [5, 9])
+    def test_crop_grids(self, model: Any, images: list[Path], reference: dict[int, np.ndarray], crops: int) -> None:
+        results = list(model.iter_scores(images[:SUBSET], crops=crops))
+        assert [r.crops for r in results] == [crops] * SUBSET
+        np.testing.assert_allclose([r.score for r in results], reference[crops], rtol=0, atol=self.tol(model))
+
+    def test_fixed_batch_artifact_pads(self, tiny_checkpoint: Path, images: list[Path],
+                                       reference: dict[int, np.ndarray]) -> None:
+        if not self.has_static:
+            pytest.skip(f"{self.backend} artifacts have no fixed batch")
+        with glia_edge.load(self.build(tiny_checkpoint, static=True), **self.options) as model:
+            assert model.fixed_batch == model.batch_size == STATIC_BATCH
+            n = STATIC_BATCH + 2  # one full batch, then one padded with zeros
+            np.testing.assert_allclose(model.predict(images[:n]), reference[1][:n], rtol=0, atol=self.tol(model))
+            assert model.predict_batch(model.crops(images[0])).shape == (1,)
+
+    def test_metadata_survives_the_round_trip(self, model: Any, artifact: Path, tiny_checkpoint: Path) -> None:
+        source = read_meta(tiny_checkpoint)
+        assert read_meta(artifact).to_dict() == model.meta.to_dict()
+        for key in ("preset", "model_config", "preprocess", "score"):
+            assert getattr(model.meta, key) == getattr(source, key), key
+        assert model.preprocess_config == source.preprocess_config
+        if self.fmt != "torch":
+            assert model.meta.source_checkpoint_sha256 == sha256_file(tiny_checkpoint)
+
+    def test_bad_input_is_rejected_naming_it(self, model: Any, images: list[Path], tmp_path: Path,
+                                             reference: dict[int, np.ndarray]) -> None:
+        bad = corrupt_copy(images[0], tmp_path / "broken.jpg")
+        with pytest.raises(ImageLoadError, match="broken.jpg"):
+            model.predict([images[1], bad])
+        results = list(model.iter_scores([images[1], bad, images[2]]))
+        assert [r.ok for r in results] == [True, False, True] and results[1].source == str(bad)
+        np.testing.assert_allclose([results[0].score, results[2].score], reference[1][1:3], rtol=0,
+                                   atol=self.tol(model))
+
+    def test_input_kinds_give_identical_scores(self, model: Any, images: list[Path]) -> None:
+        path = images[5]
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        scores = [model.predict(path), model.predict(Image.open(path)), model.predict(rgb),
+                  model.predict(np.ascontiguousarray(rgb[:, :, ::-1]), bgr=True), model.predict([rgb])]
+        for s in scores[1:]:
+            np.testing.assert_allclose(s, scores[0], rtol=0, atol=1e-6)
+        assert abs(model.predict(np.ascontiguousarray(rgb[:, :, ::-1]))[0] - scores[0][0]) > 1e-4  # flag matters
+
+    def test_predict_batch_checks_its_shape(self, model: Any, images: list[Path]) -> None:
+        size = model.preprocess_config.crop_size
+        for bad in (np.zeros((3, size, size), np.float32), np.zeros((2, 3, size, size + 1), np.float32),
+                    np.zeros((2, 4, size, size), np.float32)):
+            with pytest.raises(ValueError, match="batch"):
+                model.predict_batch(bad)
+        crops = model.crops(images[0], crops=5)
+        out = model.predict_batch(crops)
+        assert out.shape == (5,) and out.dtype == np.float64
+        assert out.mean() == pytest.approx(model.predict(images[0], crops=5)[0], abs=self.tol(model))
+
+
+class TestTorchRuntime(RuntimeContract):
+    backend, fmt, has_static = "TorchBackend", "torch", False
+
+    def build(self, checkpoint: Path, static: bool) -> Path:
+        return checkpoint
+
+
+class TestOnnxRuntime(RuntimeContract):
+    backend, fmt = "OnnxRuntimeBackend", "onnx"
+
+    def build(self, checkpoint: Path, static: bool) -> Path:
+        return exported(checkpoint, "onnx", static)
+
+
+class TestOpenVinoXml(RuntimeContract):
+    backend, fmt = "OpenVinoBackend", "openvino"
+    options = {"precision": "fp32"}
+
+    def build(self, checkpoint: Path, static: bool) -> Path:
+        xml = exported(checkpoint, "openvino", static)
+        assert xml.suffix == ".xml"
+        return xml
+
+    def test_fp32_runs_in_f32(self, model: Any) -> None:
+        assert model.inference_precision == "f32"
+
+
+class TestOpenVinoIrFolder(TestOpenVinoXml):
+    options: ClassVar[dict[str, Any]] = {}  # no hint: the artifact's own precision (fp32) is pinned
+
+    def build(self, checkpoint: Path, static: bool) -> Path:
+        return super().build(checkpoint, static).parent
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(TRT_SKIP is not None, reason=f"TensorRT runtime unavailable: {TRT_SKIP}")
+class TestTensorRtRuntime(RuntimeContract):
+    backend, fmt = "TensorRtBackend", "trt"
+
+    def build(self, checkpoint: Path, static: bool) -> Path:
+        engine = exported(checkpoint, "trt", static)
+        assert engine.suffix == ".engine" and read_engine_sidecar(engine).format == "trt"
+        return engine
+
+
+@pytest.mark.skipif(TRT_SKIP is None, reason="TensorRT and a GPU are present")
+def test_tensorrt_engine_without_tensorrt_says_why(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"not loadable here")
+    sidecar_path(engine).write_text(read_meta(tiny_checkpoint).derive(format="trt").to_json())
+    with pytest.raises(BackendUnavailableError, match="TensorRT|CUDA|cuda-python"):
+        glia_edge.load(engine)
+
+
+# -- ONNX Runtime and OpenVINO options ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def ov_xml(tiny_checkpoint: Path) -> Path:
+    return exported(tiny_checkpoint, "openvino")
+
+
+def test_onnxruntime_threads(tiny_checkpoint: Path, images: list[Path], reference: dict[int, np.ndarray]) -> None:
+    with glia_edge.load(exported(tiny_checkpoint, "onnx"), threads=1) as model:
+        assert model.session.get_session_options().intra_op_num_threads == 1
+        np.testing.assert_allclose(model.predict(images[:SUBSET]), reference[1][:SUBSET], atol=FP32_TOL * 100)
+
+
+def test_openvino_threads(ov_xml: Path) -> None:
+    with glia_edge.load(ov_xml, threads=1) as model:
+        assert int(model.compiled.get_property("INFERENCE_NUM_THREADS")) == 1
+
+
+def test_openvino_fp32_is_pinned_although_the_cpu_defaults_to_bf16(ov_xml: Path) -> None:
+    import openvino as ov
+
+    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        pytest.skip("this CPU has no BF16: OpenVINO runs f32 by default")
+    with glia_edge.load(ov_xml, precision="default") as model:
+        assert model.inference_precision == "bf16"  # what an unpinned "fp32" run really does here
+    with glia_edge.load(ov_xml, precision="fp32") as model:
+        assert model.inference_precision == "f32"
+
+
+def test_openvino_bf16_ranks_like_fp32(ov_xml: Path, images: list[Path], reference: dict[int, np.ndarray]) -> None:
+    with glia_edge.load(ov_xml, precision="bf16") as model:
+        if model.inference_precision != "bf16":
+            pytest.skip(f"this CPU runs {model.inference_precision}, not bf16")
+        scores = model.predict(images)
+    assert spearmanr(scores, reference[1]).statistic >= 0.99
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
+def test_openvino_throughput_mode_matches_latency_mode(tiny_checkpoint: Path, images: list[Path], static: bool) -> None:
+    xml = exported(tiny_checkpoint, "openvino", static)
+    with glia_edge.load(xml, mode="latency") as latency, glia_edge.load(xml, mode="throughput") as throughput:
+        assert throughput.mode == "throughput" and throughput.inference_precision == "f32"
+        np.testing.assert_allclose(throughput.predict(images), latency.predict(images), rtol=0,
+                                   atol=FP32_TOL * latency.meta.score_spec.range)
