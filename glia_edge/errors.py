@@ -41,3 +41,7 @@ class CalibrationError(GliaError, RuntimeError):
 
 class AccuracyGateError(GliaError, RuntimeError):
     """An exported artifact drifted from the PyTorch reference beyond the allowed bound."""
+
+
+class ExportError(GliaError, RuntimeError):
+    """An export step failed (exporter, converter, parser or engine builder); the message says which."""

@@ -12,6 +12,7 @@ import typer
 
 COMMAND_MODULES = (
     "glia_edge.cli.info_cmd",
+    "glia_edge.cli.export_cmd",
     "glia_edge.cli.score_cmd",
 )
 

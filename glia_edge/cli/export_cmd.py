@@ -1,0 +1,123 @@
+"""``glia-edge export`` (checkpoint -> ONNX / OpenVINO / TensorRT artifact) and ``glia-edge build-engine``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from glia_edge.cli.common import cli_errors
+
+
+def _size(paths: Any) -> str:
+    total = 0
+    for path in paths:
+        path = Path(path)
+        total += sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    return f"{total / 1e6:.1f} MB"
+
+
+def _print_summary(result: Any, target: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="glia-edge export", show_header=False)
+    meta = result.meta
+    table.add_row("artifact", str(result.path))
+    table.add_row("files", ", ".join(p.name for p in result.files))
+    table.add_row("size", _size(result.files))
+    table.add_row("target / format", f"{target} / {meta.format}")
+    table.add_row("precision", meta.precision)
+    if meta.calibration_sha256:
+        table.add_row("calibration", f"{meta.export.get('calibration', {}).get('crops')} crops, "
+                      f"sha256 {meta.calibration_sha256[:12]}")
+    fusions = meta.export.get("fusions") or {}
+    if fusions.get("optimizer"):
+        table.add_row("ORT fusions", ", ".join(f"{k} {v}" for k, v in fusions["optimizer"].items()))
+    gate = result.gate_report
+    if gate is not None:
+        table.add_row("Spearman vs PyTorch", f"{gate.spearman:.4f} ({gate.images} images)")
+        table.add_row("max |delta score|", f"{gate.max_abs_delta:.4g} ({gate.max_rel_delta:.3%} of the score range)")
+        if gate.srcc_artifact is not None:
+            table.add_row("SRCC / PLCC vs labels", f"{gate.srcc_artifact:.4f} / {gate.plcc_artifact:.4f} "
+                          f"(PyTorch {gate.srcc_reference:.4f} / {gate.plcc_reference:.4f})")
+    console.print(table)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True)
+
+
+def export(
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="GLIA checkpoint (.safetensors); "
+                                              "default: the packaged default model."),
+    target: str = typer.Option(..., "--target", "-t", help="onnx, openvino or trt."),
+    precision: str = typer.Option("fp32", "--precision", "-p", help="fp32, fp16, int8 (bf16 for openvino)."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration images: a folder or a CSV."),
+    calib_size: int = typer.Option(300, "--calib-size", help="Calibration images used (a seeded subset)."),
+    batch: int = typer.Option(8, "--batch", help="Batch size (fixed with --static; TensorRT's optimal batch)."),
+    dynamic: bool = typer.Option(True, "--dynamic/--static", help="Dynamic batch axis or a fixed batch."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Artifact path (.onnx file; a folder for "
+                                          "openvino and trt)."),
+    val: Optional[Path] = typer.Option(None, "--val", help="Validation images for the accuracy gate (folder or "
+                                       "CSV, labels used when present); default: the calibration images."),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="Fail when 1 - Spearman vs PyTorch (or the "
+                                             "SRCC lost against labels) exceeds this."),
+    crops: int = typer.Option(1, "--crops", help="Crops per image for calibration and the gate (1, 5 or 9)."),
+    exporter: str = typer.Option("legacy", "--exporter", help="torch.onnx exporter: legacy (opset 17) or dynamo "
+                                 "(opset 18)."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (17+)."),
+    engine: Optional[bool] = typer.Option(None, "--engine/--no-engine", help="trt: require / skip the engine build "
+                                          "(default: build where tensorrt and a GPU exist)."),
+) -> None:
+    """Export a checkpoint to an ONNX Runtime, OpenVINO or TensorRT artifact, checked against PyTorch."""
+    from glia_edge.export import export as run_export
+
+    with cli_errors():
+        try:
+            result = run_export(checkpoint, target=target, precision=precision, calib=calib, calib_size=calib_size,
+                                batch=batch, dynamic=dynamic, output=output, val=val, max_drop=max_drop, crops=crops,
+                                build_engine=engine, exporter=exporter, opset=opset)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        _print_summary(result, target)
+
+
+def _engine_path(onnx_path: Path) -> Path:
+    name = onnx_path.name
+    stem = name[: -len(".trt.onnx")] if name.endswith(".trt.onnx") else onnx_path.stem
+    return onnx_path.with_name(stem + ".engine")
+
+
+def build_engine(
+    onnx_path: Path = typer.Argument(..., help="TensorRT-ready ONNX (model.trt.onnx from glia-edge export)."),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32, fp16 or int8; default: the "
+                                            "precision in the ONNX's metadata."),
+    min_batch: int = typer.Option(1, "--min-batch"),
+    opt_batch: int = typer.Option(8, "--opt-batch"),
+    max_batch: int = typer.Option(32, "--max-batch"),
+    workspace: float = typer.Option(4.0, "--workspace", help="Builder workspace limit in GiB."),
+    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache file (read and updated)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Engine path (default: model.engine beside "
+                                          "the ONNX); metadata goes to <engine>.json."),
+) -> None:
+    """Build a TensorRT engine from a TensorRT-ready ONNX, on the device that will run it."""
+    from dataclasses import asdict
+
+    from glia_edge.export.tensorrt import EngineOptions, onnx_to_engine
+    from glia_edge.runtimes import read_meta
+
+    with cli_errors():
+        meta = read_meta(onnx_path)
+        precision = precision or meta.precision
+        opts = EngineOptions(min_batch, opt_batch, max_batch, workspace, timing_cache)
+        engine_meta = meta.derive(format="trt", precision=precision, export={
+            **meta.export, "engine": {**asdict(opts), "timing_cache": str(timing_cache) if timing_cache else None}})
+        path = onnx_to_engine(onnx_path, output or _engine_path(onnx_path), precision=precision,
+                              min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
+                              workspace_gib=workspace, timing_cache=timing_cache, meta=engine_meta)
+        typer.echo(f"wrote {path} ({_size([path])}) and {path.name}.json")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(export)
+    app.command("build-engine")(build_engine)
