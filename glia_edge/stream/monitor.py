@@ -1,0 +1,334 @@
+"""QualityMonitor: score a stream of frames without ever blocking the producer.
+
+Frames arrive from any iterator (``run(frames)``) or callback (``submit(frame, ts)``). Sampling
+(``every_n``, ``max_fps``) picks which frames to score; picked frames go into a bounded queue that
+keeps the newest ones (``queue_size``) and counts what it had to drop, so a camera loop never
+waits for the model. One worker thread scores what is queued with the backend's shared
+preprocessing (``model.crops`` + ``model.predict_batch``, so scores match ``glia-edge score``),
+smooths and classifies the score (:mod:`glia_edge.stream.states`) and publishes a
+:class:`FrameResult` to ``results()`` and the ``on_result`` / ``on_alert`` callbacks.
+
+When several frames are queued (``queue_size`` > 1) the worker scores them as one batch, which a
+backend with an asynchronous mode spreads over its requests (OpenVINO opened with
+``mode="throughput"`` splits a batch across its ``AsyncInferQueue``). ``block=True`` is for
+offline analysis of files: the producer then waits for room instead of dropping frames.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from glia_edge.errors import ImageLoadError
+from glia_edge.preprocess import aggregate
+from glia_edge.stream.states import Alert, QualityState, Thresholds
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """The outcome for one scored frame. ``dropped`` and ``skipped`` are running totals at the time
+    it was scored: frames lost to a full queue, and frames passed over by sampling."""
+
+    index: int
+    timestamp: float
+    score: float | None
+    smoothed: float | None
+    state: str
+    dropped: int
+    skipped: int
+    latency_ms: float
+    alert: Alert | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"index": self.index, "timestamp": round(self.timestamp, 6),
+               "score": None if self.score is None else round(self.score, 4),
+               "smoothed": None if self.smoothed is None else round(self.smoothed, 4),
+               "state": self.state, "dropped": self.dropped, "skipped": self.skipped,
+               "latency_ms": round(self.latency_ms, 2)}
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(frozen=True)
+class MonitorStats:
+    seen: int
+    skipped: int
+    dropped: int
+    scored: int
+    errors: int
+    alerts: int
+    elapsed_s: float
+
+    @property
+    def scored_fps(self) -> float:
+        return self.scored / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass
+class _Item:
+    index: int
+    timestamp: float
+    frame: Any
+    submitted: float
+
+
+class QualityMonitor:
+    """Score frames on a worker thread; see the module docstring."""
+
+    def __init__(self, model: Any, *, every_n: int = 1, max_fps: float | None = None, crops: int = 1,
+                 smoothing: float = 0.5, thresholds: Thresholds | None = None,
+                 on_alert: Callable[[Alert], None] | None = None,
+                 on_result: Callable[[FrameResult], None] | None = None, queue_size: int = 1, bgr: bool = True,
+                 block: bool = False, results_buffer: int = 1024) -> None:
+        if every_n < 1 or queue_size < 1 or (max_fps is not None and max_fps <= 0):
+            raise ValueError("every_n and queue_size must be >= 1 and max_fps > 0")
+        if thresholds is None:
+            spec = model.meta.score_spec
+            thresholds = Thresholds.for_score_range(spec.min, spec.max)
+        self.model, self.every_n, self.max_fps, self.crops, self.bgr = model, every_n, max_fps, crops, bgr
+        self.queue_size, self.block = queue_size, block
+        self.thresholds = thresholds
+        self.on_alert, self.on_result = on_alert, on_result
+        self._state = QualityState(thresholds, smoothing)
+        self._cond = threading.Condition()
+        self._queue: deque[_Item] = deque()
+        self._results: deque[FrameResult] = deque(maxlen=results_buffer)
+        self._seen = self._skipped = self._dropped = self._scored = self._errors = self._alerts = self._lost = 0
+        self._next_due: float | None = None
+        self._t0: float | None = None
+        self._t_last = 0.0
+        self._closing = False
+        self._worker_done = False
+        self.error: BaseException | None = None
+        self._worker = threading.Thread(target=self._work, name="glia-monitor", daemon=True)
+        self._worker.start()
+
+    # -- producer side -----------------------------------------------------------------------
+    def submit(self, frame: np.ndarray, timestamp: float | None = None) -> bool:
+        """Offer one frame (HWC uint8, BGR if ``bgr``); returns whether it was queued for scoring.
+
+        Never waits (unless ``block=True``): when the queue is full the oldest queued frame is
+        dropped. The monitor keeps a reference to queued frames: pass a copy if you reuse buffers.
+        """
+        queued = self._offer(frame, timestamp)
+        if queued is None:
+            raise RuntimeError("QualityMonitor is closed")
+        return queued
+
+    def _offer(self, frame: np.ndarray, timestamp: float | None) -> bool | None:
+        """``submit`` without the raise: None when the monitor is closed."""
+        now = time.monotonic()
+        ts = time.time() if timestamp is None else float(timestamp)
+        with self._cond:
+            if self._closing:
+                return None
+            index = self._seen
+            self._seen += 1
+            self._t0 = now if self._t0 is None else self._t0
+            if not self._sampled(index, ts):
+                self._skipped += 1
+                return False
+            if self.block:
+                while len(self._queue) >= self.queue_size and not self._closing:
+                    self._cond.wait()
+                if self._closing:
+                    return None
+            elif len(self._queue) >= self.queue_size:
+                self._queue.popleft()
+                self._dropped += 1
+            self._queue.append(_Item(index, ts, frame, now))
+            self._cond.notify_all()
+            return True
+
+    def _sampled(self, index: int, ts: float) -> bool:
+        if index % self.every_n:
+            return False
+        if self.max_fps is not None:
+            if self._next_due is not None and ts < self._next_due - 1e-6:
+                return False
+            self._next_due = ts + 1.0 / self.max_fps
+        return True
+
+    # -- worker side -------------------------------------------------------------------------
+    def _work(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._queue and not self._closing:
+                        self._cond.wait()
+                    if not self._queue:
+                        return
+                    items = list(self._queue)
+                    self._queue.clear()
+                    self._cond.notify_all()
+                for result in self._score(items):
+                    self._publish(result)
+        except BaseException as exc:  # a broken backend: stop, and let the consumer re-raise it
+            log.error("quality monitor worker failed: %s", exc)
+            self.error = exc
+        finally:
+            with self._cond:
+                self._worker_done = True
+                self._closing = True
+                self._queue.clear()
+                self._cond.notify_all()
+
+    def _score(self, items: list[_Item]) -> list[tuple[_Item, float | None, str | None]]:
+        batches: list[np.ndarray] = []
+        outcome: list[tuple[_Item, float | None, str | None]] = []
+        for item in items:
+            try:
+                batches.append(self.model.crops(item.frame, crops=self.crops, bgr=self.bgr))
+                outcome.append((item, None, None))
+            except ImageLoadError as exc:
+                outcome.append((item, None, exc.reason))
+        if batches:
+            scores = iter(aggregate(self.model.predict_batch(np.concatenate(batches)), [len(b) for b in batches]))
+            outcome = [(it, float(next(scores)) if err is None else None, err) for it, _, err in outcome]
+        return outcome
+
+    def _publish(self, scored: tuple[_Item, float | None, str | None]) -> None:
+        item, score, error = scored
+        if error is not None:
+            log.warning("frame %d could not be scored: %s", item.index, error)
+            smoothed, state, alert = self._state.ema.value, self._state.state, None
+        else:
+            smoothed, state, alert = self._state.update(score, item.index, item.timestamp)  # type: ignore[arg-type]
+        with self._cond:
+            self._scored += error is None
+            self._errors += error is not None
+            self._alerts += alert is not None
+            self._t_last = time.monotonic()
+            result = FrameResult(item.index, item.timestamp, score, smoothed, state.value, self._dropped,
+                                 self._skipped, (self._t_last - item.submitted) * 1000.0, alert, error)
+            if len(self._results) == self._results.maxlen:
+                self._lost += 1
+                if self._lost == 1:
+                    log.warning("results are not being read: keeping the newest %d (callbacks still get all)",
+                                self._results.maxlen)
+            self._results.append(result)
+            self._cond.notify_all()
+        for callback, arg in ((self.on_result, result), (self.on_alert, alert)):
+            if callback is not None and arg is not None:
+                try:
+                    callback(arg)  # type: ignore[operator]
+                except Exception:
+                    log.exception("quality monitor callback %r failed", callback)
+
+    # -- consumer side -----------------------------------------------------------------------
+    def results(self, timeout: float | None = None) -> Iterator[FrameResult]:
+        """Yield results as they arrive until the monitor is closed and drained.
+
+        ``timeout`` bounds each wait; when it passes with nothing new the iterator ends.
+        Re-raises the worker's error, if it failed.
+        """
+        while True:
+            with self._cond:
+                if not self._results and not self._worker_done:
+                    self._cond.wait(timeout)
+                batch = list(self._results)
+                self._results.clear()
+                finished = self._worker_done
+            yield from batch
+            if not batch and (finished or timeout is not None):
+                break
+        if self.error is not None:
+            raise self.error
+
+    def poll(self) -> list[FrameResult]:
+        """The results ready now, without waiting."""
+        with self._cond:
+            batch = list(self._results)
+            self._results.clear()
+        return batch
+
+    def run(self, frames: Iterable[Any]) -> Iterator[FrameResult]:
+        """Feed ``frames`` from a producer thread and yield results; closes the monitor at the end.
+
+        Items are HWC arrays, ``(array, timestamp)`` pairs, or objects with ``image`` and
+        ``timestamp`` (:class:`~glia_edge.stream.sources.Frame`). An error raised by the source is
+        re-raised here after the frames already queued are scored.
+        """
+        failure: list[BaseException] = []
+        producer = threading.Thread(target=self._produce, args=(frames, failure), name="glia-producer", daemon=True)
+        producer.start()
+        try:
+            yield from self.results()
+        finally:
+            self._stop_producer(frames, producer)
+        if failure:
+            raise failure[0]
+
+    def _produce(self, frames: Iterable[Any], failure: list[BaseException]) -> None:
+        try:
+            for item in frames:
+                if self._offer(*_unpack(item)) is None:
+                    break
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            self.close(timeout=0)
+
+    def _stop_producer(self, frames: Iterable[Any], producer: threading.Thread, timeout: float = 10.0) -> None:
+        self.close(drain=False, timeout=timeout)
+        if producer.is_alive() and callable(getattr(frames, "close", None)):
+            frames.close()  # type: ignore[attr-defined]
+        producer.join(timeout)
+        if producer.is_alive():
+            log.warning("frame source did not stop within %.0f s; leaving its thread behind", timeout)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def close(self, drain: bool = True, timeout: float | None = 10.0) -> bool:
+        """Stop accepting frames; score what is queued (``drain``) or drop it; wait for the worker.
+
+        Returns whether the worker has finished (``timeout=0`` only signals it).
+        """
+        with self._cond:
+            self._closing = True
+            if not drain:
+                self._dropped += len(self._queue)
+                self._queue.clear()
+            self._cond.notify_all()
+        if timeout != 0 and threading.current_thread() is not self._worker:
+            self._worker.join(timeout)
+        return not self._worker.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._worker.is_alive()
+
+    @property
+    def state(self) -> str:
+        return self._state.state.value
+
+    @property
+    def stats(self) -> MonitorStats:
+        with self._cond:
+            elapsed = (self._t_last - self._t0) if self._t0 is not None and self._t_last else 0.0
+            return MonitorStats(self._seen, self._skipped, self._dropped, self._scored, self._errors, self._alerts,
+                                max(0.0, elapsed))
+
+    def __enter__(self) -> "QualityMonitor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close(drain=exc[0] is None)
+
+
+def _unpack(item: Any) -> tuple[np.ndarray, float | None]:
+    if isinstance(item, np.ndarray):
+        return item, None
+    if hasattr(item, "image"):
+        return item.image, getattr(item, "timestamp", None)
+    if isinstance(item, tuple) and len(item) == 2:
+        return item[0], item[1]
+    raise TypeError(f"expected a frame array, (array, timestamp) or Frame, got {type(item).__name__}")

@@ -1,0 +1,115 @@
+"""``glia-edge watch`` on a video whose middle part degrades, with the tiny GLIA checkpoint."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from _stream_fixtures import MjpegServer, frames, write_video
+
+# Generous: the session's tiny_checkpoint fixture may be fitted during the first of these tests.
+pytestmark = pytest.mark.timeout(600)
+
+N, START, END = 90, 30, 60
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_video(tmp_path_factory.mktemp("video") / "degrading.avi", n=N, start=START, end=END)
+
+
+def _watch(*args: str) -> Any:
+    from glia_edge.cli import app
+
+    return CliRunner().invoke(app, ["watch", *args])
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_watch_flags_the_degraded_span_and_its_recovery(tiny_checkpoint: Path, video: Path, tmp_path: Path) -> None:
+    import glia_edge
+
+    with glia_edge.load(tiny_checkpoint) as model:  # threshold halfway between a clean and the worst frame
+        clean, worst = model.predict([f for f in frames(N, START, END)[::45][:2]], bgr=True)
+    assert clean - worst > 5, "the tiny checkpoint should score the blurred, noisy frame lower"
+    out, plot = tmp_path / "watch.jsonl", tmp_path / "watch.png"
+    res = _watch(str(video), "--model", str(tiny_checkpoint), "--no-realtime", "--every-n", "3",
+                 "--threshold", f"{(clean + worst) / 2:.3f}", "--hysteresis", f"{(clean - worst) / 10:.3f}",
+                 "--jsonl", str(out), "--plot", str(plot))
+    assert res.exit_code == 0, res.output
+    records = _lines(out)
+    scored = [r for r in records if r["event"] == "frame"]
+    alerts = [r for r in records if r["event"] == "alert"]
+    assert [r["index"] for r in scored] == list(range(0, N, 3))
+    assert all(r["state"] == "ok" for r in scored if r["index"] < START)
+    assert [a["kind"] for a in alerts] == ["degraded", "recovered"]
+    assert START < alerts[0]["index"] <= (START + END) // 2 < alerts[1]["index"] <= END + 15
+    assert scored[-1]["state"] == "ok" and all(r["dropped"] == 0 for r in scored)
+    summary = records[-1]
+    assert summary["event"] == "summary" and summary["frames"] == N and summary["scored"] == N // 3
+    assert "ALERT degraded at frame" in res.output and "ALERT recovered at frame" in res.output
+    with Image.open(plot) as img:
+        assert img.size[0] > 400
+
+
+def test_watch_realtime_keeps_the_pace_by_sampling(tiny_checkpoint: Path, video: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rt.jsonl"
+    t0 = time.monotonic()
+    res = _watch(str(video), "--model", str(tiny_checkpoint), "--max-frames", "45", "--jsonl", str(out))
+    assert res.exit_code == 0, res.output
+    assert time.monotonic() - t0 >= 44 / 30  # played at the file's 30 fps, like a camera
+    records = _lines(out)
+    summary = records[-1]
+    assert summary["frames"] == 45 and summary["end"].startswith("stopped after 45 frames")
+    assert summary["scored"] + summary["dropped"] + summary["skipped"] == 45
+    drops = [r["dropped"] for r in records if r["event"] == "frame"]
+    assert drops == sorted(drops)
+
+
+def test_watch_jsonl_to_stdout(tiny_checkpoint: Path, video: Path) -> None:
+    res = _watch(str(video), "--model", str(tiny_checkpoint), "--no-realtime", "--max-frames", "4", "--jsonl", "-")
+    assert res.exit_code == 0, res.output
+    records = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r["index"] for r in records if r["event"] == "frame"] == [0, 1, 2, 3]
+    assert records[-1]["event"] == "summary"
+
+
+def test_watch_reports_sources_that_cannot_open(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    res = _watch(str(tmp_path / "nope.mp4"), "--model", str(tiny_checkpoint))
+    assert res.exit_code == 2 and "nope.mp4: video file not found" in res.output
+    junk = tmp_path / "junk.avi"
+    junk.write_bytes(b"\x00" * 4096)
+    res = _watch(str(junk), "--model", str(tiny_checkpoint))
+    assert res.exit_code == 2 and "junk.avi" in res.output
+    res = _watch(str(junk), "--model", str(tmp_path / "missing.onnx"))
+    assert res.exit_code == 2 and "missing.onnx" in res.output
+
+
+def test_watch_reports_a_stream_that_disconnects(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    server = MjpegServer(per_connection=10, connections=1)
+    out, plot = tmp_path / "live.jsonl", tmp_path / "live.png"
+    res = _watch(server.url, "--model", str(tiny_checkpoint), "--reconnect", "1", "--jsonl", str(out), "--plot",
+                 str(plot))
+    assert res.exit_code == 1
+    assert "stream disconnected after 10 frames; did not come back after 1 attempt" in res.output
+    summary = _lines(out)[-1]
+    assert summary["frames"] == 10 and "disconnected" in summary["end"] and plot.is_file()
+
+
+def test_plot_history_stays_bounded() -> None:
+    from glia_edge.cli.watch_cmd import History
+    from glia_edge.stream import Alert, FrameResult
+
+    history = History(max_points=8)
+    for i in range(100):
+        alert = Alert("degraded", "ok", i, i / 10, 1.0, 2.0) if i == 57 else None
+        history.add(FrameResult(i, i / 10, 50.0, 50.0, "ok", 0, 0, 1.0, alert))
+    assert 4 <= len(history.points) < 8 and history.points[0][0] == 0.0
+    assert history.points[-1][0] > 8.0 and history.alerts == [(5.7, "degraded")]
