@@ -1,0 +1,107 @@
+"""``glia-edge train``: train a GLIA preset on an IQA set (LoDa's protocol by default).
+
+Under ``torchrun --nproc_per_node N $(which glia-edge) train ...`` the same command trains with
+DDP (NCCL on GPUs, Gloo on CPUs); ``--batch-size`` stays the global batch.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from glia_edge.cli.common import cli_errors
+
+_OVERRIDE_HELP = "Model override (GliaConfig field), e.g. --model-opt local_channels=8,16,16,24. Repeatable."
+
+
+def parse_overrides(pairs: list[str], **named: Any) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (values as Python literals where they parse) plus the named options given."""
+    out: dict[str, Any] = {k: v for k, v in named.items() if v is not None}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--model-opt")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()
+    return out
+
+
+def train(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="koniq, livec, spaq, kadid or csv."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder (as released)."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Annotation file (csv set: path,score[,ref])."),
+    preset: str = typer.Option("glia_vit_small", "--preset", "-p", help="GLIA preset (glia-edge presets)."),
+    backbone_weights: str = typer.Option("pretrained", "--backbone-weights",
+                                         help="Local file, timm name, 'pretrained' (preset's timm tag) or 'none'."),
+    split: str = typer.Option("0", "--split", help="Split 0-9, or 'official' (KonIQ-10k's own)."),
+    splits_file: Optional[Path] = typer.Option(None, "--splits-file", help="Split JSON (made if missing)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder [runs/SET/PRESET/splitN]."),
+    epochs: int = typer.Option(10, "--epochs", min=1),
+    batch_size: int = typer.Option(128, "--batch-size", "-b", min=1, help="Global batch (crops)."),
+    lr: float = typer.Option(3e-4, "--lr"),
+    weight_decay: float = typer.Option(1e-2, "--weight-decay"),
+    crops_per_image: Optional[int] = typer.Option(None, "--crops-per-image", min=1,
+                                                  help="Random crops per image per epoch [3; 5 on livec]."),
+    eval_crops: int = typer.Option(1, "--eval-crops", help="Grid crops for held-out scoring: 1, 5 or 9."),
+    l1_weight: float = typer.Option(0.1, "--l1-weight", help="Weight of the L1 term beside the PLCC loss."),
+    seed: int = typer.Option(3407, "--seed"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    workers: int = typer.Option(4, "--workers", min=0, help="Data loader processes."),
+    amp: bool = typer.Option(False, "--amp", help="bfloat16 autocast on CUDA."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Run folder or last.safetensors to continue."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many steps."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=3, help="Use at most N train and N held-out images."),
+    short_side: int = typer.Option(384, "--short-side", help="Resize so the short side is this."),
+    depth: Optional[int] = typer.Option(None, "--depth", help="Cut the backbone to this many blocks."),
+    adapter_dim: Optional[int] = typer.Option(None, "--adapter-dim"),
+    adapter_every: Optional[int] = typer.Option(None, "--adapter-every"),
+    head_hidden: Optional[int] = typer.Option(None, "--head-hidden"),
+    model_opt: list[str] = typer.Option([], "--model-opt", help=_OVERRIDE_HELP),
+    lower_is_better: bool = typer.Option(False, "--lower-is-better", help="csv set: scores are DMOS-like."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train GLIA: AdamW, cosine, PLCC+L1, random crops with flips; best/last checkpoints per epoch."""
+    from glia_edge.data.splits import parse_split
+    from glia_edge.train import TrainConfig
+    from glia_edge.train import train as run_training
+
+    overrides = parse_overrides(model_opt, depth=depth, adapter_dim=adapter_dim, adapter_every=adapter_every,
+                                head_hidden=head_hidden)
+    with cli_errors():
+        cfg = TrainConfig(
+            dataset=dataset.lower(), root=str(root) if root else None, csv=str(csv) if csv else None, preset=preset,
+            backbone_weights=backbone_weights, split=parse_split(split),
+            splits_file=str(splits_file) if splits_file else None, output=str(output) if output else None,
+            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, crops_per_image=crops_per_image,
+            eval_crops=eval_crops, l1_weight=l1_weight, seed=seed, device=device, workers=workers, amp=amp,
+            resume=str(resume) if resume else None, max_steps=max_steps, limit=limit, short_side=short_side,
+            model_overrides=overrides, progress=progress,
+            dataset_options={"higher_is_better": False} if lower_is_better else {})
+        result = run_training(cfg)
+    _report(result)
+
+
+def _report(result: Any) -> None:
+    import os
+
+    from rich.console import Console
+    from rich.table import Table
+
+    if int(os.environ.get("RANK", "0")) != 0 or not result.history:
+        return
+    last = result.history[-1]
+    table = Table("epoch", "step", "train loss", *[k for k in last if k.endswith(("srcc", "plcc", "krcc", "rmse"))])
+    for row in result.history:
+        table.add_row(str(row["epoch"]), str(row["step"]), f"{row['train_loss']:.4f}",
+                      *[f"{row[k]:.4f}" for k in last if k.endswith(("srcc", "plcc", "krcc", "rmse"))])
+    console = Console()
+    console.print(table)
+    console.print(f"checkpoints: {result.best} (best), {result.last} (last); metrics: {result.output / 'metrics.csv'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)

@@ -1,0 +1,89 @@
+"""PyTorch views of an IQA record list: random training crops and the deterministic eval grid.
+
+Both build on the one preprocessing definition (:mod:`glia_edge.preprocess`): decode with EXIF
+orientation, resize the short side, then ``random_crop`` (training: a random crop with random
+horizontal and vertical flips) or the crop grid (evaluation). Training shows every image
+``crops_per_image`` times per epoch as separate samples (LoDa's protocol). The random stream of a
+sample depends only on (seed, epoch, index), so results do not change with the number of loader
+workers or processes. An image that fails to decode yields ``None``; :func:`collate_skip_failed`
+drops it, so one bad file costs one sample, not the run.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from glia_edge.data.base import IQARecord
+from glia_edge.errors import ImageLoadError
+from glia_edge.preprocess import PreprocessConfig, crops_from_image, load_image, prepare, random_crop
+
+log = logging.getLogger(__name__)
+
+
+class TrainCrops(Dataset):
+    """``crops_per_image`` random crops (with h/v flips) per record per epoch.
+
+    Items are ``(crop float32 (3, S, S), standardised score, record index)`` or ``None``.
+    Call :meth:`set_epoch` before each epoch for fresh crops.
+    """
+
+    def __init__(self, records: Sequence[IQARecord], cfg: PreprocessConfig, *, crops_per_image: int = 3,
+                 seed: int = 0, score_mean: float = 0.0, score_std: float = 1.0) -> None:
+        if crops_per_image < 1:
+            raise ValueError(f"crops_per_image must be >= 1, got {crops_per_image}")
+        self.records, self.cfg = list(records), cfg
+        self.crops_per_image, self.seed = crops_per_image, seed
+        self.score_mean, self.score_std = float(score_mean), float(score_std)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records) * self.crops_per_image
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+        i = index // self.crops_per_image
+        rec = self.records[i]
+        try:
+            img = prepare(load_image(rec.path, max_pixels=self.cfg.max_pixels), self.cfg)
+        except ImageLoadError as exc:
+            log.warning("skipping %s: %s", rec.path, exc.reason)
+            return None
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        crop = random_crop(img, self.cfg, rng)
+        target = (rec.score - self.score_mean) / self.score_std
+        return torch.from_numpy(crop), torch.tensor(target, dtype=torch.float32), i
+
+
+class EvalCrops(Dataset):
+    """The deterministic crop grid (1, 5 or 9 crops) of each record.
+
+    Items are ``(crops float32 (n, 3, S, S), score on the dataset scale, record index)`` or ``None``.
+    """
+
+    def __init__(self, records: Sequence[IQARecord], cfg: PreprocessConfig, *, crops: int = 1) -> None:
+        self.records, self.cfg, self.crops = list(records), cfg, crops
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+        rec = self.records[index]
+        try:
+            img = load_image(rec.path, max_pixels=self.cfg.max_pixels)
+        except ImageLoadError as exc:
+            log.warning("skipping %s: %s", rec.path, exc.reason)
+            return None
+        crops = crops_from_image(img, self.cfg, self.crops)
+        return torch.from_numpy(crops), torch.tensor(rec.score, dtype=torch.float64), index
+
+
+def collate_skip_failed(batch: list[Any]) -> Any:
+    """``default_collate`` over the items that loaded; ``None`` when none did."""
+    good = [item for item in batch if item is not None]
+    return default_collate(good) if good else None

@@ -1,0 +1,140 @@
+"""Evaluating any artifact on an IQA split: SRCC, PLCC (logistic-fitted), KRCC, RMSE.
+
+Images are scored through the runtime API (``glia_edge.load(path).iter_scores``), so a checkpoint,
+an ONNX model, an OpenVINO IR or a TensorRT engine are measured by the same code with the same
+preprocessing. ``evaluate_splits`` runs one checkpoint per split (a path pattern with ``{split}``
+or the run folders ``glia-edge train`` writes, ``runs/<set>/<preset>/split<N>/best.safetensors``)
+and reports the medians, as the protocol does. An image that cannot be read is reported and
+left out. No torch is imported here; the PyTorch backend imports it when a checkpoint is scored.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from glia_edge.data import load_dataset, validate
+from glia_edge.data.base import IQADataset
+from glia_edge.data.splits import ALL, load_or_create_splits, select
+from glia_edge.errors import CheckpointError, DatasetError
+from glia_edge.meta import ArtifactMeta
+from glia_edge.metrics import IQAMetrics, iqa_metrics, median_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SplitEval:
+    """One artifact on one split's held-out images."""
+
+    split: int | str
+    artifact: Path
+    metrics: IQAMetrics
+    failed: int
+    predictions: list[tuple[str, float, float]] = field(default_factory=list)  # (key, score, prediction)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"split": self.split, "artifact": str(self.artifact), **self.metrics.to_dict(), "failed": self.failed}
+
+
+def resolve_checkpoint(spec: str | Path, split: int | str | None, which: str = "best") -> Path:
+    """The artifact for ``split``: ``spec`` with ``{split}`` filled in, or a run folder's ``which`` file."""
+    text = str(spec)
+    if "{split}" in text and split is None:
+        raise CheckpointError(f"{text} names a checkpoint per split: pass --split or --splits")
+    path = Path(text.format(split=split)) if "{split}" in text else Path(text)
+    if path.is_dir():
+        run = path / f"split{split}"
+        if split is not None and run.is_dir():
+            path = run
+        if (path / f"{which}.safetensors").is_file():
+            path = path / f"{which}.safetensors"
+        elif not any(path.glob("*.xml")):  # an OpenVINO IR folder is itself an artifact
+            raise CheckpointError(f"no {which}.safetensors for split {split} in {path}")
+    if not path.exists():
+        raise CheckpointError(f"checkpoint for split {split} not found: {path}")
+    return path
+
+
+def score_dataset(artifact: Path, dataset: IQADataset, *, crops: int = 1, progress: bool = False,
+                  **backend_options: Any) -> np.ndarray:
+    """Predictions for every record through the runtime API; NaN (and a warning) where one fails."""
+    from tqdm import tqdm
+
+    import glia_edge
+
+    preds = np.full(len(dataset.records), np.nan)
+    with glia_edge.load(artifact, **backend_options) as backend:
+        results = backend.iter_scores([r.path for r in dataset.records], crops=crops)
+        for i, res in enumerate(tqdm(results, total=len(preds), desc=f"scoring {dataset.name}", unit="img",
+                                     disable=not progress, leave=False)):
+            if res.ok:
+                preds[i] = res.score
+            else:
+                log.warning("skipping %s: %s", res.source, res.error)
+    return preds
+
+
+def _splits_file(artifact: Path, meta: ArtifactMeta, explicit: str | Path | None) -> Path | None:
+    """An explicit file, else the one beside the checkpoint, else the one the run recorded."""
+    if explicit:
+        return Path(explicit)
+    beside = artifact.parent / "splits.json"
+    if beside.is_file():
+        return beside
+    recorded = meta.training.get("splits_file")
+    return Path(recorded) if recorded and Path(recorded).is_file() else None
+
+
+def default_split(meta: ArtifactMeta, dataset: str) -> int | str:
+    """The split the artifact was trained on when it was trained on this dataset, else ``all``."""
+    if meta.training.get("dataset") == dataset and meta.training.get("split") is not None:
+        return meta.training["split"]
+    return ALL
+
+
+def held_out(dataset: IQADataset, split: int | str, artifact: Path, meta: ArtifactMeta,
+             splits_file: str | Path | None = None) -> IQADataset:
+    """The split's test images (every image for ``all``), with unreadable files dropped."""
+    trained = meta.training.get("dataset") == dataset.name
+    if trained and split != meta.training.get("split"):
+        log.warning("%s was trained on %s split %s; its split %s test images may include training images",
+                    artifact, dataset.name, meta.training.get("split"), split)
+    if split == ALL:
+        if trained:
+            log.warning("evaluating %s on all of %s, which it was trained on", artifact, dataset.name)
+        return validate(dataset)
+    splits, _ = load_or_create_splits(dataset, _splits_file(artifact, meta, splits_file))
+    return validate(select(dataset, splits, split)["test"])
+
+
+def evaluate(artifact: str | Path, dataset_name: str, *, root: str | Path | None = None, csv: str | Path | None = None,
+             split: int | str | None = None, splits_file: str | Path | None = None, crops: int = 1,
+             progress: bool = False, dataset_options: dict[str, Any] | None = None,
+             **backend_options: Any) -> SplitEval:
+    """Score ``artifact`` on one split of a dataset (default: the split it was trained on, else all)."""
+    from glia_edge.runtimes import read_meta
+
+    artifact = Path(artifact)
+    meta = read_meta(artifact)
+    dataset = load_dataset(dataset_name, root, csv, short_side=meta.preprocess_config.short_side,
+                           **(dataset_options or {}))
+    split = default_split(meta, dataset.name) if split is None else split
+    test = held_out(dataset, split, artifact, meta, splits_file)
+    preds = score_dataset(artifact, test, crops=crops, progress=progress, **backend_options)
+    ok = np.isfinite(preds)
+    if ok.sum() < 3:
+        raise DatasetError(f"only {int(ok.sum())} image(s) of {dataset.name} split {split} could be scored")
+    mos = np.array(test.scores())
+    rows = [(r.key, r.score, float(p)) for r, p in zip(test.records, preds) if np.isfinite(p)]
+    return SplitEval(split, artifact, iqa_metrics(preds[ok], mos[ok]), int((~ok).sum()), rows)
+
+
+def evaluate_splits(checkpoint: str | Path, dataset_name: str, splits: Sequence[int | str], *, which: str = "best",
+                    **kwargs: Any) -> tuple[list[SplitEval], dict[str, float]]:
+    """One artifact per split (see :func:`resolve_checkpoint`); returns each result and the medians."""
+    results = [evaluate(resolve_checkpoint(checkpoint, s, which), dataset_name, split=s, **kwargs) for s in splits]
+    return results, median_metrics([r.metrics for r in results])

@@ -1,0 +1,343 @@
+"""Training GLIA on an IQA set with LoDa's protocol (see shared/GLIA_DESIGN.md).
+
+Defaults: AdamW (lr 3e-4, weight decay 1e-2) on the adapter/local-stream/head parameters only
+(the backbone is frozen), cosine decay over all steps, 10 epochs, batch 128, 3 random crops per
+image per epoch (5 on LIVE Challenge) with h/v flips, seed 3407, loss = PLCC-induced + 0.1 L1 on
+scores standardised by the training split. After every epoch the model is evaluated on the
+split's held-out part (its validation part where the split has one) on the deterministic crop
+grid; ``last`` and ``best`` (by SRCC) checkpoints are written with the full config, the score
+scale folded into the model so it outputs MOS directly. The learning rate is a pure function of
+the step (cosine to 0 over the run's steps): a resumed run follows the same schedule without
+stored scheduler state, and one resumed with more epochs stretches it. Optimizer and random-stream state sit beside
+``last`` in ``last.state.pt`` for ``--resume``. Under torchrun the same code runs DDP.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from glia_edge.data.torch_dataset import collate_skip_failed
+from glia_edge.distributed import DistContext
+from glia_edge.errors import CheckpointError
+from glia_edge.losses import IQALoss
+from glia_edge.models import GLIA, create_model
+from glia_edge.models.backbone import looks_like_path
+from glia_edge.train_data import TrainData, prepare_data, predict_records
+
+log = logging.getLogger(__name__)
+
+STATE_SUFFIX = ".state.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; saved in the checkpoint so it can be repeated."""
+
+    dataset: str
+    root: str | None = None
+    csv: str | None = None
+    preset: str = "glia_vit_small"
+    backbone_weights: str = "pretrained"  # path, timm name, "pretrained" (the preset's tag) or "none"
+    split: int | str = 0
+    splits_file: str | None = None
+    output: str | None = None
+    epochs: int = 10
+    batch_size: int = 128  # global: divided between DDP processes
+    lr: float = 3e-4
+    weight_decay: float = 1e-2
+    crops_per_image: int | None = None  # None: the dataset's protocol value (3; 5 on LIVE Challenge)
+    eval_crops: int = 1
+    l1_weight: float = 0.1
+    seed: int = 3407
+    device: str = "auto"
+    workers: int = 4
+    amp: bool = False  # bfloat16 autocast on CUDA
+    resume: str | None = None
+    max_steps: int | None = None
+    limit: int | None = None
+    short_side: int = 384
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    last: Path
+    best: Path
+    history: list[dict[str, Any]]
+    model: GLIA
+
+
+@dataclass
+class _State:
+    epoch: int = 0  # epochs completed
+    step: int = 0
+    best: float = -math.inf
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Standardised(nn.Module):
+    """The model's standardised-score forward as ``forward``, so DDP's hooks see it."""
+
+    def __init__(self, model: GLIA) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_standardised(x)
+
+
+class MetricsLog:
+    """Per-epoch metrics as JSON lines (appended) and a CSV (rewritten), in the output folder."""
+
+    def __init__(self, folder: Path, history: list[dict[str, Any]]) -> None:
+        self.folder, self.rows = folder, list(history)
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def write(self, row: dict[str, Any]) -> None:
+        import csv
+        import json
+
+        self.rows.append(row)
+        with open(self.folder / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        columns = list(dict.fromkeys(k for r in self.rows for k in r))
+        with open(self.folder / "metrics.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+def default_output(cfg: TrainConfig) -> Path:
+    return Path("runs") / cfg.dataset / cfg.preset / f"split{cfg.split}"
+
+
+def _backbone_source(cfg: TrainConfig) -> str | None:
+    return None if cfg.backbone_weights.strip().lower() in ("none", "random", "") else cfg.backbone_weights
+
+
+def build_model(cfg: TrainConfig) -> GLIA:
+    """The preset with its backbone weights; "none" gives a random (logged) backbone."""
+    weights = _backbone_source(cfg)
+    overrides = dict(cfg.model_overrides)
+    if weights and not looks_like_path(weights):
+        overrides.setdefault("local_weights", "pretrained")  # LoDa's ResNet stream, where the preset has one
+    return create_model(cfg.preset, backbone_weights=weights, **overrides)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _train_loader(data: TrainData, cfg: TrainConfig, ctx: DistContext) -> DataLoader:
+    per_rank = max(1, cfg.batch_size // ctx.world_size)
+    sampler = DistributedSampler(data.train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                 seed=cfg.seed)
+    return DataLoader(data.train_set, batch_size=per_rank, sampler=sampler, num_workers=cfg.workers,
+                      collate_fn=collate_skip_failed, pin_memory=ctx.device.type == "cuda", drop_last=False)
+
+
+def _state_path(checkpoint: Path) -> Path:
+    return checkpoint.with_name(checkpoint.stem + STATE_SUFFIX)
+
+
+def cosine_lr(base: float, step: int, total: int) -> float:
+    """Cosine decay from ``base`` at step 0 to 0 at step ``total``."""
+    return 0.5 * base * (1.0 + math.cos(math.pi * min(step, total) / max(1, total)))
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> float:
+    for group in opt.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def _rng_state() -> dict[str, Any]:
+    """Every random stream training draws from (dropout, loader seeds), so a resumed run repeats exactly."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any] | None) -> None:
+    if not state:
+        return
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _resolve_resume(path: str) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "last.safetensors"
+    if not p.is_file():
+        raise CheckpointError(f"nothing to resume: {p} not found")
+    if not _state_path(p).is_file():
+        raise CheckpointError(f"{p} has no training state beside it ({_state_path(p).name}); only 'last' resumes")
+    return p
+
+
+def _resume(path: Path, model: GLIA, opt: torch.optim.Optimizer, cfg: TrainConfig) -> _State:
+    from safetensors.torch import load_file
+
+    from glia_edge.checkpoint import read_checkpoint_meta
+
+    meta = read_checkpoint_meta(path)
+    if meta.preset != cfg.preset:
+        raise CheckpointError(f"{path} is a {meta.preset} checkpoint, but this run trains {cfg.preset}")
+    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+    lost = [k for k in missing if k in model.trainable_state_dict()]
+    if lost or unexpected:
+        raise CheckpointError(f"{path} does not fit this model (missing {lost[:3]}, unexpected {unexpected[:3]})")
+    saved = torch.load(_state_path(path), map_location="cpu", weights_only=False)
+    opt.load_state_dict(saved["optimizer"])
+    _set_rng_state(saved.get("rng"))
+    log.info("resumed from %s after epoch %d (step %d)", path, saved["epoch"], saved["step"])
+    return _State(epoch=saved["epoch"], step=saved["step"], best=saved["best"], history=saved["history"])
+
+
+def _run_epoch(net: nn.Module, loader: DataLoader, data: TrainData, opt: torch.optim.Optimizer,
+               loss_fn: IQALoss, state: _State, total_steps: int, cfg: TrainConfig, ctx: DistContext) -> float:
+    from tqdm import tqdm
+
+    net.train()
+    loader.sampler.set_epoch(state.epoch)  # type: ignore[union-attr]
+    data.train_set.set_epoch(state.epoch)
+    losses = []
+    bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
+               disable=not (cfg.progress and ctx.is_main))
+    for batch in bar:
+        if state.step >= total_steps:
+            break
+        if batch is None:  # every image of the batch failed to load (warned already)
+            continue
+        x, y = batch[0].to(ctx.device, non_blocking=True), batch[1].to(ctx.device, non_blocking=True)
+        with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=cfg.amp and ctx.device.type == "cuda"):
+            pred = net(x)
+        loss = loss_fn(pred.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        lr = set_lr(opt, cosine_lr(cfg.lr, state.step, total_steps))
+        opt.step()
+        state.step += 1
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+def _save(model: GLIA, data: TrainData, cfg: TrainConfig, ctx: DistContext, out: Path, state: _State,
+          row: dict[str, Any], opt: torch.optim.Optimizer, is_best: bool) -> None:
+    from glia_edge.atomic import atomic_write
+    from glia_edge.checkpoint import checkpoint_meta, save_checkpoint
+
+    training = {**{k: v for k, v in asdict(cfg).items() if k not in ("progress", "resume")},
+                "loss": IQALoss(cfg.l1_weight).describe(), "world_size": ctx.world_size,
+                "splits_file": str(data.splits_path), "eval_part": data.eval_name,
+                "n_train": len(data.train.records), "n_eval": len(data.eval.records),
+                "epoch": state.epoch, "step": state.step, "metrics": row, "best_selected_on": f"{data.eval_name} SRCC"}
+    meta = checkpoint_meta(model, data.score, data.preprocess, training=training,
+                           backbone_weights=_backbone_source(cfg))
+    last = save_checkpoint(out / "last.safetensors", model, meta)
+    payload = {"optimizer": opt.state_dict(), "epoch": state.epoch,
+               "step": state.step, "best": state.best, "history": state.history, "config": asdict(cfg),
+               "rng": _rng_state()}
+    atomic_write(_state_path(last), lambda tmp: torch.save(payload, tmp))
+    if is_best:
+        save_checkpoint(out / "best.safetensors", model, meta)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run one training (single process, or one rank under torchrun)."""
+    ctx = DistContext.setup(cfg.device)
+    try:
+        return _train(cfg, ctx)
+    finally:
+        ctx.close()
+
+
+def _wrap(model: GLIA, ctx: DistContext) -> nn.Module:
+    """The standardised-score view of the model, inside DDP when the job is distributed."""
+    net: nn.Module = _Standardised(model)
+    if not ctx.enabled:
+        return net
+    # The depthwise conv's CPU gradient layout differs from DDP's bucket view: harmless, only noisy.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    return nn.parallel.DistributedDataParallel(net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+
+
+def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
+    resume = _resolve_resume(cfg.resume) if cfg.resume else None
+    out = Path(cfg.output) if cfg.output else (resume.parent if resume else default_output(cfg))
+    seed_everything(cfg.seed)
+    model = build_model(cfg)
+    data = prepare_data(cfg, ctx, model.cfg.img_size, out)
+    model.set_score_scale(data.score.mean, data.score.std)
+    model.to(ctx.device)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
+    loader = _train_loader(data, cfg, ctx)
+    total_steps = min(cfg.epochs * len(loader), cfg.max_steps or cfg.epochs * len(loader))
+    state = _resume(resume, model, opt, cfg) if resume else _State()
+    net = _wrap(model, ctx)
+    counts = model.param_counts()
+    log.info("training %s (%.2fM trainable of %.1fM) on %d %s images (%d crops each), evaluating on %d (%s)",
+             cfg.preset, counts["trainable"] / 1e6, counts["total"] / 1e6, len(data.train.records), cfg.dataset,
+             data.train_set.crops_per_image, len(data.eval.records), data.eval_name)
+    metrics_log = MetricsLog(out, state.history) if ctx.is_main else None
+    loss_fn = IQALoss(cfg.l1_weight)
+    while state.epoch < cfg.epochs and state.step < total_steps:
+        started = time.perf_counter()
+        train_loss = _run_epoch(net, loader, data, opt, loss_fn, state, total_steps, cfg, ctx)
+        ctx.average_bn_stats(model)
+        metrics = _evaluate(model, data, cfg, ctx)
+        state.epoch += 1
+        row = {"epoch": state.epoch, "step": state.step, "train_loss": train_loss,
+               "lr": cosine_lr(cfg.lr, state.step, total_steps),
+               **{f"{data.eval_name}_{k}": v for k, v in metrics.items()}, "seconds": time.perf_counter() - started}
+        state.history.append(row)
+        is_best = state.epoch == 1 or metrics["srcc"] > state.best  # NaN never beats a number
+        if is_best and not math.isnan(metrics["srcc"]):
+            state.best = metrics["srcc"]
+        if metrics_log is not None:
+            metrics_log.write(row)
+            _save(model, data, cfg, ctx, out, state, row, opt, is_best)
+            log.info("epoch %d: loss %.4f, %s SRCC %.4f PLCC %.4f", state.epoch, train_loss, data.eval_name,
+                     metrics["srcc"], metrics["plcc"])
+        ctx.barrier()
+    return TrainResult(out, out / "last.safetensors", out / "best.safetensors", state.history, model)
+
+
+def _evaluate(model: GLIA, data: TrainData, cfg: TrainConfig, ctx: DistContext) -> dict[str, float]:
+    from glia_edge.metrics import iqa_metrics
+
+    model.eval()
+    pred = predict_records(model, data.eval.records, data.preprocess, cfg.eval_crops, cfg.batch_size, ctx,
+                           workers=cfg.workers, progress=cfg.progress)
+    mos = np.array(data.eval.scores())
+    ok = np.isfinite(pred)
+    if ok.sum() < 3:
+        log.warning("only %d held-out image(s) scored; metrics are undefined", int(ok.sum()))
+        return {**{k: float("nan") for k in ("srcc", "plcc", "krcc", "rmse")}, "n": int(ok.sum())}
+    return iqa_metrics(pred[ok], mos[ok]).to_dict()
+
+
+__all__ = ["TrainConfig", "TrainResult", "train", "build_model", "cosine_lr", "default_output"]

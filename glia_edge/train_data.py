@@ -1,0 +1,126 @@
+"""The data side of a training run: dataset, split, checks, standardisation, held-out scoring.
+
+Rank 0 reads the dataset first (it may build SPAQ's resized cache and write the split file);
+the other ranks follow once it is done, so nothing is built twice or read half-written. The
+split file is copied into the run folder, so the run and a later ``glia-edge eval`` name the same
+images even if the cache moves.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from glia_edge.data import dataset_spec, load_dataset, validate
+from glia_edge.data.base import IQADataset, IQARecord
+from glia_edge.data.splits import ALL, load_or_create_splits, select
+from glia_edge.data.torch_dataset import EvalCrops, TrainCrops, collate_skip_failed
+from glia_edge.distributed import DistContext
+from glia_edge.errors import DatasetError
+from glia_edge.meta import ScoreSpec
+from glia_edge.models import GLIA
+from glia_edge.preprocess import PreprocessConfig
+
+if TYPE_CHECKING:
+    from glia_edge.train import TrainConfig
+
+log = logging.getLogger(__name__)
+
+SPLITS_COPY = "splits.json"
+
+
+@dataclass
+class TrainData:
+    dataset: IQADataset
+    train: IQADataset
+    eval: IQADataset
+    eval_name: str  # "val" where the split has one, else "test"
+    score: ScoreSpec  # the set's scale plus the training split's mean/std
+    preprocess: PreprocessConfig
+    splits_path: Path
+    train_set: TrainCrops
+
+
+def limit_records(dataset: IQADataset, limit: int | None, seed: int) -> IQADataset:
+    """A seeded random subset of at most ``limit`` records (smoke runs)."""
+    if not limit or len(dataset.records) <= limit:
+        return dataset
+    keep = np.sort(np.random.default_rng(seed).choice(len(dataset.records), limit, replace=False))
+    return dataset.with_records(dataset.records[i] for i in keep)
+
+
+def _load_in_turn(cfg: "TrainConfig", ctx: DistContext) -> IQADataset:
+    if not ctx.is_main:
+        ctx.barrier()
+    try:
+        dataset = load_dataset(cfg.dataset, cfg.root, cfg.csv, short_side=cfg.short_side, **cfg.dataset_options)
+    finally:
+        if ctx.is_main:
+            ctx.barrier()
+    return dataset
+
+
+def _copy_splits(src: Path, out: Path, ctx: DistContext) -> Path:
+    dst = out / SPLITS_COPY
+    if ctx.is_main and src.resolve() != dst.resolve():
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+    return dst
+
+
+def standardisation(scores: Sequence[float]) -> tuple[float, float]:
+    arr = np.asarray(scores, dtype=np.float64)
+    std = float(arr.std())
+    return float(arr.mean()), std if std > 1e-12 else 1.0
+
+
+def prepare_data(cfg: "TrainConfig", ctx: DistContext, crop_size: int, out: Path) -> TrainData:
+    """Load, split, check and standardise the data of a run."""
+    if cfg.split == ALL:
+        raise DatasetError("training needs a split with a held-out part: pass --split N or --split official")
+    dataset = _load_in_turn(cfg, ctx)
+    splits, splits_path = load_or_create_splits(dataset, Path(cfg.splits_file) if cfg.splits_file else None)
+    parts = select(dataset, splits, cfg.split)
+    eval_name = "val" if parts.get("val") and parts["val"].records else "test"
+    progress = cfg.progress and ctx.is_main
+    train = validate(limit_records(parts["train"], cfg.limit, cfg.seed), progress=progress)
+    held = validate(limit_records(parts[eval_name], cfg.limit, cfg.seed + 1), progress=progress)
+    mean, std = standardisation(train.scores())
+    crops = cfg.crops_per_image or dataset_spec(cfg.dataset).crops_per_image
+    preprocess = PreprocessConfig(short_side=cfg.short_side, crop_size=crop_size, crops=cfg.eval_crops)
+    train_set = TrainCrops(train.records, preprocess, crops_per_image=crops, seed=cfg.seed, score_mean=mean,
+                           score_std=std)
+    return TrainData(dataset, train, held, eval_name, replace(dataset.score, mean=mean, std=std), preprocess,
+                     _copy_splits(splits_path, out, ctx), train_set)
+
+
+@torch.inference_mode()
+def predict_records(model: GLIA, records: Sequence[IQARecord], preprocess: PreprocessConfig, crops: int,
+                    batch_size: int, ctx: DistContext, *, workers: int = 0, progress: bool = False) -> np.ndarray:
+    """Mean grid-crop score per record (NaN where an image failed), sharded over DDP ranks."""
+    from tqdm import tqdm
+
+    data = EvalCrops(records, preprocess, crops=crops)
+    sampler = DistributedSampler(data, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=False) if ctx.enabled else None
+    loader = DataLoader(data, batch_size=max(1, batch_size // crops), sampler=sampler, num_workers=workers,
+                        collate_fn=collate_skip_failed)
+    ids: list[int] = []
+    preds: list[float] = []
+    for batch in tqdm(loader, desc="evaluating", unit="batch", leave=False, disable=not (progress and ctx.is_main)):
+        if batch is None:
+            continue
+        x, _, idx = batch
+        b, n = x.shape[:2]
+        out = model(x.flatten(0, 1).to(ctx.device)).float().view(b, n).mean(dim=1)
+        ids += idx.tolist()
+        preds += out.cpu().tolist()
+    result = np.full(len(records), np.nan)
+    for rank_ids, rank_preds in ctx.gather((ids, preds)):
+        result[rank_ids] = rank_preds
+    return result
