@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               "scored_fps": round(stats.scored / wall, 2), **memory_summary(sampler.samples),
               "samples": {"columns": ["t_s", "rss_mb", "seen", "scored", "dropped"], "rows": sampler.samples}}
     if args.plot:
-        _plot(Path(args.plot), sampler.samples, f"{Path(str(args.model)).name}: {stats.seen} frames")
+        _plot(Path(args.plot), sampler.samples, f"{args.model}: {stats.seen} frames")
     return report
 
 
