@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "glia_edge.cli.synth_cmd",
     "glia_edge.cli.watch_cmd",
     "glia_edge.cli.score_cmd",
+    "glia_edge.cli.bench_cmd",
 )
 
 app = typer.Typer(

@@ -1,0 +1,235 @@
+"""The configuration matrix of a benchmark, and the artifacts each configuration needs.
+
+Rows, in report order: PyTorch FP32 eager (the baseline every speed-up is measured against, always
+present), torch.compile FP32, PyTorch BF16 autocast (a reference row), ONNX Runtime FP32/FP16/INT8,
+OpenVINO FP32 (inference precision pinned to f32, else this CPU silently runs BF16)/BF16/FP16/INT8,
+TensorRT FP32/FP16/INT8. A combination a backend does not have is left out; TensorRT rows on a
+machine without a GPU and TensorRT are kept with status "skipped: no GPU/TensorRT".
+
+OpenVINO BF16 is the FP32 IR run with ``INFERENCE_PRECISION_HINT=bf16``, so it shares that IR.
+Artifacts are exported once into ``OUTPUT/artifacts`` with :func:`glia_edge.export.export` and
+reused by later runs while their metadata names the same source checkpoint (SHA-256).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from glia_edge.formats import FORMATS
+
+log = logging.getLogger(__name__)
+
+TARGETS = ("torch", "onnx", "openvino", "trt")
+PRECISIONS = ("fp32", "fp16", "int8", "bf16")
+_LABELS = {"torch": "PyTorch", "onnx": "ONNX Runtime", "openvino": "OpenVINO", "trt": "TensorRT"}
+SKIP_NO_GPU = "skipped: no GPU/TensorRT"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One row of the matrix: a target, a precision, and for PyTorch how it runs."""
+
+    target: str
+    precision: str
+    variant: str = ""  # torch: "eager", "compile" or "autocast"
+    skip: str | None = None  # set: the row is reported with this status and not run
+
+    @property
+    def name(self) -> str:
+        return " ".join(p for p in (self.target, self.precision, self.variant) if p)
+
+    @property
+    def key(self) -> str:
+        """``target:precision[:variant]``, as ``--min-speedup`` names rows."""
+        return ":".join(p for p in (self.target, self.precision, self.variant) if p)
+
+    @property
+    def artifact_precision(self) -> str:
+        """The precision of the artifact this row loads (OpenVINO BF16 runs the FP32 IR)."""
+        return "fp32" if self.target == "openvino" and self.precision == "bf16" else self.precision
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.target == "torch" and self.precision == "fp32" and self.variant == "eager"
+
+    def label(self, device: str = "cpu") -> str:
+        text = _LABELS[self.target]
+        if self.target == "torch":
+            text += f" {self.variant}" + (f" ({device})" if device != "cpu" else "")
+        elif self.target == "openvino" and self.precision == "fp32":
+            text += " (f32 pinned)"
+        return text
+
+    def load_options(self, device: str = "cpu") -> dict[str, Any]:
+        """Backend options beyond threads and batch size."""
+        if self.target == "torch":
+            return {"precision": "bf16" if self.variant == "autocast" else "fp32", "compile": self.variant == "compile",
+                    "device": device}
+        if self.target == "openvino":
+            return {"precision": self.precision}
+        return {}
+
+
+def _torch_rows(precisions: Sequence[str], compile: bool) -> list[BenchConfig]:
+    rows = [BenchConfig("torch", "fp32", "eager")]
+    if "fp32" in precisions and compile:
+        rows.append(BenchConfig("torch", "fp32", "compile"))
+    if "bf16" in precisions:
+        rows.append(BenchConfig("torch", "bf16", "autocast"))
+    return rows
+
+
+def build_matrix(targets: Sequence[str], precisions: Sequence[str], *, gpu_tensorrt: bool,
+                 compile: bool = True) -> list[BenchConfig]:
+    """Every configuration asked for, in report order; the PyTorch FP32 eager baseline always."""
+    unknown = [t for t in targets if t not in TARGETS] + [p for p in precisions if p not in PRECISIONS]
+    if unknown:
+        raise ValueError(f"unknown target/precision {unknown}; targets: {', '.join(TARGETS)}, "
+                         f"precisions: {', '.join(PRECISIONS)}")
+    rows = _torch_rows(precisions, compile and "torch" in targets) if "torch" in targets \
+        else [BenchConfig("torch", "fp32", "eager")]
+    order = {"onnx": ("fp32", "fp16", "int8"), "openvino": ("fp32", "bf16", "fp16", "int8"),
+             "trt": ("fp32", "fp16", "int8")}
+    for target in ("onnx", "openvino", "trt"):
+        if target not in targets:
+            continue
+        supported = set(FORMATS[target].precisions) | ({"bf16"} if target == "openvino" else set())
+        for precision in order[target]:
+            if precision in precisions and precision in supported:
+                skip = SKIP_NO_GPU if target == "trt" and not gpu_tensorrt else None
+                rows.append(BenchConfig(target, precision, skip=skip))
+    return rows
+
+
+def gpu_tensorrt_available() -> bool:
+    """True when TensorRT imports and a CUDA GPU is visible."""
+    try:
+        import tensorrt  # noqa: F401
+    except (ImportError, OSError):
+        return False
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart  # type: ignore[no-redef]
+        except ImportError:
+            return False
+    err, count = cudart.cudaGetDeviceCount()
+    return err == cudart.cudaError_t.cudaSuccess and count > 0
+
+
+def torch_device(requested: str) -> str:
+    """``auto`` -> ``cuda`` when PyTorch sees a GPU, else ``cpu``."""
+    if requested != "auto":
+        return requested
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+@dataclass
+class ArtifactPlan:
+    """Where each (target, precision) artifact lives, or why it could not be made."""
+
+    paths: dict[tuple[str, str], Path] = field(default_factory=dict)
+    errors: dict[tuple[str, str], str] = field(default_factory=dict)
+    notes: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+
+
+def _reusable(path: Path, checkpoint_sha: str, precision: str) -> bool:
+    if not path.exists():
+        return False
+    try:
+        from glia_edge.runtimes import read_meta
+
+        meta = read_meta(path)
+    except Exception as exc:  # an unreadable leftover is re-exported, not trusted
+        log.debug("not reusing %s: %s", path, exc)
+        return False
+    return meta.source_checkpoint_sha256 == checkpoint_sha and meta.precision == precision
+
+
+#: What ``glia_edge.export.export`` writes for each target: a file for ONNX, a folder holding
+#: ``model.xml`` (OpenVINO) or ``model.engine`` (TensorRT) otherwise.
+_LOADABLE = {"onnx": None, "openvino": "model.xml", "trt": "model.engine"}
+
+
+def artifact_output(artifacts_dir: Path, stem: str, target: str, precision: str) -> Path:
+    """The ``output`` given to export: the file ``STEM.PRECISION.onnx``, or a folder ``STEM.PRECISION.TARGET``."""
+    return artifacts_dir / f"{stem}.{precision}.{target}"
+
+
+def loadable_path(output: Path, target: str) -> Path:
+    inner = _LOADABLE[target]
+    return output / inner if inner else output
+
+
+def _export_one(checkpoint: Path, target: str, precision: str, output: Path, calib: Path | None, crops: int,
+                max_batch: int, calib_size: int | None, export_fn: Callable[..., Any] | None) -> tuple[Path, list[str]]:
+    if export_fn is None:
+        from glia_edge.export import export as export_fn
+    log.info("exporting %s %s -> %s", target, precision, output)
+    extra = {"calib_size": calib_size} if calib_size else {}
+    result = export_fn(checkpoint, target=target, precision=precision,
+                       calib=str(calib) if precision == "int8" and calib else None, output=output, crops=crops,
+                       batch=max_batch * crops, **extra)
+    # Export notes are about its own accuracy gate, which the benchmark replaces; TensorRT's say
+    # why no engine was built.
+    notes = [str(n) for n in (getattr(result, "notes", None) or [])] if target == "trt" else []
+    path = Path(result.path)
+    if target == "trt" and path.suffix not in FORMATS["trt"].suffixes:
+        # No engine could be built here: never time the ONNX stand-in under a TensorRT label.
+        raise RuntimeError(notes[0] if notes else f"no TensorRT engine was built ({path})")
+    return path, notes
+
+
+def prepare_artifacts(checkpoint: Path, configs: Sequence[BenchConfig], artifacts_dir: Path, *,
+                      calib: Path | None, crops: int, max_batch: int, calib_size: int | None = None,
+                      export_fn: Callable[..., Any] | None = None) -> ArtifactPlan:
+    """Export (or reuse) every artifact the runnable configurations need; failures are recorded.
+
+    ``calib_size`` caps the INT8 calibration images (export's default when None).
+    """
+    from glia_edge.meta import sha256_file
+
+    plan = ArtifactPlan()
+    checkpoint_sha = sha256_file(checkpoint)
+    needed = sorted({(c.target, c.artifact_precision) for c in configs if c.skip is None and c.target != "torch"},
+                    key=lambda tp: (TARGETS.index(tp[0]), PRECISIONS.index(tp[1])))
+    for target, precision in needed:
+        output = artifact_output(artifacts_dir, checkpoint.stem, target, precision)
+        path = loadable_path(output, target)
+        if _reusable(path, checkpoint_sha, precision):
+            log.info("reusing %s", path)
+            plan.paths[(target, precision)] = path
+            continue
+        try:
+            plan.paths[(target, precision)], plan.notes[(target, precision)] = _export_one(
+                checkpoint, target, precision, output, calib, crops, max_batch, calib_size, export_fn)
+        except Exception as exc:  # one failed export must not stop the other rows
+            log.warning("export %s %s failed: %s", target, precision, exc)
+            plan.errors[(target, precision)] = f"export failed: {_one_line(exc)}"
+    return plan
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def artifact_size_mb(path: Path) -> float:
+    """Size on disk; an OpenVINO IR counts its .xml and .bin, an engine its sidecar is left out."""
+    path = Path(path)
+    files = [path]
+    if path.suffix == ".xml":
+        files.append(path.with_suffix(".bin"))
+    elif path.is_dir():
+        files = [p for p in path.rglob("*") if p.is_file()]
+    elif path.suffix == ".onnx":
+        files += [p for p in path.parent.glob(path.name + ".data")]
+    return sum(f.stat().st_size for f in files if f.is_file()) / 2**20

@@ -1,0 +1,396 @@
+"""``glia-edge bench``: export what is needed, measure every configuration in one run, report.
+
+The order of work:
+
+1. the checkpoint (``--model``, a random-weight ``--preset``, or the packaged default model);
+2. the held-out images (``--images``, else a built-in synthetic set) and a calibration set that
+   shares no photo with them;
+3. artifacts exported into ``OUTPUT/artifacts`` (reused while they match the checkpoint);
+4. every backend loaded (load time), and its scores on the held-out images against the
+   PyTorch FP32 eager scores (Spearman) and the labels (SRCC/PLCC);
+5. latency at batch 1 and throughput at each batch N, all configurations alternating round-robin
+   in this one process;
+6. on a Jetson, average power per configuration from tegrastats (images per joule);
+7. peak RSS of a fresh process per configuration;
+8. the report, and the regression check (``--min-speedup`` / ``--max-drop``).
+
+A configuration that fails at any step keeps its status text in the report; the others go on.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from glia_edge.benchmarks import accuracy, timing
+from glia_edge.benchmarks.configs import (BenchConfig, artifact_size_mb, build_matrix, gpu_tensorrt_available,
+                                          prepare_artifacts, torch_device)
+from glia_edge.benchmarks.machine import machine_info, machine_line
+from glia_edge.benchmarks.report import BenchReport, BenchRow
+from glia_edge.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchOptions:
+    model: Path | None = None
+    preset: str | None = None
+    targets: tuple[str, ...] = ("torch", "onnx", "openvino", "trt")
+    precisions: tuple[str, ...] = ("fp32", "fp16", "int8", "bf16")
+    batches: tuple[int, ...] = (1, 8)
+    crops: int = 1
+    threads: int | None = None
+    images: Path | None = None
+    labels: Path | None = None
+    calib: Path | None = None
+    calib_size: int | None = None
+    eval_size: int | None = 120
+    repeats: int = 20
+    warmup: int = 3
+    gap_s: float = 0.02
+    output: Path = Path("bench-out")
+    compile: bool = True
+    memory: bool = True
+    device: str = "auto"
+    power_seconds: float = 5.0
+    min_speedup: str | None = None
+    max_drop: float | None = None
+    command: str = ""
+
+
+@dataclass
+class _Live:
+    """A loaded configuration during the run."""
+
+    config: BenchConfig
+    row: BenchRow
+    backend: Any
+    scores: np.ndarray | None = None
+    runs: dict[int, Callable[[], Any]] = field(default_factory=dict)
+
+
+def resolve_checkpoint(opts: BenchOptions, workdir: Path) -> tuple[Path, str, bool]:
+    """(checkpoint, description, random weights?) for ``--model``, ``--preset`` or the default model."""
+    if opts.model is not None:
+        if not Path(opts.model).is_file():
+            raise CheckpointError(f"checkpoint not found: {opts.model}")
+        return Path(opts.model), Path(opts.model).name, False
+    if opts.preset:
+        path = workdir / f"{opts.preset}.random.safetensors"
+        if not path.is_file():
+            _random_checkpoint(opts.preset, path)
+        return path, f"{opts.preset} (random weights)", True
+    from glia_edge.weights import DEFAULT_MODEL, default_checkpoint
+
+    return default_checkpoint(), DEFAULT_MODEL, False
+
+
+def _random_checkpoint(preset: str, path: Path) -> None:
+    import torch
+
+    from glia_edge.checkpoint import checkpoint_meta, save_checkpoint
+    from glia_edge.meta import ScoreSpec
+    from glia_edge.models import create_model
+    from glia_edge.preprocess import PreprocessConfig
+
+    torch.manual_seed(0)
+    model = create_model(preset)
+    meta = checkpoint_meta(model, ScoreSpec(), PreprocessConfig(),
+                           training={"note": "random weights, made by glia-edge bench for speed measurement"})
+    log.info("built a random-weight %s checkpoint at %s", preset, path)
+    save_checkpoint(path, model, meta)
+
+
+def _eval_set(opts: BenchOptions, workdir: Path) -> tuple[accuracy.EvalSet, list[str]]:
+    """The held-out images: ``--images``, else the built-in synthetic set."""
+    if opts.images is not None:
+        return accuracy.load_eval_set(opts.images, opts.labels, opts.eval_size), []
+    csv_path = accuracy.builtin_set(workdir / "data", "eval", accuracy.EVAL_PHOTOS)
+    found = accuracy.load_eval_set(csv_path, opts.labels, opts.eval_size)
+    evalset = accuracy.EvalSet(found.paths, found.labels,
+                               f"built-in synthetic distortions of {', '.join(accuracy.EVAL_PHOTOS)}")
+    return evalset, ["held-out set: built-in synthetic distortions; SRCC/PLCC are against distortion-level labels"]
+
+
+def _calib_source(opts: BenchOptions, workdir: Path, configs: list[BenchConfig]) -> Path | None:
+    """``--calib``, else built-in photos the held-out set does not use; None when nothing is INT8."""
+    if not any(c.precision == "int8" and c.skip is None and c.target != "torch" for c in configs):
+        return None
+    if opts.calib is not None:
+        return Path(opts.calib)
+    return accuracy.builtin_set(workdir / "data", "calib", accuracy.CALIB_PHOTOS)
+
+
+def _load(config: BenchConfig, path: Path, opts: BenchOptions, device: str, max_batch: int) -> tuple[Any, float]:
+    from glia_edge.runtimes import load
+
+    start = time.perf_counter()
+    backend = load(path, threads=opts.threads, batch_size=max_batch * opts.crops, **config.load_options(device))
+    return backend, time.perf_counter() - start
+
+
+def _open_backends(configs: list[BenchConfig], plan: Any, checkpoint: Path, opts: BenchOptions,
+                   device: str) -> tuple[list[BenchRow], list[_Live]]:
+    rows: list[BenchRow] = []
+    live: list[_Live] = []
+    max_batch = max(opts.batches)
+    for config in configs:
+        row = BenchRow(name=config.name, target=config.target, precision=config.precision,
+                       backend=config.label(device if config.target == "torch" else "cpu"))
+        rows.append(row)
+        if config.skip:
+            row.status = config.skip
+            continue
+        key = (config.target, config.artifact_precision)
+        path = checkpoint if config.target == "torch" else plan.paths.get(key)
+        row.notes += plan.notes.get(key, [])
+        if path is None:
+            row.status = plan.errors.get(key, "export failed")
+            continue
+        row.artifact, row.artifact_mb = str(path), artifact_size_mb(path)
+        try:
+            backend, row.load_s = _load(config, path, opts, device, max_batch)
+        except Exception as exc:  # the report keeps the reason; other rows go on
+            row.status = f"load failed: {_short(exc)}"
+            continue
+        if config.variant == "compile":
+            row.notes.append("load time excludes torch.compile's compilation, which happens in the warm-up")
+        live.append(_Live(config, row, backend))
+    return rows, live
+
+
+def _short(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def _score_all(live: list[_Live], evalset: accuracy.EvalSet, crops: int) -> None:
+    from tqdm.auto import tqdm
+
+    for item in tqdm(list(live), desc="scoring held-out images", unit="backend", leave=False):
+        try:
+            item.scores = accuracy.score_images(item.backend, evalset.paths, crops)
+        except Exception as exc:
+            item.row.status = f"scoring failed: {_short(exc)}"
+    _drop_failed(live)
+    reference = next((i.scores for i in live if i.config.is_baseline), None)
+    for item in live:
+        if reference is None or item.scores is None:
+            continue
+        agree = accuracy.agreement(item.scores, reference, evalset.labels)
+        item.row.spearman, item.row.max_abs_diff = agree.spearman_vs_torch, agree.max_abs_diff
+        item.row.srcc, item.row.plcc = agree.srcc, agree.plcc
+        if agree.failed:
+            item.row.notes.append(f"{agree.failed} held-out images could not be scored")
+
+
+def _timing_inputs(evalset: accuracy.EvalSet, cfg: Any, batches: tuple[int, ...], crops: int) -> dict[int, np.ndarray]:
+    """batch N -> the crops of N held-out images (cycled when there are fewer), float32 NCHW."""
+    from glia_edge.preprocess import preprocess
+
+    need = max(batches)
+    arrays = [preprocess(evalset.paths[i % len(evalset)], cfg, crops=crops) for i in range(need)]
+    return {b: np.ascontiguousarray(np.concatenate(arrays[:b])) for b in batches}
+
+
+def _measure_speed(live: list[_Live], inputs: dict[int, np.ndarray], opts: BenchOptions, device: str) -> None:
+    from tqdm.auto import tqdm
+
+    runs: dict[str, Callable[[], Any]] = {}
+    timers: dict[str, timing.Timer] = {}
+    owner: dict[str, _Live] = {}
+    for item in live:
+        timer, kind = timing.timer_for(item.config.target, device if item.config.target == "torch" else "cpu")
+        item.row.timer = kind
+        for batch, array in inputs.items():
+            name = f"{item.row.name}@{batch}"
+            runs[name] = item.runs[batch] = _call(item.backend.predict_batch, array)
+            timers[name], owner[name] = timer, item
+
+    def failed(name: str, exc: Exception) -> None:
+        owner[name].row.status = f"error: {_short(exc)}"
+
+    with tqdm(total=len(runs) * (opts.repeats + opts.warmup), desc="timing (round-robin)", unit="run",
+              leave=False) as bar:
+        times = timing.measure_round_robin(runs, repeats=opts.repeats, warmup=opts.warmup, timers=timers,
+                                           on_error=failed, progress=bar.update, gap_s=opts.gap_s)
+    for name, seconds in times.items():
+        item, batch = owner[name], int(name.rsplit("@", 1)[1])
+        if not item.row.ok or not seconds:
+            continue
+        if batch == 1:
+            item.row.latency = timing.latency_stats(seconds).to_dict()
+        if batch > 1 or len(inputs) == 1:
+            item.row.throughput[batch] = timing.throughput(seconds, batch, opts.crops).to_dict()
+    _drop_failed(live)
+
+
+def _drop_failed(live: list[_Live]) -> None:
+    """Close and forget the backends whose row failed; the others go on."""
+    for item in [i for i in live if not i.row.ok]:
+        item.backend.close()
+    live[:] = [i for i in live if i.row.ok]
+
+
+def _call(fn: Callable[[np.ndarray], Any], array: np.ndarray) -> Callable[[], Any]:
+    return lambda: fn(array)
+
+
+def _speedups(rows: list[BenchRow]) -> None:
+    """Speed-up in crops/s at the largest measured batch over PyTorch FP32 eager."""
+    base = next((r for r in rows if r.target == "torch" and r.precision == "fp32" and r.name.endswith("eager")), None)
+    if base is None or not base.throughput:
+        return
+    batch = max(base.throughput)
+    reference = base.crops_per_s(batch)
+    for row in rows:
+        value = row.crops_per_s(batch)
+        if row.ok and value and reference:
+            row.speedup = value / reference
+
+
+def _measure_power(live: list[_Live], opts: BenchOptions) -> str | None:
+    """On a Jetson: average power while each configuration runs its largest batch for a while."""
+    from glia_edge.benchmarks import tegrastats
+
+    if not tegrastats.available() or not live:
+        return None
+    batch, rail = max(opts.batches), None
+    with tegrastats.TegrastatsSampler(interval_ms=100) as sampler:
+        sampler.wait_for_samples(2)
+        for item in live:
+            run, done = item.runs[batch], 0
+            start = time.monotonic()
+            while time.monotonic() - start < opts.power_seconds:
+                run()
+                done += batch
+            end = time.monotonic()
+            summary = tegrastats.summarize(sampler.window(start, end))
+            if summary is not None:
+                item.row.power_w = summary.mean_w
+                item.row.images_per_joule = summary.images_per_joule(done, end - start)
+                rail = summary.rail
+    return f"power: mean of tegrastats rail {rail} while each row ran batch {batch} for " \
+           f"{opts.power_seconds:g} s" if rail else None
+
+
+def _measure_memory(rows: list[BenchRow], configs: list[BenchConfig], opts: BenchOptions, evalset: accuracy.EvalSet,
+                    device: str) -> None:
+    from tqdm.auto import tqdm
+
+    from glia_edge.benchmarks.memory import measure_peak_rss
+
+    images = [str(p) for p in evalset.paths[:max(opts.batches)]]
+    todo = [(r, c) for r, c in zip(rows, configs) if r.ok and r.artifact]
+    for row, config in tqdm(todo, desc="peak RSS (one process each)", unit="backend", leave=False):
+        options = config.load_options(device)
+        try:
+            result = measure_peak_rss(row.artifact, precision=options.get("precision"),
+                                      compile=bool(options.get("compile")), batch=max(opts.batches), crops=opts.crops,
+                                      threads=opts.threads, images=images,
+                                      device=options.get("device") if config.target == "torch" else None)
+        except Exception as exc:
+            row.notes.append(f"peak RSS not measured: {_short(exc)}")
+            continue
+        row.peak_rss_mb = result.peak_rss_mb
+
+
+def parse_min_speedup(spec: str | None) -> tuple[float | None, dict[str, float]]:
+    """``"2.5"`` (every non-PyTorch row) or ``"openvino:int8=3.5,onnx:int8=2.2"`` (named rows)."""
+    if not spec:
+        return None, {}
+    spec = spec.strip()
+    if "=" not in spec:
+        return float(spec), {}
+    named: dict[str, float] = {}
+    for part in spec.split(","):
+        key, _, value = part.partition("=")
+        if not key.strip() or not value.strip():
+            raise ValueError(f"--min-speedup: expected TARGET:PRECISION=X, got {part!r}")
+        named[key.strip()] = float(value)
+    return None, named
+
+
+def check_regressions(rows: list[BenchRow], configs: list[BenchConfig], min_speedup: str | None,
+                      max_drop: float | None) -> list[str]:
+    """Failures of the regression check (empty when it passes, or when no check was asked for)."""
+    failures: list[str] = []
+    overall, named = parse_min_speedup(min_speedup)
+    keys = {c.key: r for r, c in zip(rows, configs)}
+    for key, floor in named.items():
+        row = keys.get(key)
+        if row is None or not row.ok or row.speedup is None:
+            failures.append(f"{key}: not measured ({row.status if row else 'no such row'}), needs >= {floor:g}x")
+        elif row.speedup < floor:
+            failures.append(f"{key}: speed-up {row.speedup:.2f}x < {floor:g}x")
+    for row in rows:
+        if row.target == "torch" or not row.ok:
+            continue
+        if overall is not None and (row.speedup is None or row.speedup < overall):
+            failures.append(f"{row.name}: speed-up {_x(row.speedup)} < {overall:g}x")
+        if max_drop is not None:
+            if row.spearman is None or math.isnan(row.spearman):
+                failures.append(f"{row.name}: Spearman with PyTorch undefined, cannot check the drop")
+            elif 1.0 - row.spearman > max_drop:
+                failures.append(f"{row.name}: Spearman {row.spearman:.4f} drops {1 - row.spearman:.4f} > {max_drop:g}")
+    return failures
+
+
+def _x(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def run_benchmark(opts: BenchOptions) -> BenchReport:
+    """Run the whole benchmark and return its report (not yet written)."""
+    out = Path(opts.output)
+    workdir = out / "artifacts"
+    checkpoint, model_name, random_weights = resolve_checkpoint(opts, workdir)  # before anything is written
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not opts.threads:
+        opts.threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    device = torch_device(opts.device)
+    configs = build_matrix(opts.targets, opts.precisions, gpu_tensorrt=gpu_tensorrt_available(),
+                           compile=opts.compile)
+    evalset, notes = _eval_set(opts, out)
+    calib = _calib_source(opts, out, configs)
+    if calib is not None:
+        notes.append(f"INT8 calibration images: {calib}")
+    plan = prepare_artifacts(checkpoint, configs, workdir, calib=calib, crops=opts.crops, max_batch=max(opts.batches),
+                             calib_size=opts.calib_size)
+    rows, live = _open_backends(configs, plan, checkpoint, opts, device)
+    try:
+        _score_all(live, evalset, opts.crops)
+        cfg = live[0].backend.preprocess_config if live else None
+        if cfg is not None:
+            _measure_speed(live, _timing_inputs(evalset, cfg, opts.batches, opts.crops), opts, device)
+        _speedups(rows)
+        power_note = _measure_power(live, opts)
+    finally:
+        for item in live:
+            item.backend.close()
+    if opts.memory:
+        _measure_memory(rows, configs, opts, evalset, device)
+    if random_weights:
+        notes.insert(0, "random-weight model: speed only; Spearman compares backends on the same random model")
+    if power_note:
+        notes.append(power_note)
+    notes.append(f"timing: {opts.warmup} warm-up + {opts.repeats} timed runs per configuration and batch, "
+                 f"round-robin; preprocessing (decode, resize, crop) is not timed")
+    settings = {"model": model_name, "checkpoint": str(checkpoint), "random_weights": random_weights,
+                "batches": list(opts.batches), "crops": opts.crops, "threads": opts.threads, "repeats": opts.repeats,
+                "device": device, "eval_set": evalset.source, "eval_images": len(evalset),
+                "labelled": evalset.labels is not None, "notes": notes,
+                "checked": bool(opts.min_speedup or opts.max_drop is not None)}
+    info = machine_info()
+    report = BenchReport(rows=rows, machine=info, machine_line=machine_line(info), command=opts.command,
+                         settings=settings, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    report.checks = check_regressions(rows, configs, opts.min_speedup, opts.max_drop)
+    return report

@@ -1,0 +1,138 @@
+"""``glia-edge bench``: every backend and precision against PyTorch FP32, in one reproducible run.
+
+Exports what it needs, measures all configurations alternating, prints the table and writes
+``OUTPUT/bench.{md,csv,json,png}``. ``--min-speedup`` / ``--max-drop`` make it a regression check
+(exit code 1 when a bound is missed).
+"""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+
+from glia_edge.cli.common import cli_errors
+
+if TYPE_CHECKING:
+    from glia_edge.benchmarks.report import BenchReport
+    from glia_edge.benchmarks.runner import BenchOptions
+
+CHECK_FAILED_EXIT = 1
+
+
+def _split(text: str, what: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    items = tuple(t.strip().lower() for t in text.split(",") if t.strip())
+    unknown = [t for t in items if t not in allowed]
+    if not items or unknown:
+        raise typer.BadParameter(f"{what}: expected some of {','.join(allowed)}, got {text!r}")
+    return items
+
+
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(sorted({int(t) for t in text.split(",") if t.strip()}))
+    except ValueError:
+        raise typer.BadParameter(f"--batch takes comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise typer.BadParameter("--batch sizes must be >= 1")
+    return values
+
+
+def _command(o: BenchOptions) -> str:
+    """The canonical command line that reproduces this run (every setting spelled out)."""
+    args = ["glia-edge", "bench"]
+    for flag, value in (("--model", o.model), ("--preset", o.preset)):
+        if value is not None:
+            args += [flag, str(value)]
+    args += ["--targets", ",".join(o.targets), "--precisions", ",".join(o.precisions),
+             "--batch", ",".join(map(str, o.batches)), "--crops", str(o.crops)]
+    for flag, value in (("--threads", o.threads), ("--images", o.images), ("--labels", o.labels),
+                        ("--calib", o.calib), ("--calib-size", o.calib_size), ("--min-speedup", o.min_speedup),
+                        ("--max-drop", o.max_drop)):
+        if value is not None:
+            args += [flag, str(value)]
+    args += ["--eval-size", str(o.eval_size or 0), "--repeats", str(o.repeats), "--warmup", str(o.warmup),
+             "--device", o.device, "--output", str(o.output)]
+    args += [] if o.compile else ["--no-compile"]
+    args += [] if o.memory else ["--no-memory"]
+    return shlex.join(args)
+
+
+def _print(report: BenchReport, paths: dict[str, Path]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from glia_edge.benchmarks.report import table_columns
+
+    console = Console()
+    cols = table_columns(report)
+    table = Table(*[h for h, _ in cols], title=report.settings.get("model", ""))
+    for row in report.rows:
+        table.add_row(*[str(fn(row)) for _, fn in cols])
+    console.print(table)
+    console.print(f"machine: {report.machine_line}")
+    for note in report.settings.get("notes", []):
+        console.print(f"note: {note}")
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def bench(
+    model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint (.safetensors). Default: the packaged model."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Without --model: a random-weight checkpoint of this "
+                                         "preset (speed only; accuracy columns compare backends on that model)."),
+    targets: str = typer.Option("torch,onnx,openvino,trt", "--targets", help="Comma-separated: torch,onnx,openvino,trt."),
+    precisions: str = typer.Option("fp32,fp16,int8,bf16", "--precisions", help="Comma-separated: fp32,fp16,int8,bf16."),
+    batch: str = typer.Option("1,8", "--batch", help="Batch sizes in images: latency at 1, throughput at the others."),
+    crops: int = typer.Option(1, "--crops", help="Crops per image (1, 5 or 9)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads per backend (default: all cores)."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Held-out images: a folder or a CSV (path[,score]). "
+                                          "Default: a built-in synthetic-distortion set."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="CSV of path,score labels for SRCC/PLCC."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="INT8 calibration images (folder or CSV). Default: "
+                                         "built-in photos that share none with the held-out set."),
+    calib_size: Optional[int] = typer.Option(None, "--calib-size", min=1, help="At most this many calibration "
+                                             "images (default: the exporter's)."),
+    eval_size: int = typer.Option(120, "--eval-size", min=0, help="Held-out images used (0 = all)."),
+    repeats: int = typer.Option(20, "--repeats", min=1, help="Timed runs per configuration and batch size."),
+    warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed runs first (torch.compile compiles here)."),
+    output: Path = typer.Option(Path("bench-out"), "--output", help="Folder for artifacts and reports."),
+    compile: bool = typer.Option(True, "--compile/--no-compile", help="Include the torch.compile row."),
+    memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak RSS (one process per row)."),
+    device: str = typer.Option("auto", "--device", help="PyTorch device: auto, cpu or cuda."),
+    min_speedup: Optional[str] = typer.Option(None, "--min-speedup", help="Regression check: X for every non-PyTorch "
+                                              "row, or TARGET:PRECISION=X,... for named rows."),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="Regression check: largest allowed "
+                                             "1 - Spearman with the PyTorch FP32 scores."),
+) -> None:
+    """Benchmark every backend and precision against PyTorch FP32 eager, in one run."""
+    from glia_edge.benchmarks.configs import PRECISIONS, TARGETS
+    from glia_edge.benchmarks.report import write_all
+    from glia_edge.benchmarks.runner import BenchOptions, parse_min_speedup, run_benchmark
+
+    if crops not in (1, 5, 9):
+        raise typer.BadParameter("--crops must be 1, 5 or 9")
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise typer.BadParameter(f"--device must be auto, cpu or cuda[:N], got {device!r}")
+    try:
+        parse_min_speedup(min_speedup)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    opts = BenchOptions(model=model, preset=preset, targets=_split(targets, "--targets", TARGETS),
+                        precisions=_split(precisions, "--precisions", PRECISIONS), batches=_batches(batch), crops=crops,
+                        threads=threads, images=images, labels=labels, calib=calib, calib_size=calib_size, eval_size=eval_size or None,
+                        repeats=repeats, warmup=warmup, output=output, compile=compile, memory=memory, device=device,
+                        min_speedup=min_speedup, max_drop=max_drop)
+    opts.command = _command(opts)
+    with cli_errors():
+        report = run_benchmark(opts)
+        paths = write_all(report, output)
+    _print(report, paths)
+    if report.checks:
+        for failure in report.checks:
+            typer.secho(f"regression: {failure}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(CHECK_FAILED_EXIT)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(bench)
