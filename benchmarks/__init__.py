@@ -7,7 +7,8 @@
 - :mod:`.machine`: the machine line (CPU flags, library versions, GPU, Jetson power mode and clocks);
 - :mod:`.tegrastats`: Jetson power from ``tegrastats`` (images per joule);
 - :mod:`.report`: Markdown, CSV, JSON and the throughput-vs-accuracy plot;
-- :mod:`.runner`: the whole run, and the ``--min-speedup`` / ``--max-drop`` regression check.
+- :mod:`.runner`: the whole run;
+- :mod:`.checks`: the ``--min-speedup`` / ``--max-drop`` regression check.
 
 Names are re-exported lazily, so the memory probe's child process imports only its backend.
 """
@@ -17,7 +18,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "BenchOptions": "runner", "run_benchmark": "runner", "check_regressions": "runner",
+    "BenchOptions": "runner", "run_benchmark": "runner", "check_regressions": "checks",
     "BenchReport": "report", "BenchRow": "report", "write_all": "report",
     "BenchConfig": "configs", "build_matrix": "configs",
     "measure_round_robin": "timing", "latency_stats": "timing", "throughput": "timing",

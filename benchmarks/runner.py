@@ -19,7 +19,6 @@ A configuration that fails at any step keeps its status text in the report; the 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from glia_edge.benchmarks import accuracy, timing
+from glia_edge.benchmarks.checks import check_regressions
 from glia_edge.benchmarks.configs import (BenchConfig, artifact_size_mb, build_matrix, gpu_tensorrt_available,
                                           prepare_artifacts, torch_device)
 from glia_edge.benchmarks.machine import machine_info, machine_line
@@ -303,49 +303,32 @@ def _measure_memory(rows: list[BenchRow], configs: list[BenchConfig], opts: Benc
         row.peak_rss_mb = result.peak_rss_mb
 
 
-def parse_min_speedup(spec: str | None) -> tuple[float | None, dict[str, float]]:
-    """``"2.5"`` (every non-PyTorch row) or ``"openvino:int8=3.5,onnx:int8=2.2"`` (named rows)."""
-    if not spec:
-        return None, {}
-    spec = spec.strip()
-    if "=" not in spec:
-        return float(spec), {}
-    named: dict[str, float] = {}
-    for part in spec.split(","):
-        key, _, value = part.partition("=")
-        if not key.strip() or not value.strip():
-            raise ValueError(f"--min-speedup: expected TARGET:PRECISION=X, got {part!r}")
-        named[key.strip()] = float(value)
-    return None, named
+def _measure_loaded(live: list[_Live], rows: list[BenchRow], evalset: accuracy.EvalSet, opts: BenchOptions,
+                    device: str) -> str | None:
+    """Accuracy, speed and (on a Jetson) power of the loaded backends; closes them. Returns a power note."""
+    try:
+        _score_all(live, evalset, opts.crops)
+        if live:
+            inputs = _timing_inputs(evalset, live[0].backend.preprocess_config, opts.batches, opts.crops)
+            _measure_speed(live, inputs, opts, device)
+        _speedups(rows)
+        return _measure_power(live, opts)
+    finally:
+        for item in live:
+            item.backend.close()
 
 
-def check_regressions(rows: list[BenchRow], configs: list[BenchConfig], min_speedup: str | None,
-                      max_drop: float | None) -> list[str]:
-    """Failures of the regression check (empty when it passes, or when no check was asked for)."""
-    failures: list[str] = []
-    overall, named = parse_min_speedup(min_speedup)
-    keys = {c.key: r for r, c in zip(rows, configs)}
-    for key, floor in named.items():
-        row = keys.get(key)
-        if row is None or not row.ok or row.speedup is None:
-            failures.append(f"{key}: not measured ({row.status if row else 'no such row'}), needs >= {floor:g}x")
-        elif row.speedup < floor:
-            failures.append(f"{key}: speed-up {row.speedup:.2f}x < {floor:g}x")
-    for row in rows:
-        if row.target == "torch" or not row.ok:
-            continue
-        if overall is not None and (row.speedup is None or row.speedup < overall):
-            failures.append(f"{row.name}: speed-up {_x(row.speedup)} < {overall:g}x")
-        if max_drop is not None:
-            if row.spearman is None or math.isnan(row.spearman):
-                failures.append(f"{row.name}: Spearman with PyTorch undefined, cannot check the drop")
-            elif 1.0 - row.spearman > max_drop:
-                failures.append(f"{row.name}: Spearman {row.spearman:.4f} drops {1 - row.spearman:.4f} > {max_drop:g}")
-    return failures
-
-
-def _x(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}x"
+def _settings(opts: BenchOptions, model: str, checkpoint: Path, random_weights: bool, device: str,
+              evalset: accuracy.EvalSet, notes: list[str]) -> dict[str, Any]:
+    if random_weights:
+        notes.insert(0, "random-weight model: speed only; Spearman compares backends on the same random model")
+    notes.append(f"timing: {opts.warmup} warm-up + {opts.repeats} timed runs per configuration and batch, "
+                 f"round-robin; preprocessing (decode, resize, crop) is not timed")
+    return {"model": model, "checkpoint": str(checkpoint), "random_weights": random_weights,
+            "batches": list(opts.batches), "crops": opts.crops, "threads": opts.threads, "repeats": opts.repeats,
+            "device": device, "eval_set": evalset.source, "eval_images": len(evalset),
+            "labelled": evalset.labels is not None, "notes": notes,
+            "checked": bool(opts.min_speedup or opts.max_drop is not None)}
 
 
 def run_benchmark(opts: BenchOptions) -> BenchReport:
@@ -366,31 +349,14 @@ def run_benchmark(opts: BenchOptions) -> BenchReport:
     plan = prepare_artifacts(checkpoint, configs, workdir, calib=calib, crops=opts.crops, max_batch=max(opts.batches),
                              calib_size=opts.calib_size)
     rows, live = _open_backends(configs, plan, checkpoint, opts, device)
-    try:
-        _score_all(live, evalset, opts.crops)
-        cfg = live[0].backend.preprocess_config if live else None
-        if cfg is not None:
-            _measure_speed(live, _timing_inputs(evalset, cfg, opts.batches, opts.crops), opts, device)
-        _speedups(rows)
-        power_note = _measure_power(live, opts)
-    finally:
-        for item in live:
-            item.backend.close()
-    if opts.memory:
-        _measure_memory(rows, configs, opts, evalset, device)
-    if random_weights:
-        notes.insert(0, "random-weight model: speed only; Spearman compares backends on the same random model")
+    power_note = _measure_loaded(live, rows, evalset, opts, device)
     if power_note:
         notes.append(power_note)
-    notes.append(f"timing: {opts.warmup} warm-up + {opts.repeats} timed runs per configuration and batch, "
-                 f"round-robin; preprocessing (decode, resize, crop) is not timed")
-    settings = {"model": model_name, "checkpoint": str(checkpoint), "random_weights": random_weights,
-                "batches": list(opts.batches), "crops": opts.crops, "threads": opts.threads, "repeats": opts.repeats,
-                "device": device, "eval_set": evalset.source, "eval_images": len(evalset),
-                "labelled": evalset.labels is not None, "notes": notes,
-                "checked": bool(opts.min_speedup or opts.max_drop is not None)}
+    if opts.memory:  # after the timing, with every backend closed: one quiet process at a time
+        _measure_memory(rows, configs, opts, evalset, device)
     info = machine_info()
     report = BenchReport(rows=rows, machine=info, machine_line=machine_line(info), command=opts.command,
-                         settings=settings, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                         settings=_settings(opts, model_name, checkpoint, random_weights, device, evalset, notes),
+                         created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     report.checks = check_regressions(rows, configs, opts.min_speedup, opts.max_drop)
     return report

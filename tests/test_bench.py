@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from glia_edge.benchmarks import machine, tegrastats, timing
 from glia_edge.benchmarks.configs import SKIP_NO_GPU, BenchConfig, build_matrix
 from glia_edge.benchmarks.report import BenchReport, BenchRow, csv_rows, to_markdown, write_all
-from glia_edge.benchmarks.runner import check_regressions, parse_min_speedup
+from glia_edge.benchmarks.checks import check_regressions, parse_min_speedup
 
 # -- real tegrastats lines, as published by Jetson users and tools ---------------------------------
 # Orin Nano, JetPack 6 (posted with nvidia-smi output from the same board).
@@ -319,3 +319,15 @@ def test_bench_rejects_bad_options(tmp_path: Path) -> None:
                                        "--output", str(tmp_path)])
     assert missing.exit_code == 2 and "no/such/model" in missing.output
     assert not any(tmp_path.iterdir())  # nothing written for a run that cannot start
+
+
+def test_preset_without_model_builds_a_random_weight_checkpoint_once(tmp_path: Path) -> None:
+    from glia_edge.benchmarks.runner import BenchOptions, resolve_checkpoint
+    from glia_edge.checkpoint import read_checkpoint_meta
+
+    opts = BenchOptions(preset="glia_vit_tiny")
+    path, name, random_weights = resolve_checkpoint(opts, tmp_path)
+    assert random_weights and name == "glia_vit_tiny (random weights)" and path.parent == tmp_path
+    assert read_checkpoint_meta(path).preset == "glia_vit_tiny"
+    stamp = path.stat().st_mtime_ns
+    assert resolve_checkpoint(opts, tmp_path)[0] == path and path.stat().st_mtime_ns == stamp  # reused

@@ -108,7 +108,8 @@ def bench(
     """Benchmark every backend and precision against PyTorch FP32 eager, in one run."""
     from glia_edge.benchmarks.configs import PRECISIONS, TARGETS
     from glia_edge.benchmarks.report import write_all
-    from glia_edge.benchmarks.runner import BenchOptions, parse_min_speedup, run_benchmark
+    from glia_edge.benchmarks.checks import parse_min_speedup
+    from glia_edge.benchmarks.runner import BenchOptions, run_benchmark
 
     if crops not in (1, 5, 9):
         raise typer.BadParameter("--crops must be 1, 5 or 9")
