@@ -78,10 +78,12 @@ def score_dataset(artifact: Path, dataset: IQADataset, *, crops: int = 1, progre
     return preds
 
 
-def _splits_file(artifact: Path, meta: ArtifactMeta, explicit: str | Path | None) -> Path | None:
-    """An explicit file, else the one beside the checkpoint, else the one the run recorded."""
+def _splits_file(artifact: Path, meta: ArtifactMeta, explicit: str | Path | None, trained: bool) -> Path | None:
+    """An explicit file; else, for the set the run trained on, the one beside it or the one it recorded."""
     if explicit:
         return Path(explicit)
+    if not trained:
+        return None
     beside = artifact.parent / "splits.json"
     if beside.is_file():
         return beside
@@ -89,9 +91,17 @@ def _splits_file(artifact: Path, meta: ArtifactMeta, explicit: str | Path | None
     return Path(recorded) if recorded and Path(recorded).is_file() else None
 
 
-def default_split(meta: ArtifactMeta, dataset: str) -> int | str:
+def trained_on(meta: ArtifactMeta, dataset: IQADataset) -> bool:
+    """Whether the artifact was trained on this dataset (same set, same annotation file)."""
+    if meta.training.get("dataset") != dataset.name:
+        return False
+    annotation = meta.training.get("annotation")
+    return annotation is None or Path(annotation).resolve() == Path(dataset.source).resolve()
+
+
+def default_split(meta: ArtifactMeta, dataset: IQADataset) -> int | str:
     """The split the artifact was trained on when it was trained on this dataset, else ``all``."""
-    if meta.training.get("dataset") == dataset and meta.training.get("split") is not None:
+    if trained_on(meta, dataset) and meta.training.get("split") is not None:
         return meta.training["split"]
     return ALL
 
@@ -99,7 +109,7 @@ def default_split(meta: ArtifactMeta, dataset: str) -> int | str:
 def held_out(dataset: IQADataset, split: int | str, artifact: Path, meta: ArtifactMeta,
              splits_file: str | Path | None = None) -> IQADataset:
     """The split's test images (every image for ``all``), with unreadable files dropped."""
-    trained = meta.training.get("dataset") == dataset.name
+    trained = trained_on(meta, dataset)
     if trained and split != meta.training.get("split"):
         log.warning("%s was trained on %s split %s; its split %s test images may include training images",
                     artifact, dataset.name, meta.training.get("split"), split)
@@ -107,7 +117,7 @@ def held_out(dataset: IQADataset, split: int | str, artifact: Path, meta: Artifa
         if trained:
             log.warning("evaluating %s on all of %s, which it was trained on", artifact, dataset.name)
         return validate(dataset)
-    splits, _ = load_or_create_splits(dataset, _splits_file(artifact, meta, splits_file))
+    splits, _ = load_or_create_splits(dataset, _splits_file(artifact, meta, splits_file, trained))
     return validate(select(dataset, splits, split)["test"])
 
 
@@ -122,7 +132,7 @@ def evaluate(artifact: str | Path, dataset_name: str, *, root: str | Path | None
     meta = read_meta(artifact)
     dataset = load_dataset(dataset_name, root, csv, short_side=meta.preprocess_config.short_side,
                            **(dataset_options or {}))
-    split = default_split(meta, dataset.name) if split is None else split
+    split = default_split(meta, dataset) if split is None else split
     test = held_out(dataset, split, artifact, meta, splits_file)
     preds = score_dataset(artifact, test, crops=crops, progress=progress, **backend_options)
     ok = np.isfinite(preds)

@@ -251,7 +251,7 @@ def _save(model: GLIA, data: TrainData, cfg: TrainConfig, ctx: DistContext, out:
 
     training = {**{k: v for k, v in asdict(cfg).items() if k not in ("progress", "resume")},
                 "loss": IQALoss(cfg.l1_weight).describe(), "world_size": ctx.world_size,
-                "splits_file": str(data.splits_path), "eval_part": data.eval_name,
+                "annotation": data.dataset.source, "splits_file": str(data.splits_path), "eval_part": data.eval_name,
                 "n_train": len(data.train.records), "n_eval": len(data.eval.records),
                 "epoch": state.epoch, "step": state.step, "metrics": row, "best_selected_on": f"{data.eval_name} SRCC"}
     meta = checkpoint_meta(model, data.score, data.preprocess, training=training,

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from glia_edge.data import dataset_spec, load_dataset, validate
 from glia_edge.data.base import IQADataset, IQARecord
-from glia_edge.data.splits import ALL, load_or_create_splits, select
+from glia_edge.data.splits import ALL, SplitFile, load_or_create_splits, parse_split, select
 from glia_edge.data.torch_dataset import EvalCrops, TrainCrops, collate_skip_failed
 from glia_edge.distributed import DistContext
 from glia_edge.errors import DatasetError
@@ -55,15 +55,17 @@ def limit_records(dataset: IQADataset, limit: int | None, seed: int) -> IQADatas
     return dataset.with_records(dataset.records[i] for i in keep)
 
 
-def _load_in_turn(cfg: "TrainConfig", ctx: DistContext) -> IQADataset:
+def _load_in_turn(cfg: "TrainConfig", ctx: DistContext) -> tuple[IQADataset, SplitFile, Path]:
+    """The dataset and its splits; rank 0 first, as it may write caches and the split file."""
     if not ctx.is_main:
         ctx.barrier()
     try:
         dataset = load_dataset(cfg.dataset, cfg.root, cfg.csv, short_side=cfg.short_side, **cfg.dataset_options)
+        splits, path = load_or_create_splits(dataset, Path(cfg.splits_file) if cfg.splits_file else None)
     finally:
         if ctx.is_main:
             ctx.barrier()
-    return dataset
+    return dataset, splits, path
 
 
 def _copy_splits(src: Path, out: Path, ctx: DistContext) -> Path:
@@ -82,10 +84,9 @@ def standardisation(scores: Sequence[float]) -> tuple[float, float]:
 
 def prepare_data(cfg: "TrainConfig", ctx: DistContext, crop_size: int, out: Path) -> TrainData:
     """Load, split, check and standardise the data of a run."""
-    if cfg.split == ALL:
+    if parse_split(cfg.split) == ALL:
         raise DatasetError("training needs a split with a held-out part: pass --split N or --split official")
-    dataset = _load_in_turn(cfg, ctx)
-    splits, splits_path = load_or_create_splits(dataset, Path(cfg.splits_file) if cfg.splits_file else None)
+    dataset, splits, splits_path = _load_in_turn(cfg, ctx)
     parts = select(dataset, splits, cfg.split)
     eval_name = "val" if parts.get("val") and parts["val"].records else "test"
     progress = cfg.progress and ctx.is_main
@@ -107,7 +108,8 @@ def predict_records(model: GLIA, records: Sequence[IQARecord], preprocess: Prepr
     from tqdm import tqdm
 
     data = EvalCrops(records, preprocess, crops=crops)
-    sampler = DistributedSampler(data, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=False) if ctx.enabled else None
+    sampler = DistributedSampler(data, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=False) \
+        if ctx.enabled else None
     loader = DataLoader(data, batch_size=max(1, batch_size // crops), sampler=sampler, num_workers=workers,
                         collate_fn=collate_skip_failed)
     ids: list[int] = []

@@ -69,6 +69,12 @@ def test_eval_defaults_to_the_split_the_run_trained_on(tiny_run: tuple[Path, Pat
     assert result.metrics.n == 4 * len(test_refs)
 
 
+def test_another_set_is_scored_whole_by_default(tiny_run: tuple[Path, Path], blur_csv: Path) -> None:
+    run, _ = tiny_run  # trained on another csv set: its split file does not apply here
+    result = evaluate(run / "best.safetensors", "csv", csv=blur_csv)
+    assert result.split == "all" and result.metrics.n == len(PHOTOS) * 5
+
+
 def test_one_checkpoint_per_split_gives_medians(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
     run, labels = tiny_run
     for split in range(3):

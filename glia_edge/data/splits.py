@@ -110,7 +110,8 @@ def write_splits(splits: SplitFile, path: Path) -> Path:
     return Path(path)
 
 
-def load_or_create_splits(dataset: IQADataset, path: Path | None = None, seed: int = SPLIT_SEED) -> tuple[SplitFile, Path]:
+def load_or_create_splits(dataset: IQADataset, path: Path | None = None,
+                          seed: int = SPLIT_SEED) -> tuple[SplitFile, Path]:
     """Read the dataset's split file, making and saving it first if it does not exist."""
     path = Path(path) if path else default_splits_path(dataset)
     if path.is_file():
@@ -151,8 +152,10 @@ def parse_split_range(text: str) -> list[int | str]:
     return out
 
 
-def split_parts(splits: SplitFile, split: int | str) -> dict[str, list[str]]:
+def split_parts(splits: SplitFile | None, split: int | str) -> dict[str, list[str]]:
     """The group lists of one split (``train``, ``test`` and, for some official splits, ``val``)."""
+    if splits is None:
+        raise DatasetError("no split file given")
     if split == OFFICIAL:
         if not splits.official:
             raise DatasetError(f"{splits.dataset} has no official split (KonIQ-10k's needs "
@@ -163,11 +166,12 @@ def split_parts(splits: SplitFile, split: int | str) -> dict[str, list[str]]:
     return splits.splits[split]
 
 
-def select(dataset: IQADataset, splits: SplitFile, split: int | str) -> dict[str, IQADataset]:
+def select(dataset: IQADataset, splits: SplitFile | None, split: int | str) -> dict[str, IQADataset]:
     """The dataset cut into its split's parts: ``{"train": ..., "test": ..., ["val": ...]}``.
 
     ``split="all"`` puts every record in ``test`` (evaluating on a set not trained on).
     """
+    split = parse_split(split)
     if split == ALL:
         return {"test": dataset}
     parts = split_parts(splits, split)
