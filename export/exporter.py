@@ -126,10 +126,10 @@ def build_meta(job: _Job) -> None:
                                    "images": len(job.calib.images) if job.calib else 0,
                                    "crops": len(job.calib) if job.calib else 0}
         settings["quantization"] = asdict(job.openvino) if job.target == "openvino" else asdict(job.quant)
-    job.meta = job.source_meta.derive(format="openvino" if job.target == "openvino" else "onnx",
-                                      precision=job.precision, calibration_sha256=calib_sha,
-                                      source_checkpoint_sha256=job.info["source_checkpoint_sha256"],
-                                      export=settings)
+    meta = job.source_meta.derive(format="openvino" if job.target == "openvino" else "onnx",
+                                  precision=job.precision, calibration_sha256=calib_sha,
+                                  source_checkpoint_sha256=job.info["source_checkpoint_sha256"], export=settings)
+    job.meta = ArtifactMeta.from_json(meta.to_json())  # exactly what a reader of the artifact gets back
 
 
 def write_onnx_artifact(job: _Job, dest: Path) -> Path:
@@ -194,8 +194,8 @@ def build_engine_if_possible(job: _Job) -> None:
         job.notes.append(note)
         return
     e = job.engine
-    engine_meta = job.meta.derive(format="trt", export={**job.meta.export, "engine": asdict(e) | {
-        "timing_cache": str(e.timing_cache) if e.timing_cache else None}})
+    engine_meta = ArtifactMeta.from_json(job.meta.derive(format="trt", export={**job.meta.export, "engine": asdict(e) | {
+        "timing_cache": str(e.timing_cache) if e.timing_cache else None}}).to_json())
     job.artifact = onnx_to_engine(job.artifact, job.work / "out" / ENGINE_NAME, precision=job.precision,
                                   min_batch=e.min_batch, opt_batch=e.opt_batch, max_batch=e.max_batch,
                                   workspace_gib=e.workspace_gib, timing_cache=e.timing_cache, meta=engine_meta)
@@ -287,6 +287,8 @@ def export(checkpoint: str | Path | None = None, *, target: str, precision: str 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+    if precision == "int8" and calib is None:
+        raise CalibrationError(f"{target} int8 needs calibration images: pass --calib DIR|CSV")
     if max_drop is not None and calib is None and val is None:
         raise AccuracyGateError("--max-drop needs validation images: pass --val DIR|CSV or --calib DIR|CSV")
     out = _check_output(Path(output) if output else default_output(checkpoint, target, precision), target)

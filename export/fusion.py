@@ -63,9 +63,9 @@ def optimizer_fusions(onnx_path: str | Path, *, num_heads: int = 0, hidden_size:
     try:
         model = optimizer.optimize_model(str(onnx_path), model_type="vit", num_heads=num_heads,
                                          hidden_size=hidden_size, opt_level=0, use_gpu=False)
+        stats = model.get_fused_operator_statistics()
     finally:
         logging.disable(previous)
-    stats = model.get_fused_operator_statistics()
     return {k: int(v) for k, v in sorted(stats.items()) if v}
 
 

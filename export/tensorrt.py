@@ -47,7 +47,7 @@ def import_tensorrt() -> Any:
     """The ``tensorrt`` module; :class:`BackendUnavailableError` saying why where it cannot build."""
     try:
         import tensorrt as trt
-    except ImportError as exc:
+    except (ImportError, OSError) as exc:  # OSError: the wheel is there but libnvinfer is not
         raise BackendUnavailableError(
             "TensorRT is not installed here (its wheels come from NVIDIA's index or JetPack, not PyPI)") from exc
     major = int(str(trt.__version__).split(".")[0])
@@ -96,7 +96,7 @@ def _profile(builder: Any, network: Any, opts: EngineOptions) -> Any | None:
 def _load_timing_cache(config: Any, path: Path | None) -> Any:
     data = path.read_bytes() if path is not None and path.is_file() else b""
     cache = config.create_timing_cache(data)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    config.set_timing_cache(cache, False)  # False: refuse a cache from another GPU or TensorRT version
     return cache
 
 
