@@ -141,7 +141,9 @@ class ArtifactPlan:
     notes: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
 
-def _reusable(path: Path, checkpoint_sha: str, precision: str) -> bool:
+def _reusable(path: Path, checkpoint_sha: str, precision: str, settings: dict[str, Any]) -> bool:
+    """An artifact from an earlier run is reused only when made from the same checkpoint, at the
+    same precision, with the same export settings (crops, batch, calibration source)."""
     if not path.exists():
         return False
     try:
@@ -151,7 +153,9 @@ def _reusable(path: Path, checkpoint_sha: str, precision: str) -> bool:
     except Exception as exc:  # an unreadable leftover is re-exported, not trusted
         log.debug("not reusing %s: %s", path, exc)
         return False
-    return meta.source_checkpoint_sha256 == checkpoint_sha and meta.precision == precision
+    found = {"crops": meta.export.get("crops"), "batch": meta.export.get("batch"),
+             "calibration": (meta.export.get("calibration") or {}).get("source")}
+    return meta.source_checkpoint_sha256 == checkpoint_sha and meta.precision == precision and found == settings
 
 
 #: What ``glia_edge.export.export`` writes for each target: a file for ONNX, a folder holding
@@ -204,7 +208,9 @@ def prepare_artifacts(checkpoint: Path, configs: Sequence[BenchConfig], artifact
     for target, precision in needed:
         output = artifact_output(artifacts_dir, checkpoint.stem, target, precision)
         path = loadable_path(output, target)
-        if _reusable(path, checkpoint_sha, precision):
+        settings = {"crops": crops, "batch": max_batch * crops,
+                    "calibration": str(calib) if precision == "int8" and calib else None}
+        if _reusable(path, checkpoint_sha, precision, settings):
             log.info("reusing %s", path)
             plan.paths[(target, precision)] = path
             continue

@@ -301,11 +301,14 @@ def test_bench_regression_check_exit_code(bench_run: tuple) -> None:
     fast = ["bench", "--model", model, "--targets", "torch,onnx", "--precisions", "fp32", "--batch", "1,2",
             "--repeats", "1", "--warmup", "1", "--threads", "1", "--images", images, "--calib", images,
             "--output", str(out), "--no-compile", "--no-memory"]
+    artifact = Path(json.loads((out / "bench.json").read_text())["rows"][1]["artifact"])
+    stamp = artifact.stat().st_mtime_ns
     failing = CliRunner().invoke(app, fast + ["--min-speedup", "onnx:fp32=1000"])
     assert failing.exit_code == 1, failing.output
     assert "onnx:fp32: speed-up" in failing.output
     report = json.loads((out / "bench.json").read_text())
-    assert report["checks"] and report["rows"][1]["status"] == "ok"  # the artifact was reused, not re-exported
+    assert report["checks"] and report["rows"][1]["status"] == "ok"
+    assert artifact.stat().st_mtime_ns == stamp  # same checkpoint and settings: reused, not re-exported
     passing = CliRunner().invoke(app, fast + ["--max-drop", "0.01"])
     assert passing.exit_code == 0, passing.output
 
