@@ -142,7 +142,7 @@ def csv_rows(report: BenchReport) -> list[dict[str, Any]]:
             flat[f"b{b}_crops_per_s"] = entry.get("crops_per_s")
         flat.update(peak_rss_mb=r.peak_rss_mb, speedup=r.speedup, spearman=r.spearman, max_abs_diff=r.max_abs_diff,
                     srcc=r.srcc, plcc=r.plcc, power_w=r.power_w, images_per_joule=r.images_per_joule, timer=r.timer)
-        out.append(flat)
+        out.append(_finite(flat))
     return out
 
 
@@ -159,8 +159,19 @@ def write_csv(report: BenchReport, path: Path) -> Path:
     return path
 
 
+def _finite(value: Any) -> Any:
+    """NaN/inf -> None, recursively, so the JSON is strict and the CSV cell empty."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def write_json(report: BenchReport, path: Path) -> Path:
-    text = json.dumps(report.to_dict(), indent=2, default=str, allow_nan=True)
+    text = json.dumps(_finite(report.to_dict()), indent=2, default=str, allow_nan=False)
     atomic_write(path, lambda tmp: tmp.write_text(text))
     return path
 

@@ -200,7 +200,7 @@ def _report() -> tuple[BenchReport, list[BenchConfig]]:
                      spearman=1.0, artifact_mb=20.0, peak_rss_mb=600.0),
             BenchRow("openvino int8", "openvino", "int8", "OpenVINO", latency=lat,
                      throughput={8: {**tp[8], "images_per_s": 40.0, "crops_per_s": 40.0}}, speedup=4.0,
-                     spearman=0.995, artifact_mb=6.0, peak_rss_mb=150.0),
+                     spearman=0.995, artifact_mb=6.0, peak_rss_mb=150.0, srcc=float("nan")),
             BenchRow("onnx int8", "onnx", "int8", "ONNX Runtime", status="export failed: ValueError: bad graph"),
             BenchRow("trt int8", "trt", "int8", "TensorRT", status=SKIP_NO_GPU)]
     report = BenchReport(rows, {"cpu": {}}, "AMD EPYC, 2 cores", "glia-edge bench --model m.safetensors",
@@ -237,8 +237,9 @@ def test_report_writers(tmp_path: Path) -> None:
         rows = list(csv.DictReader(fh))
     assert [r["name"] for r in rows] == [r.name for r in report.rows]
     assert float(rows[1]["b8_crops_per_s"]) == 40.0 and rows[2]["b8_crops_per_s"] == ""
-    data = json.loads(paths["json"].read_text())
+    data = json.loads(paths["json"].read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     assert data["rows"][1]["throughput"]["8"]["images_per_s"] == 40.0 and data["command"] == report.command
+    assert data["rows"][1]["srcc"] is None and rows[1]["srcc"] == ""  # NaN is written as empty, never "NaN"
     assert csv_rows(report)[0]["b1_p99_ms"] == 99.0
     assert "Regression check passed." in to_markdown(report)
 
