@@ -174,11 +174,12 @@ def loadable_path(output: Path, target: str) -> Path:
 
 
 def _export_one(checkpoint: Path, target: str, precision: str, output: Path, calib: Path | None, crops: int,
-                max_batch: int, calib_size: int | None, export_fn: Callable[..., Any] | None) -> tuple[Path, list[str]]:
+                max_batch: int, calib_size: int | None, options: dict[str, Any],
+                export_fn: Callable[..., Any] | None) -> tuple[Path, list[str]]:
     if export_fn is None:
         from glia_edge.export import export as export_fn
     log.info("exporting %s %s -> %s", target, precision, output)
-    extra = {"calib_size": calib_size} if calib_size else {}
+    extra = {**options, **({"calib_size": calib_size} if calib_size else {})}
     result = export_fn(checkpoint, target=target, precision=precision,
                        calib=str(calib) if precision == "int8" and calib else None, output=output, crops=crops,
                        batch=max_batch * crops, **extra)
@@ -194,19 +195,24 @@ def _export_one(checkpoint: Path, target: str, precision: str, output: Path, cal
 
 def prepare_artifacts(checkpoint: Path, configs: Sequence[BenchConfig], artifacts_dir: Path, *,
                       calib: Path | None, crops: int, max_batch: int, calib_size: int | None = None,
+                      export_options: dict[str, Any] | None = None,
                       export_fn: Callable[..., Any] | None = None) -> ArtifactPlan:
     """Export (or reuse) every artifact the runnable configurations need; failures are recorded.
 
     ``calib_size`` caps the INT8 calibration images (export's default when None).
+    ``export_options`` go to every export (e.g. ``keep_head_float``, ``smooth_quant_alpha``,
+    ``exclude_nodes``: mixed-precision INT8); their artifacts get a name of their own.
     """
     from glia_edge.meta import sha256_file
 
     plan = ArtifactPlan()
     checkpoint_sha = sha256_file(checkpoint)
+    options = dict(export_options or {})
+    stem = checkpoint.stem + (f"-{_options_tag(options)}" if options else "")
     needed = sorted({(c.target, c.artifact_precision) for c in configs if c.skip is None and c.target != "torch"},
                     key=lambda tp: (TARGETS.index(tp[0]), PRECISIONS.index(tp[1])))
     for target, precision in needed:
-        output = artifact_output(artifacts_dir, checkpoint.stem, target, precision)
+        output = artifact_output(artifacts_dir, stem, target, precision)
         path = loadable_path(output, target)
         settings = {"crops": crops, "batch": max_batch * crops,
                     "calibration": str(calib) if precision == "int8" and calib else None}
@@ -216,11 +222,19 @@ def prepare_artifacts(checkpoint: Path, configs: Sequence[BenchConfig], artifact
             continue
         try:
             plan.paths[(target, precision)], plan.notes[(target, precision)] = _export_one(
-                checkpoint, target, precision, output, calib, crops, max_batch, calib_size, export_fn)
+                checkpoint, target, precision, output, calib, crops, max_batch, calib_size, options, export_fn)
         except Exception as exc:  # one failed export must not stop the other rows
             log.warning("export %s %s failed: %s", target, precision, exc)
             plan.errors[(target, precision)] = f"export failed: {_one_line(exc)}"
     return plan
+
+
+def _options_tag(options: dict[str, Any]) -> str:
+    """A short stable name for a set of export options (artifact file names)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def _one_line(exc: BaseException) -> str:

@@ -52,6 +52,7 @@ class BenchOptions:
     labels: Path | None = None
     calib: Path | None = None
     calib_size: int | None = None
+    export_options: dict[str, Any] = field(default_factory=dict)
     eval_size: int | None = 120
     repeats: int = 20
     warmup: int = 3
@@ -346,8 +347,10 @@ def run_benchmark(opts: BenchOptions) -> BenchReport:
     calib = _calib_source(opts, out, configs)
     if calib is not None:
         notes.append(f"INT8 calibration images: {calib}")
+    if opts.export_options:
+        notes.append(f"export options: {opts.export_options}")
     plan = prepare_artifacts(checkpoint, configs, workdir, calib=calib, crops=opts.crops, max_batch=max(opts.batches),
-                             calib_size=opts.calib_size)
+                             calib_size=opts.calib_size, export_options=opts.export_options)
     rows, live = _open_backends(configs, plan, checkpoint, opts, device)
     power_note = _measure_loaded(live, rows, evalset, opts, device)
     if power_note:

@@ -335,3 +335,16 @@ def test_preset_without_model_builds_a_random_weight_checkpoint_once(tmp_path: P
     assert read_checkpoint_meta(path).preset == "glia_vit_tiny"
     stamp = path.stat().st_mtime_ns
     assert resolve_checkpoint(opts, tmp_path)[0] == path and path.stat().st_mtime_ns == stamp  # reused
+
+
+def test_export_options_are_parsed_as_literals() -> None:
+    import typer
+
+    from glia_edge.cli.bench_cmd import _export_options
+
+    parsed = _export_options(["keep_head_float=True", "smooth_quant_alpha=0.15", "x=None", "exclude_nodes=['/a', '/b']",
+                              "exporter=dynamo"])
+    assert parsed == {"keep_head_float": True, "smooth_quant_alpha": 0.15, "x": None, "exclude_nodes": ["/a", "/b"],
+                      "exporter": "dynamo"}
+    with pytest.raises(typer.BadParameter):
+        _export_options(["no-equals-sign"])

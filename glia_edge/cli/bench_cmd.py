@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
@@ -39,6 +39,22 @@ def _batches(text: str) -> tuple[int, ...]:
     return values
 
 
+def _export_options(items: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` pairs; values are Python literals (True, 0.15, None, ['a', 'b']) or plain text."""
+    import ast
+
+    options: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"--export-option takes KEY=VALUE, got {item!r}")
+        try:
+            options[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            options[key.strip()] = value.strip()
+    return options
+
+
 def _command(o: BenchOptions) -> str:
     """The canonical command line that reproduces this run (every setting spelled out)."""
     args = ["glia-edge", "bench"]
@@ -52,6 +68,8 @@ def _command(o: BenchOptions) -> str:
                         ("--max-drop", o.max_drop)):
         if value is not None:
             args += [flag, str(value)]
+    for key, value in o.export_options.items():
+        args += ["--export-option", f"{key}={value!r}"]
     args += ["--eval-size", str(o.eval_size or 0), "--repeats", str(o.repeats), "--warmup", str(o.warmup),
              "--device", o.device, "--output", str(o.output)]
     args += [] if o.compile else ["--no-compile"]
@@ -93,6 +111,9 @@ def bench(
                                          "built-in photos that share none with the held-out set."),
     calib_size: Optional[int] = typer.Option(None, "--calib-size", min=1, help="At most this many calibration "
                                              "images (default: the exporter's)."),
+    export_option: Optional[List[str]] = typer.Option(None, "--export-option", help="KEY=VALUE for every export "
+                                                      "(repeatable), e.g. keep_head_float=True, "
+                                                      "smooth_quant_alpha=None, exclude_nodes=['/head/Gemm']."),
     eval_size: int = typer.Option(120, "--eval-size", min=0, help="Held-out images used (0 = all)."),
     repeats: int = typer.Option(20, "--repeats", min=1, help="Timed runs per configuration and batch size."),
     warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed runs first (torch.compile compiles here)."),
@@ -121,7 +142,8 @@ def bench(
         raise typer.BadParameter(str(exc)) from None
     opts = BenchOptions(model=model, preset=preset, targets=_split(targets, "--targets", TARGETS),
                         precisions=_split(precisions, "--precisions", PRECISIONS), batches=_batches(batch), crops=crops,
-                        threads=threads, images=images, labels=labels, calib=calib, calib_size=calib_size, eval_size=eval_size or None,
+                        threads=threads, images=images, labels=labels, calib=calib, calib_size=calib_size,
+                        export_options=_export_options(export_option or []), eval_size=eval_size or None,
                         repeats=repeats, warmup=warmup, output=output, compile=compile, memory=memory, device=device,
                         min_speedup=min_speedup, max_drop=max_drop)
     opts.command = _command(opts)
