@@ -1,4 +1,4 @@
-"""Just enough torch.distributed for ``glia-edge train`` under ``torchrun --nproc_per_node N``.
+"""Just enough torch.distributed for ``torchrun --nproc_per_node N -m glia_edge train ...``.
 
 torchrun sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous address; the same
 command without it runs as a single process. The process group uses NCCL on GPUs and Gloo on
@@ -51,14 +51,14 @@ class DistContext:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
         dev = resolve_device(device, local_rank)
+        if rank != 0:  # one voice: the other ranks only report errors
+            logging.getLogger("glia_edge").setLevel(logging.ERROR)
         if world > 1 and not dist.is_initialized():
             backend = "nccl" if dev.type == "cuda" else "gloo"
             if dev.type == "cuda":
                 torch.cuda.set_device(dev)
             dist.init_process_group(backend=backend)
             log.info("distributed: rank %d of %d on %s (%s)", rank, world, dev, backend)
-        if rank != 0:  # one voice: the other ranks only report errors
-            logging.getLogger("glia_edge").setLevel(logging.ERROR)
         return cls(device=dev, rank=rank, world_size=world, local_rank=local_rank)
 
     def barrier(self) -> None:

@@ -67,3 +67,23 @@ def test_single_process_context_is_not_distributed(device: str) -> None:
     assert not ctx.enabled and ctx.is_main and ctx.gather(7) == [7]
     ctx.barrier()
     ctx.close()
+
+
+@pytest.mark.slow
+def test_the_train_command_runs_under_torchrun(tmp_path: Path) -> None:
+    """The user's path: ``torchrun --nproc_per_node 2 -m glia_edge train ...`` on CPUs (Gloo)."""
+    import subprocess
+    import sys
+
+    labels = make_blur_set(tmp_path / "data")
+    opts = [f"--model-opt={k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in TINY_OVERRIDES.items()]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "glia_edge", "train", "--dataset", "csv", "--csv", str(labels), "--preset", "glia_vit_tiny",
+           "--backbone-weights", "none", *opts, "--short-side", "64", "--epochs", "2", "--batch-size", "8",
+           "--workers", "0", "--device", "cpu", "--no-progress", "--output", str(tmp_path / "run")]
+    env = {**os.environ, "GLIA_EDGE_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and (tmp_path / "run" / "best.safetensors").is_file()
+    assert "rank 0 of 2" in done.stderr + done.stdout

@@ -1,7 +1,7 @@
 """``glia-edge train``: train a GLIA preset on an IQA set (LoDa's protocol by default).
 
-Under ``torchrun --nproc_per_node N $(which glia-edge) train ...`` the same command trains with
-DDP (NCCL on GPUs, Gloo on CPUs); ``--batch-size`` stays the global batch.
+Under ``torchrun --nproc_per_node N -m glia_edge train ...`` the same command trains with DDP
+(NCCL on GPUs, Gloo on CPUs); ``--batch-size`` stays the global batch.
 """
 from __future__ import annotations
 
