@@ -4,6 +4,7 @@
 - :mod:`.timing`: warm-up, alternating round-robin runs, latency percentiles, throughput, CUDA events;
 - :mod:`.accuracy`: Spearman with the PyTorch scores, SRCC/PLCC on labels, the built-in held-out set;
 - :mod:`.memory`: peak RSS of a fresh process per backend (``python -m glia_edge.benchmarks.memory``);
+- :mod:`.profile`: which operator types dominate a row (each runtime's own profiler);
 - :mod:`.machine`: the machine line (CPU flags, library versions, GPU, Jetson power mode and clocks);
 - :mod:`.tegrastats`: Jetson power from ``tegrastats`` (images per joule);
 - :mod:`.report`: Markdown, CSV, JSON and the throughput-vs-accuracy plot;
@@ -23,7 +24,7 @@ _EXPORTS = {
     "BenchConfig": "configs", "build_matrix": "configs",
     "measure_round_robin": "timing", "latency_stats": "timing", "throughput": "timing",
     "measure_peak_rss": "memory", "machine_info": "machine", "machine_line": "machine",
-    "TegrastatsSampler": "tegrastats", "parse_line": "tegrastats",
+    "TegrastatsSampler": "tegrastats", "parse_line": "tegrastats", "profile_artifact": "profile",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -195,13 +195,14 @@ def _export_one(checkpoint: Path, target: str, precision: str, output: Path, cal
 
 def prepare_artifacts(checkpoint: Path, configs: Sequence[BenchConfig], artifacts_dir: Path, *,
                       calib: Path | None, crops: int, max_batch: int, calib_size: int | None = None,
-                      export_options: dict[str, Any] | None = None,
+                      export_options: dict[str, Any] | None = None, reuse: bool = True,
                       export_fn: Callable[..., Any] | None = None) -> ArtifactPlan:
     """Export (or reuse) every artifact the runnable configurations need; failures are recorded.
 
     ``calib_size`` caps the INT8 calibration images (export's default when None).
     ``export_options`` go to every export (e.g. ``keep_head_float``, ``smooth_quant_alpha``,
     ``exclude_nodes``: mixed-precision INT8); their artifacts get a name of their own.
+    ``reuse=False`` exports everything again (metadata cannot tell that the exporter changed).
     """
     from glia_edge.meta import sha256_file
 
@@ -216,7 +217,7 @@ def prepare_artifacts(checkpoint: Path, configs: Sequence[BenchConfig], artifact
         path = loadable_path(output, target)
         settings = {"crops": crops, "batch": max_batch * crops,
                     "calibration": str(calib) if precision == "int8" and calib else None}
-        if _reusable(path, checkpoint_sha, precision, settings):
+        if reuse and _reusable(path, checkpoint_sha, precision, settings):
             log.info("reusing %s", path)
             plan.paths[(target, precision)] = path
             continue

@@ -44,6 +44,7 @@ class BenchRow:
     power_w: float | None = None
     images_per_joule: float | None = None
     timer: str = "wall"
+    top_ops: str | None = None  # --profile: the operator types that take the most kernel time
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -120,6 +121,10 @@ def to_markdown(report: BenchReport) -> str:
     notes += [f"- {r.name}: {n}" for r in report.rows for n in r.notes]
     if notes:
         parts += ["Notes:", *notes, ""]
+    profiled = [r for r in report.rows if r.top_ops]
+    if profiled:
+        parts += [f"Top operators (share of kernel time, batch {max(report.batches or [1])}):",
+                  *[f"- {r.backend} {r.precision}: {r.top_ops}" for r in profiled], ""]
     if report.checks:
         parts += ["Regression check FAILED:", *[f"- {c}" for c in report.checks], ""]
     elif s.get("checked"):

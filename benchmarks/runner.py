@@ -12,7 +12,8 @@ The order of work:
    in this one process;
 6. on a Jetson, average power per configuration from tegrastats (images per joule);
 7. peak RSS of a fresh process per configuration;
-8. the report, and the regression check (``--min-speedup`` / ``--max-drop``).
+8. with ``--profile``, the operator types that dominate each row (:mod:`.profile`);
+9. the report, and the regression check (``--min-speedup`` / ``--max-drop``).
 
 A configuration that fails at any step keeps its status text in the report; the others go on.
 """
@@ -60,6 +61,8 @@ class BenchOptions:
     output: Path = Path("bench-out")
     compile: bool = True
     memory: bool = True
+    profile: bool = False
+    reexport: bool = False
     device: str = "auto"
     power_seconds: float = 5.0
     min_speedup: str | None = None
@@ -283,6 +286,24 @@ def _measure_power(live: list[_Live], opts: BenchOptions) -> str | None:
            f"{opts.power_seconds:g} s" if rail else None
 
 
+def _profile_ops(rows: list[BenchRow], configs: list[BenchConfig], opts: BenchOptions) -> None:
+    """--profile: which operator types dominate each row (its runtime's own profiler)."""
+    from tqdm.auto import tqdm
+
+    from glia_edge.benchmarks.profile import format_profile, profile_artifact
+
+    todo = [(r, c) for r, c in zip(rows, configs) if r.ok and r.artifact and c.target != "trt" and c.variant != "compile"]
+    for row, config in tqdm(todo, desc="operator profiles", unit="backend", leave=False):
+        precision = "bf16" if config.variant == "autocast" else config.precision
+        try:
+            ops = profile_artifact(row.artifact, batch=max(opts.batches), crops=opts.crops, threads=opts.threads,
+                                   precision=precision)
+        except Exception as exc:
+            row.notes.append(f"operator profile failed: {_short(exc)}")
+            continue
+        row.top_ops = format_profile(ops[:5])
+
+
 def _measure_memory(rows: list[BenchRow], configs: list[BenchConfig], opts: BenchOptions, evalset: accuracy.EvalSet,
                     device: str) -> None:
     from tqdm.auto import tqdm
@@ -350,13 +371,15 @@ def run_benchmark(opts: BenchOptions) -> BenchReport:
     if opts.export_options:
         notes.append(f"export options: {opts.export_options}")
     plan = prepare_artifacts(checkpoint, configs, workdir, calib=calib, crops=opts.crops, max_batch=max(opts.batches),
-                             calib_size=opts.calib_size, export_options=opts.export_options)
+                             calib_size=opts.calib_size, export_options=opts.export_options, reuse=not opts.reexport)
     rows, live = _open_backends(configs, plan, checkpoint, opts, device)
     power_note = _measure_loaded(live, rows, evalset, opts, device)
     if power_note:
         notes.append(power_note)
     if opts.memory:  # after the timing, with every backend closed: one quiet process at a time
         _measure_memory(rows, configs, opts, evalset, device)
+    if opts.profile:
+        _profile_ops(rows, configs, opts)
     info = machine_info()
     report = BenchReport(rows=rows, machine=info, machine_line=machine_line(info), command=opts.command,
                          settings=_settings(opts, model_name, checkpoint, random_weights, device, evalset, notes),

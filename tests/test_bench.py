@@ -255,7 +255,7 @@ def bench_run(tiny_checkpoint: Path, image_dir: Path, tmp_path_factory: pytest.T
     # One thread: on a shared 2-core machine PyTorch's OpenMP threads slow down many-fold under load.
     args = ["bench", "--model", str(tiny_checkpoint), "--targets", "torch,onnx,openvino", "--precisions", "fp32,int8",
             "--batch", "1,2", "--repeats", "2", "--warmup", "1", "--threads", "1", "--images", str(image_dir),
-            "--calib", str(image_dir), "--output", str(out), "--no-compile"]
+            "--calib", str(image_dir), "--output", str(out), "--no-compile", "--profile"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the exports' own accuracy gates run in this process too
     try:
@@ -292,6 +292,9 @@ def test_bench_end_to_end(bench_run: tuple) -> None:
         assert [r["name"] for r in csv.DictReader(fh)] == list(rows)
     md = (out / "bench.md").read_text()
     assert "glia-edge bench --model" in md and "--batch 1,2" in md
+    # --profile: each runtime's own profiler names the operators that dominate
+    assert "aten::" in rows["torch fp32 eager"]["top_ops"] and "MatMul" in rows["onnx fp32"]["top_ops"]
+    assert "FullyConnected" in rows["openvino int8"]["top_ops"] and "Top operators" in md
 
 
 def test_bench_regression_check_exit_code(bench_run: tuple) -> None:

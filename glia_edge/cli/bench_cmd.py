@@ -74,6 +74,8 @@ def _command(o: BenchOptions) -> str:
              "--device", o.device, "--output", str(o.output)]
     args += [] if o.compile else ["--no-compile"]
     args += [] if o.memory else ["--no-memory"]
+    args += ["--profile"] if o.profile else []
+    args += ["--reexport"] if o.reexport else []
     return shlex.join(args)
 
 
@@ -120,6 +122,9 @@ def bench(
     output: Path = typer.Option(Path("bench-out"), "--output", help="Folder for artifacts and reports."),
     compile: bool = typer.Option(True, "--compile/--no-compile", help="Include the torch.compile row."),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak RSS (one process per row)."),
+    profile: bool = typer.Option(False, "--profile", help="Also report which operator types dominate each row."),
+    reexport: bool = typer.Option(False, "--reexport", help="Export again even where OUTPUT/artifacts holds a "
+                                  "matching artifact (e.g. after the exporter changed)."),
     device: str = typer.Option("auto", "--device", help="PyTorch device: auto, cpu or cuda."),
     min_speedup: Optional[str] = typer.Option(None, "--min-speedup", help="Regression check: X for every non-PyTorch "
                                               "row, or TARGET:PRECISION=X,... for named rows."),
@@ -144,7 +149,8 @@ def bench(
                         precisions=_split(precisions, "--precisions", PRECISIONS), batches=_batches(batch), crops=crops,
                         threads=threads, images=images, labels=labels, calib=calib, calib_size=calib_size,
                         export_options=_export_options(export_option or []), eval_size=eval_size or None,
-                        repeats=repeats, warmup=warmup, output=output, compile=compile, memory=memory, device=device,
+                        repeats=repeats, warmup=warmup, output=output, compile=compile, memory=memory, profile=profile,
+                        reexport=reexport, device=device,
                         min_speedup=min_speedup, max_drop=max_drop)
     opts.command = _command(opts)
     with cli_errors():
