@@ -292,7 +292,8 @@ def _profile_ops(rows: list[BenchRow], configs: list[BenchConfig], opts: BenchOp
 
     from glia_edge.benchmarks.profile import format_profile, profile_artifact
 
-    todo = [(r, c) for r, c in zip(rows, configs) if r.ok and r.artifact and c.target != "trt" and c.variant != "compile"]
+    todo = [(r, c) for r, c in zip(rows, configs)
+            if r.ok and r.artifact and c.target != "trt" and c.variant != "compile"]
     for row, config in tqdm(todo, desc="operator profiles", unit="backend", leave=False):
         precision = "bf16" if config.variant == "autocast" else config.precision
         try:

@@ -101,8 +101,10 @@ def bench(
     model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint (.safetensors). Default: the packaged model."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Without --model: a random-weight checkpoint of this "
                                          "preset (speed only; accuracy columns compare backends on that model)."),
-    targets: str = typer.Option("torch,onnx,openvino,trt", "--targets", help="Comma-separated: torch,onnx,openvino,trt."),
-    precisions: str = typer.Option("fp32,fp16,int8,bf16", "--precisions", help="Comma-separated: fp32,fp16,int8,bf16."),
+    targets: str = typer.Option("torch,onnx,openvino,trt", "--targets",
+                                help="Comma-separated: torch,onnx,openvino,trt."),
+    precisions: str = typer.Option("fp32,fp16,int8,bf16", "--precisions",
+                                   help="Comma-separated: fp32,fp16,int8,bf16."),
     batch: str = typer.Option("1,8", "--batch", help="Batch sizes in images: latency at 1, throughput at the others."),
     crops: int = typer.Option(1, "--crops", help="Crops per image (1, 5 or 9)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads per backend (default: all cores)."),
@@ -132,9 +134,9 @@ def bench(
                                              "1 - Spearman with the PyTorch FP32 scores."),
 ) -> None:
     """Benchmark every backend and precision against PyTorch FP32 eager, in one run."""
+    from glia_edge.benchmarks.checks import parse_min_speedup
     from glia_edge.benchmarks.configs import PRECISIONS, TARGETS
     from glia_edge.benchmarks.report import write_all
-    from glia_edge.benchmarks.checks import parse_min_speedup
     from glia_edge.benchmarks.runner import BenchOptions, run_benchmark
 
     if crops not in (1, 5, 9):
@@ -150,8 +152,7 @@ def bench(
                         threads=threads, images=images, labels=labels, calib=calib, calib_size=calib_size,
                         export_options=_export_options(export_option or []), eval_size=eval_size or None,
                         repeats=repeats, warmup=warmup, output=output, compile=compile, memory=memory, profile=profile,
-                        reexport=reexport, device=device,
-                        min_speedup=min_speedup, max_drop=max_drop)
+                        reexport=reexport, device=device, min_speedup=min_speedup, max_drop=max_drop)
     opts.command = _command(opts)
     with cli_errors():
         report = run_benchmark(opts)
