@@ -85,9 +85,11 @@ def quantize_nncf(model: Any, calib: CalibrationSet | None, options: OpenVinoOpt
     ignored = nncf.IgnoredScope(names=names, validate=False) if names else None
     log.info("NNCF INT8: %d crops, SmoothQuant %s, %d ops kept float", len(calib),
              "off" if alpha < 0 else f"alpha={alpha}", len(names))
+    batch_dim = model.inputs[0].get_partial_shape()[0]
+    batch = batch_dim.get_length() if batch_dim.is_static else 1  # a static-batch model takes full batches
     try:
-        return nncf.quantize(model, calib.nncf_dataset(), model_type=nncf.ModelType.TRANSFORMER,
-                             subset_size=min(options.subset_size, len(calib)), ignored_scope=ignored,
+        return nncf.quantize(model, calib.nncf_dataset(batch), model_type=nncf.ModelType.TRANSFORMER,
+                             subset_size=max(1, min(options.subset_size, len(calib)) // batch), ignored_scope=ignored,
                              fast_bias_correction=options.fast_bias_correction, advanced_parameters=advanced)
     except Exception as exc:
         raise ExportError(f"NNCF quantization failed: {exc}") from exc

@@ -133,11 +133,16 @@ def onnx_to_engine(onnx_path: str | Path, engine_path: str | Path, *, precision:
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError(f"{onnx_path}: TensorRT failed to build the engine (see the TensorRT log above)")
-    _write_atomic(engine_path, bytes(serialized))
     if opts.timing_cache is not None:
         _write_atomic(opts.timing_cache, bytes(cache.serialize()))
-    if meta is not None:
-        write_sidecar(engine_path, meta)
+    # Sidecar first, engine last: an engine file only ever appears with its metadata beside it.
+    side = write_sidecar(engine_path, meta) if meta is not None else None
+    try:
+        _write_atomic(engine_path, bytes(serialized))
+    except BaseException:
+        if side is not None:
+            side.unlink(missing_ok=True)
+        raise
     return engine_path
 
 
