@@ -31,9 +31,9 @@ from glia_edge.data.torch_dataset import collate_skip_failed
 from glia_edge.distributed import DistContext
 from glia_edge.errors import CheckpointError
 from glia_edge.losses import IQALoss
-from glia_edge.models import GLIA, create_model
+from glia_edge.models import GLIA, GliaConfig, create_model
 from glia_edge.models.backbone import looks_like_path
-from glia_edge.train_data import TrainData, prepare_data, predict_records
+from glia_edge.train_data import TrainData, copy_splits, prepare_data, predict_records
 
 log = logging.getLogger(__name__)
 
@@ -288,8 +288,10 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
     resume = _resolve_resume(cfg.resume) if cfg.resume else None
     out = Path(cfg.output) if cfg.output else (resume.parent if resume else default_output(cfg))
     seed_everything(cfg.seed)
+    # Data first: a bad dataset path should fail before a backbone download is attempted.
+    data = prepare_data(cfg, ctx, int(cfg.model_overrides.get("img_size", GliaConfig.img_size)))
     model = build_model(cfg)
-    data = prepare_data(cfg, ctx, model.cfg.img_size, out)
+    data.splits_path = copy_splits(data.splits_path, out, ctx)
     model.set_score_scale(data.score.mean, data.score.std)
     model.to(ctx.device)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,

@@ -68,7 +68,8 @@ def _load_in_turn(cfg: "TrainConfig", ctx: DistContext) -> tuple[IQADataset, Spl
     return dataset, splits, path
 
 
-def _copy_splits(src: Path, out: Path, ctx: DistContext) -> Path:
+def copy_splits(src: Path, out: Path, ctx: DistContext) -> Path:
+    """Rank 0 copies the split file into the run folder; every rank gets the copy's path."""
     dst = out / SPLITS_COPY
     if ctx.is_main and src.resolve() != dst.resolve():
         out.mkdir(parents=True, exist_ok=True)
@@ -82,7 +83,7 @@ def standardisation(scores: Sequence[float]) -> tuple[float, float]:
     return float(arr.mean()), std if std > 1e-12 else 1.0
 
 
-def prepare_data(cfg: "TrainConfig", ctx: DistContext, crop_size: int, out: Path) -> TrainData:
+def prepare_data(cfg: "TrainConfig", ctx: DistContext, crop_size: int) -> TrainData:
     """Load, split, check and standardise the data of a run."""
     if parse_split(cfg.split) == ALL:
         raise DatasetError("training needs a split with a held-out part: pass --split N or --split official")
@@ -98,7 +99,7 @@ def prepare_data(cfg: "TrainConfig", ctx: DistContext, crop_size: int, out: Path
     train_set = TrainCrops(train.records, preprocess, crops_per_image=crops, seed=cfg.seed, score_mean=mean,
                            score_std=std)
     return TrainData(dataset, train, held, eval_name, replace(dataset.score, mean=mean, std=std), preprocess,
-                     _copy_splits(splits_path, out, ctx), train_set)
+                     splits_path, train_set)
 
 
 @torch.inference_mode()

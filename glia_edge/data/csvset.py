@@ -49,6 +49,8 @@ def _csv_path(root: Path | None, csv: Path | None) -> Path:
         return Path(root) / DEFAULT_CSV
     if len(found) == 1:
         return found[0]
+    if not found:
+        raise DatasetError(f"{root}: no {DEFAULT_CSV} (or other CSV annotation) here; pass --csv FILE")
     raise DatasetError(f"cannot tell which CSV in {root} to use ({len(found)} found); pass --csv FILE")
 
 
