@@ -1,0 +1,97 @@
+"""Rebuild the packaged default model, ``glia_vit_tiny.synthetic``, and its held-out report.
+
+    python -m glia_edge.weights.make_default --work runs/default
+
+1. ``make_dataset`` writes graded distortions of scikit-image's bundled photos: a training set
+   from the training references and types, and a test set from held-out references with every type.
+2. ``glia_edge.train`` trains ``glia_vit_tiny`` with its ViT backbone randomly initialised and
+   frozen (no pretrained weights are reachable here; a trainable backbone ranked unseen
+   distortions far worse in the same CPU time, see shared/DEPLOY_NOTES.md). The local conv stream,
+   the adapters and the head are trained.
+3. The best checkpoint is stored with its frozen weights in float16 (size limit of the package;
+   the model runs in float32) and checked with ``level_ranking`` on held-out references, for the
+   held-out distortion types and for the trained types. The report lands in ``--work``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from glia_edge.checkpoint import load_checkpoint, save_checkpoint
+from glia_edge.distortions import make_dataset, reference_images
+from glia_edge.ranking import level_ranking
+from glia_edge.train import TrainConfig, train
+from glia_edge.weights import DEFAULT_MODEL
+
+log = logging.getLogger(__name__)
+
+TRAIN_REFS = ("astronaut", "chelsea", "hubble_deep_field", "immunohistochemistry", "retina", "stereo_motorcycle")
+TEST_REFS = ("coffee", "rocket")
+TRAIN_TYPES = ("gaussian_blur", "gaussian_noise", "jpeg", "pixelate", "contrast", "overexposure", "underexposure",
+               "saturation")
+HELD_OUT_TYPES = ("motion_blur", "impulse_noise", "jpeg2000")
+SEED = 3407
+
+
+def build_sets(work: Path, tiles: int) -> tuple[Path, Path]:
+    train_csv = work / "synth-train" / "labels.csv"
+    test_csv = work / "synth-test" / "labels.csv"
+    if not train_csv.is_file():
+        refs = reference_images(names=TRAIN_REFS, max_tiles=tiles)
+        make_dataset(train_csv.parent, refs, types=TRAIN_TYPES, seed=SEED, progress=True)
+    if not test_csv.is_file():
+        refs = reference_images(names=TEST_REFS, max_tiles=tiles)
+        make_dataset(test_csv.parent, refs, types=TRAIN_TYPES + HELD_OUT_TYPES, seed=SEED + 1, progress=True)
+    return train_csv, test_csv
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("runs/default"), help="working folder")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--crops-per-image", type=int, default=2)
+    parser.add_argument("--tiles", type=int, default=8, help="tiles cut from each large reference photo")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop early (smoke runs)")
+    parser.add_argument("--install", action="store_true", help="copy the result into the package")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    train_csv, test_csv = build_sets(args.work, args.tiles)
+    cfg = TrainConfig(dataset="csv", csv=str(train_csv), preset="glia_vit_tiny", backbone_weights="none",
+                      output=str(args.work / "train"), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      crops_per_image=args.crops_per_image, seed=SEED, workers=0, max_steps=args.max_steps)
+    result = train(cfg)
+
+    model, meta = load_checkpoint(result.best)
+    meta.training.update(frozen_dtype="float16", recipe="python -m glia_edge.weights.make_default",
+                         train_refs=list(TRAIN_REFS), train_types=list(TRAIN_TYPES),
+                         held_out_refs=list(TEST_REFS), held_out_types=list(HELD_OUT_TYPES))
+    shipped = save_checkpoint(args.work / f"{DEFAULT_MODEL}.safetensors", model, meta)
+
+    import glia_edge
+
+    backend = glia_edge.load(shipped)
+    report = {
+        "held_out_types": level_ranking(backend, test_csv, types=HELD_OUT_TYPES).to_dict(),
+        "trained_types": level_ranking(backend, test_csv, types=TRAIN_TYPES).to_dict(),
+        "history": result.history,
+    }
+    (args.work / "report.json").write_text(json.dumps(report, indent=2))
+    log.info("held-out types: mean Spearman(level, score) %.3f %s", report["held_out_types"]["mean_srcc"],
+             report["held_out_types"]["per_type"])
+    log.info("trained types on held-out refs: %.3f", report["trained_types"]["mean_srcc"])
+    if args.install:
+        import shutil
+
+        target = Path(__file__).resolve().parent
+        for suffix in (".safetensors", ".json"):
+            shutil.copy2(shipped.with_suffix(suffix), target / f"{DEFAULT_MODEL}{suffix}")
+        log.info("installed %s into %s", DEFAULT_MODEL, target)
+
+
+if __name__ == "__main__":
+    main()
