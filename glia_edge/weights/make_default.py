@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--crops-per-image", type=int, default=2)
     parser.add_argument("--tiles", type=int, default=8, help="tiles cut from each large reference photo")
+    parser.add_argument("--depth", type=int, default=None, help="cut the ViT to this many blocks")
     parser.add_argument("--max-steps", type=int, default=None, help="stop early (smoke runs)")
     parser.add_argument("--install", action="store_true", help="copy the result into the package")
     args = parser.parse_args(argv)
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     train_csv, test_csv = build_sets(args.work, args.tiles)
     cfg = TrainConfig(dataset="csv", csv=str(train_csv), preset="glia_vit_tiny", backbone_weights="none",
                       output=str(args.work / "train"), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      crops_per_image=args.crops_per_image, seed=SEED, workers=0, max_steps=args.max_steps)
+                      crops_per_image=args.crops_per_image, seed=SEED, workers=0, max_steps=args.max_steps,
+                      model_overrides={"depth": args.depth} if args.depth else {})
     result = train(cfg)
 
     model, meta = load_checkpoint(result.best)
