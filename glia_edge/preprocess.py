@@ -169,6 +169,8 @@ def load_image(source: ImageInput, *, bgr: bool = False, max_pixels: int = MAX_P
         raise
     except UnidentifiedImageError:
         raise ImageLoadError(name, "not an image (format not recognised)") from None
+    except PermissionError:
+        raise ImageLoadError(name, "permission denied") from None
     except Image.DecompressionBombError as exc:
         raise ImageLoadError(name, f"decompression bomb guard: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:

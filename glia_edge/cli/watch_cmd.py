@@ -7,15 +7,14 @@ closing ``event: summary``; ``--plot`` draws score over time when the source end
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any, Optional
 
 import typer
 
+from glia_edge.atomic import atomic_write
 from glia_edge.cli.common import cli_errors
 
 
@@ -27,7 +26,7 @@ def _open_model(model: Optional[Path], crops: int, queue_size: int, threads: Opt
     if threads:
         options["threads"] = threads
     if model is not None and format_of(model).name == "openvino" and crops * queue_size > 1:
-        options["mode"] = "throughput"  # batches of several crops or frames go over the AsyncInferQueue
+        options["mode"] = "throughput"  # batches of several crops or frames go over OpenVINO's async infer requests
     return glia_edge.load(model, **options)
 
 
@@ -102,16 +101,11 @@ def _write_plot(path: Path, history: History, thresholds: Any, title: str) -> No
     ax.set(xlabel="time since first scored frame (s)", ylabel="quality score", title=title)
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
+        # The temporary file has no image suffix, so name the format explicitly.
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _emit(sink: Optional[IO[str]], record: dict[str, Any]) -> None:

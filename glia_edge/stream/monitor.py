@@ -10,7 +10,7 @@ smooths and classifies the score (:mod:`glia_edge.stream.states`) and publishes 
 
 When several frames are queued (``queue_size`` > 1) the worker scores them as one batch, which a
 backend with an asynchronous mode spreads over its requests (OpenVINO opened with
-``mode="throughput"`` splits a batch across its ``AsyncInferQueue``). ``block=True`` is for
+``mode="throughput"`` splits a batch across async infer requests). ``block=True`` is for
 offline analysis of files: the producer then waits for room instead of dropping frames.
 """
 from __future__ import annotations
