@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from glia_edge.errors import CalibrationError, ImageLoadError
-from glia_edge.preprocess import PreprocessConfig, crops_from_image, is_image_file, load_image
+from glia_edge.preprocess import PreprocessConfig, crops_from_image, find_images, load_image
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def read_image_list(source: str | Path) -> ImageList:
     """Images of a folder (recursive, sorted) or a CSV (``path`` column, optional ``score``/``mos``)."""
     source = Path(source)
     if source.is_dir():
-        images = ImageList(tuple(sorted(p for p in source.rglob("*") if p.is_file() and is_image_file(p))))
+        images = ImageList(tuple(find_images(source)))
     elif source.is_file() and source.suffix.lower() == ".csv":
         images = _read_csv(source)
     elif source.exists():

@@ -259,3 +259,8 @@ def aggregate(crop_scores: np.ndarray, counts: Sequence[int]) -> np.ndarray:
 
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def find_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files under ``folder``, recursively, in sorted order (by suffix, see IMAGE_SUFFIXES)."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and is_image_file(p))

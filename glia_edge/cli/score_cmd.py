@@ -45,7 +45,7 @@ def expand_inputs(patterns: Iterable[str]) -> tuple[list[str], list[str]]:
 
     A path that does not exist and is not a glob is kept, so it is reported as not found.
     """
-    from glia_edge.preprocess import IMAGE_SUFFIXES, is_image_file
+    from glia_edge.preprocess import IMAGE_SUFFIXES, find_images
 
     paths: list[str] = []
     unmatched: list[str] = []
@@ -57,7 +57,7 @@ def expand_inputs(patterns: Iterable[str]) -> tuple[list[str], list[str]]:
         for match in matches:
             path = Path(match)
             if path.is_dir():
-                found = sorted(str(p) for p in path.rglob("*") if p.is_file() and is_image_file(p))
+                found = [str(p) for p in find_images(path)]
                 if not found:
                     log.warning("%s: folder holds no image files (%s)", match, " ".join(IMAGE_SUFFIXES))
                 paths.extend(found)
