@@ -114,9 +114,22 @@ def _random_checkpoint(preset: str, path: Path) -> None:
 
 
 def _eval_set(opts: BenchOptions, workdir: Path) -> tuple[accuracy.EvalSet, list[str]]:
-    """The held-out images: ``--images``, else the built-in synthetic set."""
+    """The held-out images: ``--images``; for the packaged default model, its own held-out set
+    (references and three distortion types it never trained on); else the built-in synthetic set."""
     if opts.images is not None:
         return accuracy.load_eval_set(opts.images, opts.labels, opts.eval_size), []
+    if opts.model is None and not opts.preset:
+        from glia_edge.weights.make_default import HELD_OUT_TYPES, TEST_REFS, TRAIN_TYPES, held_out_set
+
+        csv_path = workdir / "data" / "default-held-out" / "labels.csv"
+        if not csv_path.is_file():
+            held_out_set(csv_path.parent)
+        found = accuracy.load_eval_set(csv_path, opts.labels, opts.eval_size)
+        what = (f"the default model's held-out set: {', '.join(TEST_REFS)} at every level of "
+                f"{len(TRAIN_TYPES) + len(HELD_OUT_TYPES)} distortion types "
+                f"({', '.join(HELD_OUT_TYPES)} never trained on)")
+        return accuracy.EvalSet(found.paths, found.labels, what), [
+            f"held-out set: {what}; SRCC/PLCC are against distortion-level labels"]
     csv_path = accuracy.builtin_set(workdir / "data", "eval", accuracy.EVAL_PHOTOS)
     found = accuracy.load_eval_set(csv_path, opts.labels, opts.eval_size)
     evalset = accuracy.EvalSet(found.paths, found.labels,

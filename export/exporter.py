@@ -281,9 +281,12 @@ def export(checkpoint: str | Path | None = None, *, target: str, precision: str 
     if precision not in TARGETS[target]:
         raise ValueError(f"target {target} exports {', '.join(TARGETS[target])}, not {precision!r}")
     if checkpoint is None:
-        from glia_edge.weights import default_checkpoint
+        from glia_edge.weights import default_calibration, default_checkpoint
 
         checkpoint = default_checkpoint()
+        if precision == "int8" and calib is None:  # its own calibration photos; --calib overrides
+            calib = default_calibration()
+            log.info("default model: INT8 calibration on %s (pass --calib for your own images)", calib.parent)
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")

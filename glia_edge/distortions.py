@@ -196,6 +196,15 @@ def distort(img: Image.Image, name: str, level: int, rng: np.random.Generator) -
 #: ``colorwheel`` is synthetic, so both are left out; the motorcycle's two stereo views share a ref.
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
                   "retina", "stereo_motorcycle")
+#: More colour photos that install with the project's dependencies (no download): scikit-learn's two
+#: sample photos and matplotlib's portrait of Grace Hopper. name -> (package, file).
+OTHER_BUNDLED_PHOTOS = {"china": ("sklearn", "china.jpg"), "flower": ("sklearn", "flower.jpg"),
+                        "grace_hopper": ("matplotlib", "grace_hopper.jpg")}
+#: scikit-image's bundled grey-level photos and textures (used as RGB). Colour-only distortions
+#: (:data:`COLOUR_ONLY`) are skipped for them: desaturating a grey photo changes nothing.
+SKIMAGE_GREY_PHOTOS = ("camera", "moon", "coins", "clock", "brick", "grass", "gravel")
+BUNDLED_PHOTOS = SKIMAGE_PHOTOS + tuple(OTHER_BUNDLED_PHOTOS) + SKIMAGE_GREY_PHOTOS
+COLOUR_ONLY = frozenset({"saturation"})
 LABEL_COLUMNS = ("path", "score", "ref", "distortion", "level", "part")
 
 
@@ -235,6 +244,21 @@ def cut_tiles(img: Image.Image, size: int, max_tiles: int, *, aspect: float = 4 
     return [tile for _, _, tile in sorted(best, key=lambda t: t[1])]
 
 
+def _other_bundled_photo(name: str) -> Image.Image:
+    package, filename = OTHER_BUNDLED_PHOTOS[name]
+    try:
+        if package == "sklearn":
+            from sklearn.datasets import load_sample_image
+
+            return Image.fromarray(load_sample_image(filename)).convert("RGB")
+        from matplotlib import cbook
+
+        with cbook.get_sample_data(filename) as fh:
+            return Image.open(fh).convert("RGB")
+    except ImportError as exc:
+        raise DatasetError(f"bundled photo {name!r} comes with {package}: pip install 'glia-edge[train]'") from exc
+
+
 def _skimage_sources(names: Sequence[str]) -> Iterator[tuple[str, list[Image.Image]]]:
     try:
         import skimage.data
@@ -242,8 +266,11 @@ def _skimage_sources(names: Sequence[str]) -> Iterator[tuple[str, list[Image.Ima
         raise DatasetError("scikit-image is needed for the bundled reference photos "
                            "(pip install 'glia-edge[train]'), or pass a folder of your own") from exc
     for name in names:
-        if name not in SKIMAGE_PHOTOS:
-            raise DatasetError(f"unknown bundled photo {name!r}; known: {', '.join(SKIMAGE_PHOTOS)}")
+        if name in OTHER_BUNDLED_PHOTOS:
+            yield name, [_other_bundled_photo(name)]
+            continue
+        if name not in SKIMAGE_PHOTOS + SKIMAGE_GREY_PHOTOS:
+            raise DatasetError(f"unknown bundled photo {name!r}; known: {', '.join(BUNDLED_PHOTOS)}")
         data = getattr(skimage.data, name)()
         arrays = data[:2] if name == "stereo_motorcycle" else (data,)
         yield name.removeprefix("stereo_"), [Image.fromarray(a).convert("RGB") for a in arrays]
@@ -300,6 +327,11 @@ def _check_types(types: Sequence[str] | None) -> list[str]:
     return chosen
 
 
+def _is_grey(img: Image.Image) -> bool:
+    arr = np.asarray(img.convert("RGB"), dtype=np.int16)
+    return bool(np.abs(arr[..., 0] - arr[..., 1]).max() <= 2 and np.abs(arr[..., 1] - arr[..., 2]).max() <= 2)
+
+
 def _write_images(root: Path, refs: Sequence[Reference], types: Sequence[str], levels: int, seed: int,
                   progress: bool) -> list[dict[str, object]]:
     from rich.progress import track
@@ -308,7 +340,10 @@ def _write_images(root: Path, refs: Sequence[Reference], types: Sequence[str], l
     rows: list[dict[str, object]] = []
     for ref in track(refs, description="distorting", disable=not progress):
         stem = f"{ref.ref}-{ref.part}"
-        jobs = [("none", 0)] + [(t, lv) for t in types for lv in range(1, levels + 1)]
+        kept = [t for t in types if not (t in COLOUR_ONLY and _is_grey(ref.image))]
+        if len(kept) < len(types):
+            log.info("%s is grey: no %s series", stem, ", ".join(sorted(set(types) - set(kept))))
+        jobs = [("none", 0)] + [(t, lv) for t in kept for lv in range(1, levels + 1)]
         for name, level in jobs:
             rel = f"images/{stem}-ref.png" if level == 0 else f"images/{stem}-{name}-{level}.png"
             img = distort(ref.image, name, level, _rng(seed, ref.ref, ref.part, name, level)) if level \
@@ -359,5 +394,5 @@ def make_dataset(out_dir: str | Path, refs: Sequence[Reference] | str | Path | N
     return out / "labels.csv"
 
 
-__all__ = ["DISTORTIONS", "LABEL_COLUMNS", "LEVELS", "SKIMAGE_PHOTOS", "DistortionFn", "Reference", "cut_tiles",
+__all__ = ["BUNDLED_PHOTOS", "COLOUR_ONLY", "DISTORTIONS", "LABEL_COLUMNS", "LEVELS", "SKIMAGE_PHOTOS", "DistortionFn", "Reference", "cut_tiles",
            "distort", "encode", "make_dataset", "reference_images", "score_for_level"]

@@ -7,6 +7,12 @@ optimises what the benchmark measures but is blind to offset and scale, so a sma
 the scores standardised by the training set's mean and std anchors the output to the MOS
 scale (the model then maps back to MOS with ``set_score_scale``). The choice is recorded in the
 checkpoint config via :meth:`IQALoss.describe`.
+
+On graded synthetic sets a third term can be added: a pairwise margin ranking loss inside each
+*ladder* (one crop of one reference at every level of one distortion type, see
+:class:`glia_edge.data.torch_dataset.LadderCrops`), as in RankIQA (Liu et al., ICCV 2017). Only
+the distortion differs inside a ladder, so the model is pushed to score the distortion, not the
+content, which batch-level PLCC over mixed photos cannot separate.
 """
 from __future__ import annotations
 
@@ -28,19 +34,37 @@ def plcc_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> to
     return 0.25 * ((p - t) ** 2).sum()
 
 
-class IQALoss(nn.Module):
-    """``plcc_loss + l1_weight * L1`` on standardised scores (protocol default ``l1_weight=0.1``)."""
+def ladder_rank_loss(pred: torch.Tensor, target: torch.Tensor, margin: float = 0.2) -> torch.Tensor:
+    """Mean pairwise hinge ``relu(margin - (p_i - p_j))`` over pairs of one ladder with ``t_i > t_j``.
 
-    def __init__(self, l1_weight: float = 0.1) -> None:
+    ``pred`` and ``target`` are (ladders, levels); pairs never cross ladders. 0 when no pair is ordered.
+    """
+    pred, target = pred.float(), target.float()
+    better = target.unsqueeze(2) > target.unsqueeze(1)  # (G, L, L): i ranks above j
+    gaps = torch.relu(margin - (pred.unsqueeze(2) - pred.unsqueeze(1)))
+    return (gaps * better).sum() / better.sum().clamp(min=1)
+
+
+class IQALoss(nn.Module):
+    """``plcc_loss + l1_weight * L1`` on standardised scores (protocol default ``l1_weight=0.1``),
+    plus ``rank_weight * ladder_rank_loss`` when the batch comes as ladders (G, L)."""
+
+    def __init__(self, l1_weight: float = 0.1, rank_weight: float = 0.0, rank_margin: float = 0.2) -> None:
         super().__init__()
-        self.l1_weight = float(l1_weight)
+        self.l1_weight, self.rank_weight, self.rank_margin = float(l1_weight), float(rank_weight), float(rank_margin)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = plcc_loss(pred, target)
         if self.l1_weight:
             loss = loss + self.l1_weight * torch.nn.functional.l1_loss(pred.float(), target.float())
+        if self.rank_weight and pred.dim() == 2:
+            loss = loss + self.rank_weight * ladder_rank_loss(pred, target, self.rank_margin)
         return loss
 
     def describe(self) -> dict[str, Any]:
-        return {"name": "plcc+l1", "plcc": "norm-in-norm (1 - PLCC)/2 per batch",
-                "l1_weight": self.l1_weight, "targets": "standardised by the training split's mean/std"}
+        desc: dict[str, Any] = {"name": "plcc+l1", "plcc": "norm-in-norm (1 - PLCC)/2 per batch",
+                                "l1_weight": self.l1_weight, "targets": "standardised by the training split's mean/std"}
+        if self.rank_weight:
+            desc.update(name="plcc+l1+ladder-rank", rank_weight=self.rank_weight, rank_margin=self.rank_margin,
+                        rank="pairwise hinge inside each (reference crop, distortion type) ladder of levels")
+        return desc

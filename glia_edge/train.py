@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from glia_edge.data.torch_dataset import collate_skip_failed
+from glia_edge.data.torch_dataset import LadderCrops, collate_skip_failed
 from glia_edge.distributed import DistContext
 from glia_edge.errors import CheckpointError
 from glia_edge.losses import IQALoss
@@ -59,6 +59,7 @@ class TrainConfig:
     crops_per_image: int | None = None  # None: the dataset's protocol value (3; 5 on LIVE Challenge)
     eval_crops: int = 1
     l1_weight: float = 0.1
+    rank_weight: float = 0.0  # > 0: ladder ranking loss on a graded synthetic set (see losses.py)
     seed: int = 3407
     device: str = "auto"
     workers: int = 4
@@ -146,6 +147,8 @@ def seed_everything(seed: int) -> None:
 
 def _train_loader(data: TrainData, cfg: TrainConfig, ctx: DistContext) -> DataLoader:
     per_rank = max(1, cfg.batch_size // ctx.world_size)
+    if isinstance(data.train_set, LadderCrops):  # the batch counts images: batch_size // L ladders
+        per_rank = max(1, per_rank // len(data.train_set.ladders[0]))
     sampler = DistributedSampler(data.train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
                                  seed=cfg.seed)
     return DataLoader(data.train_set, batch_size=per_rank, sampler=sampler, num_workers=cfg.workers,
@@ -232,7 +235,7 @@ def _run_epoch(net: nn.Module, loader: DataLoader, data: TrainData, opt: torch.o
             continue
         x, y = batch[0].to(ctx.device, non_blocking=True), batch[1].to(ctx.device, non_blocking=True)
         with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=cfg.amp and ctx.device.type == "cuda"):
-            pred = net(x)
+            pred = net(x.flatten(0, x.dim() - 4)).view(y.shape)  # ladders (G, L, 3, S, S) -> (G, L)
         loss = loss_fn(pred.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -250,7 +253,7 @@ def _save(model: GLIA, data: TrainData, cfg: TrainConfig, ctx: DistContext, out:
     from glia_edge.checkpoint import checkpoint_meta, save_checkpoint
 
     training = {**{k: v for k, v in asdict(cfg).items() if k not in ("progress", "resume")},
-                "loss": IQALoss(cfg.l1_weight).describe(), "world_size": ctx.world_size,
+                "loss": IQALoss(cfg.l1_weight, cfg.rank_weight).describe(), "world_size": ctx.world_size,
                 "annotation": data.dataset.source, "splits_file": str(data.splits_path), "eval_part": data.eval_name,
                 "n_train": len(data.train.records), "n_eval": len(data.eval.records),
                 "epoch": state.epoch, "step": state.step, "metrics": row, "best_selected_on": f"{data.eval_name} SRCC"}
@@ -305,7 +308,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
              cfg.preset, counts["trainable"] / 1e6, counts["total"] / 1e6, len(data.train.records), cfg.dataset,
              data.train_set.crops_per_image, len(data.eval.records), data.eval_name)
     metrics_log = MetricsLog(out, state.history) if ctx.is_main else None
-    loss_fn = IQALoss(cfg.l1_weight)
+    loss_fn = IQALoss(cfg.l1_weight, cfg.rank_weight)
     while state.epoch < cfg.epochs and state.step < total_steps:
         started = time.perf_counter()
         train_loss = _run_epoch(net, loader, data, opt, loss_fn, state, total_steps, cfg, ctx)

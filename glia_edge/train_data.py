@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from glia_edge.data import dataset_spec, load_dataset, validate
 from glia_edge.data.base import IQADataset, IQARecord
 from glia_edge.data.splits import ALL, SplitFile, load_or_create_splits, parse_split, select
-from glia_edge.data.torch_dataset import EvalCrops, TrainCrops, collate_skip_failed
+from glia_edge.data.torch_dataset import EvalCrops, LadderCrops, TrainCrops, collate_skip_failed
 from glia_edge.distributed import DistContext
 from glia_edge.errors import DatasetError
 from glia_edge.meta import ScoreSpec
@@ -96,10 +96,50 @@ def prepare_data(cfg: "TrainConfig", ctx: DistContext, crop_size: int) -> TrainD
     mean, std = standardisation(train.scores())
     crops = cfg.crops_per_image or dataset_spec(cfg.dataset).crops_per_image
     preprocess = PreprocessConfig(short_side=cfg.short_side, crop_size=crop_size, crops=cfg.eval_crops)
-    train_set = TrainCrops(train.records, preprocess, crops_per_image=crops, seed=cfg.seed, score_mean=mean,
-                           score_std=std)
+    options = dict(crops_per_image=crops, seed=cfg.seed, score_mean=mean, score_std=std)
+    if cfg.rank_weight:
+        if cfg.dataset != "csv" or not cfg.csv:
+            raise DatasetError("--rank-weight trains on ladders of a graded synthetic set: "
+                               "use --dataset csv --csv <glia-edge synth labels.csv>")
+        ladders = synthetic_ladders(train.records, Path(cfg.csv))
+        log.info("ladder ranking: %d ladders of %d levels", len(ladders), len(ladders[0]))
+        train_set: TrainCrops = LadderCrops(ladders, preprocess, **options)
+    else:
+        train_set = TrainCrops(train.records, preprocess, **options)
     return TrainData(dataset, train, held, eval_name, replace(dataset.score, mean=mean, std=std), preprocess,
                      splits_path, train_set)
+
+
+def synthetic_ladders(records: Sequence[IQARecord], labels_csv: Path) -> list[list[IQARecord]]:
+    """Group the records of a synthetic labels.csv into ladders: for each reference (tile) and
+    distortion type, the reference then levels 1..N, best first. Only full-length ladders are kept
+    (a level lost to a bad file drops its ladder, with a warning)."""
+    from collections import defaultdict
+
+    from glia_edge.ranking import read_labels
+
+    root = labels_csv.parent
+    row_of = {(root / r["path"]).resolve(): r for r in read_labels(labels_csv)}
+    refs: dict[tuple[str, str], IQARecord] = {}
+    levels: dict[tuple[str, str, str], dict[int, IQARecord]] = defaultdict(dict)
+    for rec in records:
+        row = row_of.get(Path(rec.path).resolve())
+        if row is None:
+            continue
+        group = (row["ref"], row.get("part") or "0")
+        if row["distortion"] == "none" or int(row["level"]) == 0:
+            refs[group] = rec
+        else:
+            levels[(*group, row["distortion"])][int(row["level"])] = rec
+    ladders = [[refs[key[:2]], *(by_level[lv] for lv in sorted(by_level))]
+               for key, by_level in sorted(levels.items()) if key[:2] in refs]
+    if not ladders:
+        raise DatasetError(f"{labels_csv}: no ladders (a reference plus graded levels) among the training images")
+    full = max(len(ladder) for ladder in ladders)
+    kept = [ladder for ladder in ladders if len(ladder) == full]
+    if len(kept) < len(ladders):
+        log.warning("%d incomplete ladder(s) left out (a level is missing)", len(ladders) - len(kept))
+    return kept
 
 
 @torch.inference_mode()

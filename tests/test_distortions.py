@@ -186,6 +186,24 @@ def test_bundled_photos_and_stereo_views_share_a_ref() -> None:
         reference_images(names=["cat"])
 
 
+def test_photos_bundled_by_scikit_learn_and_matplotlib_load_as_rgb_references() -> None:
+    refs = reference_images(names=["china", "flower", "grace_hopper"], size=96, max_tiles=1)
+    assert [r.ref for r in refs] == ["china", "flower", "grace_hopper"]
+    assert all(r.image.mode == "RGB" and min(r.image.size) == 96 for r in refs)
+    # Real photos, not blank stand-ins: every one has texture.
+    assert all(np.asarray(r.image.convert("L"), dtype=np.float32).std() > 20 for r in refs)
+
+
+def test_grey_photos_get_no_colour_only_series(tmp_path: Path) -> None:
+    import csv
+
+    refs = reference_images(names=["coins", "coffee"], size=96, max_tiles=1)
+    labels = make_dataset(tmp_path / "s", refs, types=["saturation", "gaussian_blur"], seed=0)
+    series = {(r["ref"], r["distortion"]) for r in csv.DictReader(open(labels))}
+    assert ("coins", "saturation") not in series and ("coins", "gaussian_blur") in series
+    assert ("coffee", "saturation") in series
+
+
 def test_synth_cli(tmp_path: Path, photo: Image.Image) -> None:
     from glia_edge.cli import app
 

@@ -97,17 +97,20 @@ def test_bad_precision_and_missing_checkpoint_are_one_line_errors(tmp_path: Path
     assert result.exit_code != 0 and "bf16" in result.output
 
 
-def test_export_without_checkpoint_uses_the_default_model(tmp_path: Path) -> None:
-    from glia_edge import CheckpointError
+def test_export_without_checkpoint_uses_the_default_model_and_its_calibration(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No -c: the packaged model; INT8 with no --calib: calibration photos made from its training set."""
+    from glia_edge.meta import sha256_file
+    from glia_edge.runtimes.metadata import read_meta
     from glia_edge.weights import default_checkpoint
 
-    try:
-        default_checkpoint()
-    except CheckpointError:
-        result = run("export", "-t", "onnx", "-o", tmp_path / "m.onnx")
-        assert result.exit_code == 2 and "default model" in result.output
-        return
-    pytest.skip("the default model ships: exporting it is covered by the benchmarks")
+    monkeypatch.setenv("GLIA_EDGE_CACHE", str(tmp_path / "cache"))
+    result = run("export", "-t", "onnx", "-p", "int8", "-o", tmp_path / "m.onnx")
+    assert result.exit_code == 0, result.output
+    meta = read_meta(tmp_path / "m.onnx")
+    assert meta.preset == "glia_vit_nano" and meta.precision == "int8"
+    assert meta.source_checkpoint_sha256 == sha256_file(default_checkpoint()) and meta.calibration_sha256
+    assert (tmp_path / "cache" / "glia_vit_nano.synthetic.calibration" / "labels.csv").is_file()
 
 
 def test_build_engine_without_tensorrt_says_so(trt_int8) -> None:

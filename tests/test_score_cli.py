@@ -179,14 +179,7 @@ def test_usage_and_model_errors_exit_2(inputs: Path, tmp_path: Path, tiny_checkp
     assert result.exit_code == 2 and "precision" in result.stderr
 
 
-def test_default_model_or_clear_error(inputs: Path) -> None:
-    from glia_edge.errors import CheckpointError
-    from glia_edge.weights import default_checkpoint
-
+def test_score_without_model_uses_the_packaged_default(inputs: Path) -> None:
     result = score(inputs / GOOD, "-f", "csv")
-    try:
-        default_checkpoint()
-    except CheckpointError:
-        assert result.exit_code == 2 and "default model" in result.stderr
-    else:
-        assert result.exit_code == 0 and csv_rows(result.stdout)[GOOD]["status"] == "ok"
+    assert result.exit_code == 0, result.stderr
+    assert csv_rows(result.stdout)[GOOD]["status"] == "ok"

@@ -168,3 +168,53 @@ def level_ranking(predictions: Path, labels: Path) -> float:
         series = pd.concat([pristine[(pristine.ref == ref) & (pristine.part == part)], series])
         values.append(spearmanr(series.level, series.prediction)[0])
     return float(np.mean(values))
+
+
+def test_ladder_rank_loss_counts_only_misordered_pairs_inside_each_ladder() -> None:
+    from glia_edge.losses import ladder_rank_loss
+
+    target = torch.tensor([[1.0, 0.0, -1.0], [1.0, 0.0, -1.0]])
+    assert ladder_rank_loss(torch.tensor([[2.0, 1.0, 0.0], [5.0, 4.0, 3.0]]), target).item() == 0.0
+    # Ladder 2 sits far below ladder 1: no cross-ladder pair is compared, so still 0.
+    assert ladder_rank_loss(torch.tensor([[2.0, 1.0, 0.0], [-5.0, -6.0, -7.0]]), target).item() == 0.0
+    reversed_ = ladder_rank_loss(torch.tensor([[0.0, 1.0, 2.0], [0.0, 1.0, 2.0]]), target, margin=0.2)
+    assert reversed_.item() == pytest.approx((1.2 + 2.2 + 1.2) / 3)
+
+
+def test_ladders_share_one_crop_box_and_come_best_first(blur_labels: Path) -> None:
+    from glia_edge.data import load_dataset
+    from glia_edge.data.torch_dataset import LadderCrops
+    from glia_edge.preprocess import PreprocessConfig
+    from glia_edge.train_data import synthetic_ladders
+
+    records = load_dataset("csv", csv=blur_labels).records
+    ladders = synthetic_ladders(records, blur_labels)
+    assert len(ladders) == 6 and all(len(ladder) == 4 for ladder in ladders)
+    assert all([r.score for r in ladder] == [100.0, 80.0, 60.0, 40.0] for ladder in ladders)
+    cfg = PreprocessConfig(short_side=64, crop_size=32)
+    same_image = [[ladders[0][0]] * 3]  # one file three times: identical crops prove one shared box and flip
+    crops, targets, index = LadderCrops(same_image, cfg, seed=1, crops_per_image=4)[3]
+    assert crops.shape == (3, 3, 32, 32) and index == 0
+    assert torch.equal(crops[0], crops[1]) and torch.equal(crops[0], crops[2])
+    crops, targets, _ = LadderCrops(ladders, cfg, seed=1, score_mean=70.0, score_std=10.0)[0]
+    assert targets.tolist() == [3.0, 1.0, -1.0, -3.0] and not torch.equal(crops[0], crops[3])
+    with pytest.raises(ValueError, match="common length"):
+        LadderCrops([ladders[0], ladders[1][:2]], cfg)
+
+
+def test_ladder_training_records_its_loss_and_batches_whole_ladders(tmp_path: Path, blur_labels: Path) -> None:
+    result = train(tiny_config(tmp_path / "run", blur_labels, rank_weight=1.0, epochs=1))
+    meta = read_checkpoint_meta(tmp_path / "run" / "last.safetensors")
+    assert meta.training["loss"]["name"] == "plcc+l1+ladder-rank" and meta.training["rank_weight"] == 1.0
+    # 5 training references x 1 type = 5 ladders x 3 crops; batch 8 images -> 2 ladders of 4 -> 8 steps.
+    assert result.history[-1]["step"] == 8 and np.isfinite(result.history[-1]["train_loss"])
+
+
+def test_ladder_training_needs_a_graded_synthetic_csv(tmp_path: Path, blur_labels: Path) -> None:
+    from glia_edge.errors import DatasetError
+
+    plain = tmp_path / "plain.csv"
+    plain.write_text("path,score\n" + "".join(f"{blur_labels.parent / 'images' / p.name},{i}\n"
+                                             for i, p in enumerate(sorted((blur_labels.parent / "images").iterdir()))))
+    with pytest.raises(DatasetError, match="needs columns"):
+        train(tiny_config(tmp_path / "run", plain, rank_weight=1.0, epochs=1))

@@ -48,6 +48,9 @@ def train(
                                                   help="Random crops per image per epoch [3; 5 on livec]."),
     eval_crops: int = typer.Option(1, "--eval-crops", help="Grid crops for held-out scoring: 1, 5 or 9."),
     l1_weight: float = typer.Option(0.1, "--l1-weight", help="Weight of the L1 term beside the PLCC loss."),
+    rank_weight: float = typer.Option(0.0, "--rank-weight", min=0.0,
+                                      help="Graded synthetic csv sets: weight of the ladder ranking loss "
+                                           "(same crop, every level of one distortion; 0 = off)."),
     seed: int = typer.Option(3407, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     workers: int = typer.Option(4, "--workers", min=0, help="Data loader processes."),
@@ -77,7 +80,7 @@ def train(
             backbone_weights=backbone_weights, split=parse_split(split),
             splits_file=str(splits_file) if splits_file else None, output=str(output) if output else None,
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, crops_per_image=crops_per_image,
-            eval_crops=eval_crops, l1_weight=l1_weight, seed=seed, device=device, workers=workers, amp=amp,
+            eval_crops=eval_crops, l1_weight=l1_weight, rank_weight=rank_weight, seed=seed, device=device, workers=workers, amp=amp,
             resume=str(resume) if resume else None, max_steps=max_steps, limit=limit, short_side=short_side,
             model_overrides=overrides, progress=progress,
             dataset_options={"higher_is_better": False} if lower_is_better else {})

@@ -7,6 +7,9 @@ horizontal and vertical flips) or the crop grid (evaluation). Training shows eve
 sample depends only on (seed, epoch, index), so results do not change with the number of loader
 workers or processes. An image that fails to decode yields ``None``; :func:`collate_skip_failed`
 drops it, so one bad file costs one sample, not the run.
+
+:class:`LadderCrops` serves graded synthetic sets: each item is one random crop position (and
+flip) applied to every level of one reference and distortion type, for the ladder ranking loss.
 """
 from __future__ import annotations
 
@@ -58,6 +61,38 @@ class TrainCrops(Dataset):
         crop = random_crop(img, self.cfg, rng)
         target = (rec.score - self.score_mean) / self.score_std
         return torch.from_numpy(crop), torch.tensor(target, dtype=torch.float32), i
+
+
+class LadderCrops(TrainCrops):
+    """``crops_per_image`` ladders per (reference, distortion type) per epoch: the same random crop
+    and flips cut from each level's image, best level first.
+
+    Items are ``(crops float32 (L, 3, S, S), standardised scores (L,), ladder index)`` or ``None``
+    when any image of the ladder fails to load. Every ladder must have the same length L.
+    """
+
+    def __init__(self, ladders: Sequence[Sequence[IQARecord]], cfg: PreprocessConfig, **kwargs: Any) -> None:
+        lengths = {len(ladder) for ladder in ladders}
+        if len(lengths) != 1 or min(lengths) < 2:
+            raise ValueError(f"ladders need one common length of at least 2, got {sorted(lengths)}")
+        super().__init__([ladder[0] for ladder in ladders], cfg, **kwargs)
+        self.ladders = [list(ladder) for ladder in ladders]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+        i = index // self.crops_per_image
+        try:
+            images = [prepare(load_image(rec.path, max_pixels=self.cfg.max_pixels), self.cfg)
+                      for rec in self.ladders[i]]
+        except ImageLoadError as exc:
+            log.warning("skipping a ladder of %s: %s", self.ladders[i][0].path, exc)
+            return None
+        if len({img.size for img in images}) != 1:
+            log.warning("skipping a ladder of %s: its levels differ in size", self.ladders[i][0].path)
+            return None
+        # One seed for every level: identical crop box and flips, so only the distortion differs.
+        crops = [random_crop(img, self.cfg, np.random.default_rng([self.seed, self.epoch, index])) for img in images]
+        targets = [(rec.score - self.score_mean) / self.score_std for rec in self.ladders[i]]
+        return torch.from_numpy(np.stack(crops)), torch.tensor(targets, dtype=torch.float32), i
 
 
 class EvalCrops(Dataset):

@@ -76,6 +76,8 @@ def create_timm(arch: str, weights: str | None, what: str, **kwargs: Any) -> nn.
     name = weights  # a timm pretrained name: "arch" or "arch.tag"
     if name.split(".")[0] != arch:
         raise BackboneWeightsError(f"{what} weights {weights!r} are for a different architecture than {arch!r}")
+    if kwargs.get("depth"):  # a cut backbone keeps the first blocks of the pretrained weights
+        kwargs["pretrained_strict"] = False
     try:
         return timm.create_model(name, pretrained=True, **kwargs)
     except Exception as exc:  # network, hub or missing-tag failure

@@ -1,16 +1,22 @@
-"""Rebuild the packaged default model, ``glia_vit_tiny.synthetic``, and its held-out report.
+"""Rebuild the packaged default model, ``glia_vit_nano.synthetic``, and its held-out report.
 
-    python -m glia_edge.weights.make_default --work runs/default
+    python -m glia_edge.weights.make_default --work runs/default [--install]
 
-1. ``make_dataset`` writes graded distortions of scikit-image's bundled photos: a training set
-   from the training references and types, and a test set from held-out references with every type.
-2. ``glia_edge.train`` trains ``glia_vit_tiny`` with its ViT backbone randomly initialised and
-   frozen (no pretrained weights are reachable here; a trainable backbone ranked unseen
-   distortions far worse in the same CPU time, see shared/DEPLOY_NOTES.md). The local conv stream,
-   the adapters and the head are trained.
-3. The best checkpoint is stored with its frozen weights in float16 (size limit of the package;
-   the model runs in float32) and checked with ``level_ranking`` on held-out references, for the
-   held-out distortion types and for the trained types. The report lands in ``--work``.
+1. ``make_dataset`` writes graded distortions (5 levels) of photos that install with the project's
+   dependencies (scikit-image, scikit-learn, matplotlib; 9 colour, 7 grey-level): a training set
+   from the training references and types, and a test set from two held-out colour references
+   with every type, three of them never trained on.
+2. ``glia_edge.train`` trains ``glia_vit_nano`` (ViT-Ti/16 cut to 4 blocks) with its ViT backbone
+   randomly initialised and frozen: no pretrained weights are reachable here, and a trainable
+   backbone ranked unseen distortions far worse in the same CPU time (shared/DEPLOY_NOTES.md).
+   The local conv stream, the adapters and the head are trained, on *ladders* (one crop of one
+   reference at every level of one type) with PLCC + L1 + a within-ladder ranking loss
+   (``--rank-weight``): without it, batch-level PLCC over a dozen photos let content swamp the
+   distortion and noise raised scores.
+3. The best checkpoint (validation SRCC on a held-out training reference) is stored with its
+   frozen weights in float16 (the package's size limit; the model runs in float32) and checked
+   with ``level_ranking`` on the held-out references, for the held-out and the trained types.
+   ``report.json`` lands in ``--work``; ``--install`` copies the model into the package.
 """
 from __future__ import annotations
 
@@ -19,20 +25,38 @@ import json
 import logging
 from pathlib import Path
 
-from glia_edge.checkpoint import load_checkpoint, save_checkpoint
 from glia_edge.distortions import make_dataset, reference_images
-from glia_edge.ranking import level_ranking
-from glia_edge.train import TrainConfig, train
 from glia_edge.weights import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
-TRAIN_REFS = ("astronaut", "chelsea", "hubble_deep_field", "immunohistochemistry", "retina", "stereo_motorcycle")
+TRAIN_REFS = ("astronaut", "chelsea", "hubble_deep_field", "immunohistochemistry", "retina", "stereo_motorcycle",
+              "china", "flower", "grace_hopper", "camera", "moon", "coins", "clock", "brick", "grass", "gravel")
 TEST_REFS = ("coffee", "rocket")
 TRAIN_TYPES = ("gaussian_blur", "gaussian_noise", "jpeg", "pixelate", "contrast", "overexposure", "underexposure",
                "saturation")
 HELD_OUT_TYPES = ("motion_blur", "impulse_noise", "jpeg2000")
+PRESET = "glia_vit_nano"
 SEED = 3407
+
+
+def held_out_set(out_dir: Path, types: tuple[str, ...] = TRAIN_TYPES + HELD_OUT_TYPES, tiles: int = 8,
+                 progress: bool = False) -> Path:
+    """The held-out references at every level of ``types``; each image depends only on its own
+    (seed, reference, type, level), so any subset of types reproduces the report's images."""
+    refs = reference_images(names=TEST_REFS, max_tiles=tiles)
+    return make_dataset(out_dir, refs, types=types, seed=SEED + 1, progress=progress)
+
+
+#: Calibration photos for INT8 exports of the default model: training references, never held out.
+CALIB_REFS = ("astronaut", "china", "stereo_motorcycle", "camera")
+
+
+def calibration_set(out_dir: Path) -> Path:
+    """Graded distortions (the training types) of a few training references: what the default
+    model saw in training, for INT8 calibration when the user gives no images."""
+    refs = reference_images(names=CALIB_REFS, max_tiles=1)
+    return make_dataset(out_dir, refs, types=TRAIN_TYPES, seed=SEED + 2)
 
 
 def build_sets(work: Path, tiles: int) -> tuple[Path, Path]:
@@ -42,30 +66,33 @@ def build_sets(work: Path, tiles: int) -> tuple[Path, Path]:
         refs = reference_images(names=TRAIN_REFS, max_tiles=tiles)
         make_dataset(train_csv.parent, refs, types=TRAIN_TYPES, seed=SEED, progress=True)
     if not test_csv.is_file():
-        refs = reference_images(names=TEST_REFS, max_tiles=tiles)
-        make_dataset(test_csv.parent, refs, types=TRAIN_TYPES + HELD_OUT_TYPES, seed=SEED + 1, progress=True)
+        held_out_set(test_csv.parent, tiles=tiles, progress=True)
     return train_csv, test_csv
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("runs/default"), help="working folder")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=30, help="images per step (5 ladders of 6 levels)")
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--crops-per-image", type=int, default=2)
+    parser.add_argument("--crops-per-image", type=int, default=3, help="ladders per (reference, type) per epoch")
+    parser.add_argument("--rank-weight", type=float, default=1.0, help="ladder ranking loss weight (0 = off)")
     parser.add_argument("--tiles", type=int, default=8, help="tiles cut from each large reference photo")
-    parser.add_argument("--depth", type=int, default=None, help="cut the ViT to this many blocks")
     parser.add_argument("--max-steps", type=int, default=None, help="stop early (smoke runs)")
     parser.add_argument("--install", action="store_true", help="copy the result into the package")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
+    from glia_edge.checkpoint import load_checkpoint, save_checkpoint
+    from glia_edge.ranking import level_ranking
+    from glia_edge.train import TrainConfig, train
+
     train_csv, test_csv = build_sets(args.work, args.tiles)
-    cfg = TrainConfig(dataset="csv", csv=str(train_csv), preset="glia_vit_tiny", backbone_weights="none",
+    cfg = TrainConfig(dataset="csv", csv=str(train_csv), preset=PRESET, backbone_weights="none",
                       output=str(args.work / "train"), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      crops_per_image=args.crops_per_image, seed=SEED, workers=0, max_steps=args.max_steps,
-                      model_overrides={"depth": args.depth} if args.depth else {})
+                      crops_per_image=args.crops_per_image, rank_weight=args.rank_weight, seed=SEED, workers=0,
+                      max_steps=args.max_steps)
     result = train(cfg)
 
     model, meta = load_checkpoint(result.best)
