@@ -16,7 +16,14 @@ SHALLOW = {"depth": 1}
 
 
 def test_registry_lists_all_presets() -> None:
-    assert list_models("glia_*") == ["glia_vit_base", "glia_vit_base_resnet50", "glia_vit_small", "glia_vit_tiny"]
+    assert list_models("glia_*") == ["glia_vit_base", "glia_vit_base_resnet50", "glia_vit_nano", "glia_vit_small",
+                                     "glia_vit_tiny"]
+
+
+def test_nano_is_the_tiny_backbone_cut_to_four_blocks() -> None:
+    nano, tiny = create_model("glia_vit_nano"), create_model("glia_vit_tiny")
+    assert len(nano.vit.blocks) == len(nano.adapters) == 4 and nano.cfg.depth == 4
+    assert nano.cfg.backbone == tiny.cfg.backbone and nano.vit.embed_dim == tiny.vit.embed_dim
     with pytest.raises(KeyError, match="unknown model"):
         create_model("glia_vit_huge")
 

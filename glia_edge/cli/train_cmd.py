@@ -80,7 +80,8 @@ def train(
             backbone_weights=backbone_weights, split=parse_split(split),
             splits_file=str(splits_file) if splits_file else None, output=str(output) if output else None,
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, crops_per_image=crops_per_image,
-            eval_crops=eval_crops, l1_weight=l1_weight, rank_weight=rank_weight, seed=seed, device=device, workers=workers, amp=amp,
+            eval_crops=eval_crops, l1_weight=l1_weight, rank_weight=rank_weight, seed=seed, device=device,
+            workers=workers, amp=amp,
             resume=str(resume) if resume else None, max_steps=max_steps, limit=limit, short_side=short_side,
             model_overrides=overrides, progress=progress,
             dataset_options={"higher_is_better": False} if lower_is_better else {})
