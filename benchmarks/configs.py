@@ -243,14 +243,3 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
-def artifact_size_mb(path: Path) -> float:
-    """Size on disk; an OpenVINO IR counts its .xml and .bin, an engine its sidecar is left out."""
-    path = Path(path)
-    files = [path]
-    if path.suffix == ".xml":
-        files.append(path.with_suffix(".bin"))
-    elif path.is_dir():
-        files = [p for p in path.rglob("*") if p.is_file()]
-    elif path.suffix == ".onnx":
-        files += [p for p in path.parent.glob(path.name + ".data")]
-    return sum(f.stat().st_size for f in files if f.is_file()) / 2**20

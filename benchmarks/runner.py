@@ -31,11 +31,12 @@ import numpy as np
 
 from glia_edge.benchmarks import accuracy, timing
 from glia_edge.benchmarks.checks import check_regressions
-from glia_edge.benchmarks.configs import (BenchConfig, artifact_size_mb, build_matrix, gpu_tensorrt_available,
+from glia_edge.benchmarks.configs import (BenchConfig, build_matrix, gpu_tensorrt_available,
                                           prepare_artifacts, torch_device)
 from glia_edge.benchmarks.machine import machine_info, machine_line
 from glia_edge.benchmarks.report import BenchReport, BenchRow
 from glia_edge.errors import CheckpointError
+from glia_edge.formats import artifact_size_mb
 
 log = logging.getLogger(__name__)
 

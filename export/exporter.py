@@ -17,7 +17,6 @@ Targets and what lands at ``output``:
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
@@ -118,7 +117,8 @@ def build_meta(job: _Job) -> None:
     calib_sha = job.calib.sha256 if job.calib is not None and job.precision == "int8" else None
     settings: dict[str, Any] = {"target": job.target, "exporter": job.onnx.exporter,
                                 "opset": job.onnx.resolved_opset, "dynamic": job.onnx.dynamic,
-                                "batch": job.onnx.batch, "crops": job.crops, "fusions": job.info.get("fusions")}
+                                "batch": job.onnx.batch, "crops": job.crops, "fusions": job.info.get("fusions"),
+                                "output_shape": ["batch", 1] if job.onnx.score_axis else ["batch"]}
     if job.precision == "fp16":
         settings["fp32_ops"] = list(FP32_OPS)
     if job.precision == "int8":
@@ -251,14 +251,9 @@ def _check_output(output: Path, target: str) -> Path:
 def _commit(job: _Job) -> Path:
     """Move the finished artifact from the work folder to ``output`` (replacing an older one)."""
     assert job.artifact is not None
-    src = job.work / "model.onnx" if job.target == "onnx" else job.work / "out"
-    old = None
-    if job.output.exists() and src.is_dir():
-        old = job.output.with_name(f".{job.output.name}.old-{os.getpid()}")
-        os.replace(job.output, old)
-    os.replace(src, job.output)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    from glia_edge.atomic import replace_path
+
+    replace_path(job.work / "model.onnx" if job.target == "onnx" else job.work / "out", job.output)
     return job.output if job.target == "onnx" else job.output / job.artifact.name
 
 
@@ -269,7 +264,7 @@ def export(checkpoint: str | Path | None = None, *, target: str, precision: str 
            **opts: Any) -> ExportResult:
     """Export a GLIA checkpoint for ``target`` at ``precision``; see the module docstring.
 
-    ``opts`` are fields of :class:`OnnxOptions` (``exporter``, ``opset``, ``simplify``),
+    ``opts`` are fields of :class:`OnnxOptions` (``exporter``, ``opset``, ``simplify``, ``score_axis``),
     :class:`QuantizeOptions` (``activations``, ``per_channel``, ``calibrate_method`` ...),
     :class:`OpenVinoOptions` (``smooth_quant_alpha``, ``keep_head_float`` ...) and
     :class:`EngineOptions` (``min_batch``, ``max_batch``, ``workspace_gib``, ``timing_cache``).

@@ -35,6 +35,9 @@ class OnnxOptions:
     dynamic: bool = True
     batch: int = 1
     simplify: bool = True
+    #: Output shape (batch, 1) instead of (batch,): DeepStream's nvinfer strips the batch axis and
+    #: may refuse the 0-d layer that (batch,) leaves. glia-edge's runtimes read either shape.
+    score_axis: bool = False
 
     def __post_init__(self) -> None:
         if self.exporter not in EXPORTERS:
@@ -70,6 +73,21 @@ def _export_dynamo(model: Any, dummy: Any, path: Path, opts: OnnxOptions) -> Non
     program.save(str(path))
 
 
+def _with_score_axis(model: Any) -> Any:
+    """``model`` with a trailing axis of 1 on its scores: (batch,) -> (batch, 1)."""
+    from torch import nn
+
+    class WithScoreAxis(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: Any) -> Any:
+            return self.inner(x).unsqueeze(-1)
+
+    return WithScoreAxis(model).eval()
+
+
 def torch_to_onnx(model: Any, onnx_path: str | Path, *, crop_size: int, options: OnnxOptions = OnnxOptions()) -> Path:
     """Export ``model`` (eval mode, float RGB [0, 1] NCHW in, scores out) to a checked ONNX file."""
     import onnx
@@ -81,6 +99,8 @@ def torch_to_onnx(model: Any, onnx_path: str | Path, *, crop_size: int, options:
     batch = options.batch if not options.dynamic else max(2, options.batch)
     dummy = torch.rand(batch, 3, crop_size, crop_size)
     model = model.eval()
+    if options.score_axis:
+        model = _with_score_axis(model)
     log.info("exporting ONNX (%s exporter, opset %d, %s batch)", options.exporter, options.resolved_opset,
              "dynamic" if options.dynamic else f"static {options.batch}")
     try:

@@ -1,11 +1,14 @@
 """Atomic file writes (no torch): a failed or interrupted write leaves nothing at the target path.
 
 Checkpoints, exports and the ``score`` command's ``--output`` all write through here, so a camera
-box without torch can write results the same way training writes weights.
+box without torch can write results the same way training writes weights. Folders (an export,
+a synthetic set) are built in a temporary folder beside the target and put in place with
+:func:`replace_path`.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -33,3 +36,19 @@ def atomic_write(path: Path, write: Any) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def replace_path(src: Path, dst: Path) -> None:
+    """Move a finished file or folder ``src`` onto ``dst``, replacing what is there.
+
+    A file is replaced in one rename. A folder cannot be, so an older folder at ``dst`` is renamed
+    aside first and deleted after: ``dst`` is never a mix of old and new files.
+    """
+    old = None
+    if dst.is_dir():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -28,6 +28,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
+from glia_edge.atomic import replace_path
 from glia_edge.errors import DatasetError, ImageLoadError
 from glia_edge.preprocess import is_image_file, load_image, resize_short_side
 
@@ -380,14 +381,7 @@ def make_dataset(out_dir: str | Path, refs: Sequence[Reference] | str | Path | N
             writer = csv.DictWriter(fh, fieldnames=LABEL_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
+        replace_path(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.debug("wrote %d images of %d references to %s", len(rows), len(refs), out)

@@ -45,3 +45,16 @@ def format_of(path: str | Path) -> ArtifactFormat:
             return fmt
     known = ", ".join(s for f in FORMATS.values() for s in f.suffixes)
     raise UnsupportedArtifactError(f"{path}: unknown artifact type {suffix or '(no suffix)'!r}; expected one of {known}")
+
+
+def artifact_size_mb(path: str | Path) -> float:
+    """Size on disk; an OpenVINO IR counts its .xml and .bin, an engine its sidecar is left out."""
+    path = Path(path)
+    files = [path]
+    if path.suffix == ".xml":
+        files.append(path.with_suffix(".bin"))
+    elif path.is_dir():
+        files = [p for p in path.rglob("*") if p.is_file()]
+    elif path.suffix == ".onnx":
+        files += [p for p in path.parent.glob(path.name + ".data")]
+    return sum(f.stat().st_size for f in files if f.is_file()) / 2**20

@@ -7,14 +7,7 @@ from typing import Any, Optional
 import typer
 
 from glia_edge.cli.common import cli_errors
-
-
-def _size(paths: Any) -> str:
-    total = 0
-    for path in paths:
-        path = Path(path)
-        total += sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
-    return f"{total / 1e6:.1f} MB"
+from glia_edge.formats import artifact_size_mb
 
 
 def _print_summary(result: Any, target: str) -> None:
@@ -26,7 +19,7 @@ def _print_summary(result: Any, target: str) -> None:
     meta = result.meta
     table.add_row("artifact", str(result.path))
     table.add_row("files", ", ".join(p.name for p in result.files))
-    table.add_row("size", _size(result.files))
+    table.add_row("size", f"{artifact_size_mb(result.path):.1f} MB")
     table.add_row("target / format", f"{target} / {meta.format}")
     table.add_row("precision", meta.precision)
     if meta.calibration_sha256:
@@ -66,6 +59,8 @@ def export(
     exporter: str = typer.Option("legacy", "--exporter", help="torch.onnx exporter: legacy (opset 17) or dynamo "
                                  "(opset 18)."),
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (17+)."),
+    score_axis: bool = typer.Option(False, "--score-axis", help="Scores shaped (batch, 1), not (batch,): for "
+                                    "DeepStream nvinfer, which strips the batch axis."),
     engine: Optional[bool] = typer.Option(None, "--engine/--no-engine", help="trt: require / skip the engine build "
                                           "(default: build where tensorrt and a GPU exist)."),
 ) -> None:
@@ -76,7 +71,7 @@ def export(
         try:
             result = run_export(checkpoint, target=target, precision=precision, calib=calib, calib_size=calib_size,
                                 batch=batch, dynamic=dynamic, output=output, val=val, max_drop=max_drop, crops=crops,
-                                build_engine=engine, exporter=exporter, opset=opset)
+                                build_engine=engine, exporter=exporter, opset=opset, score_axis=score_axis)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         _print_summary(result, target)
@@ -115,7 +110,7 @@ def build_engine(
         path = onnx_to_engine(onnx_path, output or _engine_path(onnx_path), precision=precision,
                               min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
                               workspace_gib=workspace, timing_cache=timing_cache, meta=engine_meta)
-        typer.echo(f"wrote {path} ({_size([path])}) and {path.name}.json")
+        typer.echo(f"wrote {path} ({artifact_size_mb(path):.1f} MB) and {path.name}.json")
 
 
 def register(app: typer.Typer) -> None:
