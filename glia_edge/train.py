@@ -3,7 +3,8 @@
 Defaults: AdamW (lr 3e-4, weight decay 1e-2) on the adapter/local-stream/head parameters only
 (the backbone is frozen), cosine decay over all steps, 10 epochs, batch 128, 3 random crops per
 image per epoch (5 on LIVE Challenge) with h/v flips, seed 3407, loss = PLCC-induced + 0.1 L1 on
-scores standardised by the training split. After every epoch the model is evaluated on the
+scores standardised by the training split (``rank_weight > 0`` on a graded synthetic set: batches of
+ladders plus a within-ladder ranking loss, see ``glia_edge.losses``). After every epoch the model is evaluated on the
 split's held-out part (its validation part where the split has one) on the deterministic crop
 grid; ``last`` and ``best`` (by SRCC) checkpoints are written with the full config, the score
 scale folded into the model so it outputs MOS directly. The learning rate is a pure function of
