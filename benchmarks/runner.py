@@ -139,11 +139,16 @@ def _eval_set(opts: BenchOptions, workdir: Path) -> tuple[accuracy.EvalSet, list
 
 
 def _calib_source(opts: BenchOptions, workdir: Path, configs: list[BenchConfig]) -> Path | None:
-    """``--calib``, else built-in photos the held-out set does not use; None when nothing is INT8."""
+    """``--calib``; for the default model, the calibration set its own INT8 export uses; else built-in
+    photos the held-out set does not use. None when nothing is INT8."""
     if not any(c.precision == "int8" and c.skip is None and c.target != "torch" for c in configs):
         return None
     if opts.calib is not None:
         return Path(opts.calib)
+    if opts.model is None and not opts.preset:  # measure the artifact `glia-edge export` makes of it
+        from glia_edge.weights import default_calibration
+
+        return default_calibration()
     return accuracy.builtin_set(workdir / "data", "calib", accuracy.CALIB_PHOTOS)
 
 
