@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from glia_edge.errors import DatasetError
+from glia_edge.metrics import Agreement, agreement, plcc, srcc
 
 log = logging.getLogger(__name__)
 
@@ -89,65 +90,14 @@ def builtin_set(workdir: str | Path, name: str, photos: Sequence[str], *, levels
     return csv_path
 
 
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman rank correlation over the pairs where both are finite (NaN if undefined)."""
-    from glia_edge.metrics import srcc
-
-    x, y = _finite_pairs(a, b)
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan")
-    return srcc(x, y)
-
-
-def plcc(scores: Sequence[float], labels: Sequence[float]) -> float:
-    """PLCC with labels after the usual 4-parameter logistic mapping (glia_edge.metrics)."""
-    from glia_edge.metrics import plcc as _plcc
-
-    x, y = _finite_pairs(scores, labels)
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan")
-    return _plcc(x, y)
-
-
-def _finite_pairs(a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if x.shape != y.shape:
-        raise ValueError(f"score arrays differ in length: {x.shape} vs {y.shape}")
-    ok = np.isfinite(x) & np.isfinite(y)
-    return x[ok], y[ok]
-
-
-@dataclass
-class Agreement:
-    """How one backend's scores relate to the PyTorch FP32 scores and to the labels."""
-
-    spearman_vs_torch: float
-    max_abs_diff: float
-    srcc: float | None = None
-    plcc: float | None = None
-    scored: int = 0
-    failed: int = 0
-
-
-def agreement(scores: Sequence[float], reference: Sequence[float],
-              labels: Sequence[float] | None = None) -> Agreement:
-    """Spearman and max |difference| against the reference scores; SRCC/PLCC against labels."""
-    s, r = np.asarray(scores, dtype=np.float64), np.asarray(reference, dtype=np.float64)
-    both = np.isfinite(s) & np.isfinite(r)
-    diff = float(np.max(np.abs(s[both] - r[both]))) if both.any() else float("nan")
-    out = Agreement(spearman_vs_torch=spearman(s, r), max_abs_diff=diff, scored=int(np.isfinite(s).sum()),
-                    failed=int((~np.isfinite(s)).sum()))
-    if labels is not None:
-        out.srcc, out.plcc = spearman(s, labels), plcc(s, labels)
-    return out
-
-
-def score_images(backend: object, paths: Sequence[Path], crops: int) -> np.ndarray:
-    """One score per image (NaN where the image could not be used; the rest go on)."""
-    scores = np.full(len(paths), np.nan)
-    for i, result in enumerate(backend.iter_scores(list(paths), crops=crops)):  # type: ignore[attr-defined]
-        if result.ok:
-            scores[i] = result.score
-        else:
-            log.warning("%s: %s", result.source, result.error)
-    return scores
+def score_against_reference(scores: Sequence[float], reference: Sequence[float],
+                            labels: Sequence[float] | None = None) -> tuple[Agreement, float | None, float | None]:
+    """Agreement with the PyTorch FP32 scores, and SRCC/PLCC with the labels (NaN if undefined)."""
+    agree = agreement(scores, reference)
+    if labels is None:
+        return agree, None, None
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    ok = np.isfinite(s) & np.isfinite(y)
+    if ok.sum() < 3 or np.ptp(s[ok]) == 0 or np.ptp(y[ok]) == 0:
+        return agree, float("nan"), float("nan")
+    return agree, srcc(s[ok], y[ok]), plcc(s[ok], y[ok])

@@ -2,7 +2,7 @@
 
 Rows, in report order: PyTorch FP32 eager (the baseline every speed-up is measured against, always
 present), torch.compile FP32, PyTorch BF16 autocast (a reference row), ONNX Runtime FP32/FP16/INT8,
-OpenVINO FP32 (inference precision pinned to f32, else this CPU silently runs BF16)/BF16/FP16/INT8,
+OpenVINO FP32 (inference precision pinned to f32, else a CPU with BF16 units runs BF16)/BF16/FP16/INT8,
 TensorRT FP32/FP16/INT8. A combination a backend does not have is left out; TensorRT rows on a
 machine without a GPU and TensorRT are kept with status "skipped: no GPU/TensorRT".
 
@@ -17,13 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from glia_edge.formats import FORMATS
+from glia_edge.errors import one_line
+from glia_edge.formats import FORMATS, loadable_path
 
 log = logging.getLogger(__name__)
 
-TARGETS = ("torch", "onnx", "openvino", "trt")
+#: Benchmark targets are the artifact formats, in the table's order.
+TARGETS = tuple(FORMATS)
+#: Precisions a row can run: the artifacts' precisions, plus BF16 execution of FP32 artifacts.
 PRECISIONS = ("fp32", "fp16", "int8", "bf16")
-_LABELS = {"torch": "PyTorch", "onnx": "ONNX Runtime", "openvino": "OpenVINO", "trt": "TensorRT"}
 SKIP_NO_GPU = "skipped: no GPU/TensorRT"
 
 
@@ -55,7 +57,7 @@ class BenchConfig:
         return self.target == "torch" and self.precision == "fp32" and self.variant == "eager"
 
     def label(self, device: str = "cpu") -> str:
-        text = _LABELS[self.target]
+        text = FORMATS[self.target].label
         if self.target == "torch":
             text += f" {self.variant}" + (f" ({device})" if device != "cpu" else "")
         elif self.target == "openvino" and self.precision == "fp32":
@@ -65,10 +67,10 @@ class BenchConfig:
     def load_options(self, device: str = "cpu") -> dict[str, Any]:
         """Backend options beyond threads and batch size."""
         if self.target == "torch":
-            return {"precision": "bf16" if self.variant == "autocast" else "fp32", "compile": self.variant == "compile",
-                    "device": device}
+            return {"inference_precision": "bf16" if self.variant == "autocast" else "fp32",
+                    "compile": self.variant == "compile", "device": device}
         if self.target == "openvino":
-            return {"precision": self.precision}
+            return {"inference_precision": self.precision}
         return {}
 
 
@@ -95,29 +97,18 @@ def build_matrix(targets: Sequence[str], precisions: Sequence[str], *, gpu_tenso
     for target in ("onnx", "openvino", "trt"):
         if target not in targets:
             continue
-        supported = set(FORMATS[target].precisions) | ({"bf16"} if target == "openvino" else set())
         for precision in order[target]:
-            if precision in precisions and precision in supported:
+            if precision in precisions and precision in FORMATS[target].precisions:
                 skip = SKIP_NO_GPU if target == "trt" and not gpu_tensorrt else None
                 rows.append(BenchConfig(target, precision, skip=skip))
     return rows
 
 
 def gpu_tensorrt_available() -> bool:
-    """True when TensorRT imports and a CUDA GPU is visible."""
-    try:
-        import tensorrt  # noqa: F401
-    except (ImportError, OSError):
-        return False
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart  # type: ignore[no-redef]
-        except ImportError:
-            return False
-    err, count = cudart.cudaGetDeviceCount()
-    return err == cudart.cudaError_t.cudaSuccess and count > 0
+    """True when TensorRT engines can be built and run here (the TensorRT runtime's one probe)."""
+    from glia_edge.runtimes.tensorrt import unavailable_reason
+
+    return unavailable_reason() is None
 
 
 def torch_device(requested: str) -> str:
@@ -158,19 +149,9 @@ def _reusable(path: Path, checkpoint_sha: str, precision: str, settings: dict[st
     return meta.source_checkpoint_sha256 == checkpoint_sha and meta.precision == precision and found == settings
 
 
-#: What ``glia_edge.export.export`` writes for each target: a file for ONNX, a folder holding
-#: ``model.xml`` (OpenVINO) or ``model.engine`` (TensorRT) otherwise.
-_LOADABLE = {"onnx": None, "openvino": "model.xml", "trt": "model.engine"}
-
-
 def artifact_output(artifacts_dir: Path, stem: str, target: str, precision: str) -> Path:
     """The ``output`` given to export: the file ``STEM.PRECISION.onnx``, or a folder ``STEM.PRECISION.TARGET``."""
     return artifacts_dir / f"{stem}.{precision}.{target}"
-
-
-def loadable_path(output: Path, target: str) -> Path:
-    inner = _LOADABLE[target]
-    return output / inner if inner else output
 
 
 def _export_one(checkpoint: Path, target: str, precision: str, output: Path, calib: Path | None, crops: int,
@@ -187,7 +168,7 @@ def _export_one(checkpoint: Path, target: str, precision: str, output: Path, cal
     # why no engine was built.
     notes = [str(n) for n in (getattr(result, "notes", None) or [])] if target == "trt" else []
     path = Path(result.path)
-    if target == "trt" and path.suffix not in FORMATS["trt"].suffixes:
+    if path.suffix not in FORMATS[target].suffixes:
         # No engine could be built here: never time the ONNX stand-in under a TensorRT label.
         raise RuntimeError(notes[0] if notes else f"no TensorRT engine was built ({path})")
     return path, notes
@@ -226,7 +207,7 @@ def prepare_artifacts(checkpoint: Path, configs: Sequence[BenchConfig], artifact
                 checkpoint, target, precision, output, calib, crops, max_batch, calib_size, options, export_fn)
         except Exception as exc:  # one failed export must not stop the other rows
             log.warning("export %s %s failed: %s", target, precision, exc)
-            plan.errors[(target, precision)] = f"export failed: {_one_line(exc)}"
+            plan.errors[(target, precision)] = f"export failed: {one_line(exc)}"
     return plan
 
 
@@ -236,10 +217,3 @@ def _options_tag(options: dict[str, Any]) -> str:
     import json
 
     return hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:8]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
-
-

@@ -4,7 +4,7 @@ The benchmark itself holds every backend at once (to alternate between them), so
 says nothing about any one of them. Instead a fresh child process is started for each
 configuration::
 
-    python -m glia_edge.benchmarks.memory ARTIFACT --precision int8 --batch 8 --crops 1 [--image PATH ...]
+    python -m glia_edge.benchmarks.memory ARTIFACT --inference-precision bf16 --batch 8 --crops 1 [--image PATH ...]
 
 It imports only what that backend needs (``glia_edge.runtimes`` imports no torch unless the
 artifact is a PyTorch checkpoint), loads the artifact, scores a few batches (real images when
@@ -56,7 +56,7 @@ class MemoryResult:
     batches: int
 
 
-def run_child(artifact: str, *, precision: str | None, compile: bool, batch: int, crops: int, threads: int | None,
+def run_child(artifact: str, *, inference_precision: str | None, compile: bool, batch: int, crops: int, threads: int | None,
               iterations: int, images: Sequence[str], device: str | None) -> MemoryResult:
     """What the child process does: load one backend, run it, measure its own peak RSS."""
     import numpy as np
@@ -67,8 +67,8 @@ def run_child(artifact: str, *, precision: str | None, compile: bool, batch: int
     options: dict[str, Any] = {"batch_size": batch * crops, "threads": threads}
     if device:
         options["device"] = device
-    if precision:
-        options["precision"] = precision
+    if inference_precision:
+        options["inference_precision"] = inference_precision
     if compile:
         options["compile"] = True
     start = time.perf_counter()
@@ -88,7 +88,7 @@ def run_child(artifact: str, *, precision: str | None, compile: bool, batch: int
     return MemoryResult(peak_rss_mb=_max_rss_mb(), baseline_rss_mb=baseline, load_s=load_s, batches=iterations)
 
 
-def child_command(artifact: str | Path, *, precision: str | None = None, compile: bool = False, batch: int = 8,
+def child_command(artifact: str | Path, *, inference_precision: str | None = None, compile: bool = False, batch: int = 8,
                   crops: int = 1, threads: int | None = None, iterations: int = 3,
                   images: Sequence[str | Path] = (), device: str | None = None) -> list[str]:
     """The command line of the child process for one configuration."""
@@ -96,8 +96,8 @@ def child_command(artifact: str | Path, *, precision: str | None = None, compile
            "--crops", str(crops), "--iterations", str(iterations)]
     if device:
         cmd += ["--device", device]
-    if precision:
-        cmd += ["--precision", precision]
+    if inference_precision:
+        cmd += ["--inference-precision", inference_precision]
     if compile:
         cmd.append("--compile")
     if threads:
@@ -129,7 +129,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m glia_edge.benchmarks.memory",
                                      description="Load one artifact, score with it, print its peak RSS as JSON.")
     parser.add_argument("artifact")
-    parser.add_argument("--precision", default=None)
+    parser.add_argument("--inference-precision", default=None, help="fp32 or bf16 (OpenVINO hint, torch autocast)")
     parser.add_argument("--compile", action="store_true", help="torch.compile (PyTorch checkpoints only)")
     parser.add_argument("--batch", type=int, default=8, help="images per batch")
     parser.add_argument("--crops", type=int, default=1, help="crops per image")
@@ -142,7 +142,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
-    result = run_child(args.artifact, precision=args.precision, compile=args.compile, batch=args.batch,
+    result = run_child(args.artifact, inference_precision=args.inference_precision, compile=args.compile, batch=args.batch,
                        crops=args.crops, threads=args.threads, iterations=args.iterations, images=args.image,
                        device=args.device)
     sys.stdout.write(_MARK + json.dumps(result.__dict__) + "\n")

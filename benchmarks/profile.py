@@ -10,7 +10,7 @@ kernel times, aggregated here by operator type (share of the summed kernel time 
 
 The artifact is opened a second time with profiling on (profiling slows a run, so it never
 shares a session with the timed one), at the same threads and inference precision as the row.
-``python -m glia_edge.benchmarks.profile ARTIFACT [--precision bf16] [--batch 8]`` prints the table.
+``python -m glia_edge.benchmarks.profile ARTIFACT [--inference-precision bf16] [--batch 8]`` prints the table.
 """
 from __future__ import annotations
 
@@ -46,17 +46,17 @@ def _table(totals: dict[str, float], runs: int, kernels: dict[str, set[str]] | N
     return [OpTime(op, t / runs, t / whole, ",".join(sorted((kernels or {}).get(op, ())))) for op, t in ranked]
 
 
-def _openvino(path: Path, x: np.ndarray, runs: int, threads: int | None, precision: str | None) -> list[OpTime]:
+def _openvino(path: Path, x: np.ndarray, runs: int, threads: int | None, inference_precision: str | None) -> list[OpTime]:
     import openvino as ov
 
-    from glia_edge.runtimes.metadata import resolve_ir
-    from glia_edge.runtimes.openvino import _INFERENCE_PRECISION
+    from glia_edge.formats import resolve_ir
+    from glia_edge.runtimes.openvino import INFERENCE_HINTS
 
     core = ov.Core()
     model = core.read_model(str(resolve_ir(path)))
     config: dict[str, Any] = {"PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY"}
-    if precision and _INFERENCE_PRECISION.get(precision):
-        config["INFERENCE_PRECISION_HINT"] = _INFERENCE_PRECISION[precision]
+    if inference_precision and INFERENCE_HINTS.get(inference_precision):
+        config["INFERENCE_PRECISION_HINT"] = INFERENCE_HINTS[inference_precision]
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     request = core.compile_model(model, "CPU", config).create_infer_request()
@@ -95,7 +95,7 @@ def _onnxruntime(path: Path, x: np.ndarray, runs: int, threads: int | None) -> l
     return _table(totals, runs)
 
 
-def _torch(path: Path, x: np.ndarray, runs: int, threads: int | None, precision: str | None) -> list[OpTime]:
+def _torch(path: Path, x: np.ndarray, runs: int, threads: int | None, inference_precision: str | None) -> list[OpTime]:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -105,7 +105,7 @@ def _torch(path: Path, x: np.ndarray, runs: int, threads: int | None, precision:
         torch.set_num_threads(threads)
     model, _ = load_checkpoint(path)
     tensor = torch.from_numpy(x)
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=inference_precision == "bf16"):
         model(tensor)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(runs):
@@ -115,10 +115,10 @@ def _torch(path: Path, x: np.ndarray, runs: int, threads: int | None, precision:
 
 
 def profile_artifact(path: str | Path, *, batch: int = 8, crops: int = 1, runs: int = 5, threads: int | None = None,
-                     precision: str | None = None) -> list[OpTime]:
+                     inference_precision: str | None = None) -> list[OpTime]:
     """The operator types that take the most kernel time in one batch of ``batch`` images.
 
-    ``precision`` is the row's (it sets OpenVINO's inference precision and PyTorch autocast).
+    ``inference_precision`` is the row's (it sets OpenVINO's inference precision and PyTorch autocast).
     Raises ``ValueError`` for TensorRT engines (use ``trtexec --dumpProfile`` on the device).
     """
     path = Path(path)
@@ -128,11 +128,11 @@ def profile_artifact(path: str | Path, *, batch: int = 8, crops: int = 1, runs: 
     size = read_meta(path).preprocess_config.crop_size
     x = np.random.default_rng(0).random((batch * crops, 3, size, size), dtype=np.float32)
     if fmt == "openvino":
-        return _openvino(path, x, runs, threads, precision)
+        return _openvino(path, x, runs, threads, inference_precision)
     if fmt == "onnx":
         return _onnxruntime(path, x, runs, threads)
     if fmt == "torch":
-        return _torch(path, x, runs, threads, precision)
+        return _torch(path, x, runs, threads, inference_precision)
     raise ValueError(f"{path}: no operator profile for {fmt}; on the device use trtexec --loadEngine --dumpProfile")
 
 
@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m glia_edge.benchmarks.profile",
                                      description="Per-operator-type kernel time of one artifact.")
     parser.add_argument("artifact")
-    parser.add_argument("--precision", default=None, help="fp32, bf16, fp16 or int8 (OpenVINO hint, torch autocast)")
+    parser.add_argument("--inference-precision", default=None, help="fp32, bf16 or fp16 (OpenVINO hint; bf16: torch autocast)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crops", type=int, default=1)
     parser.add_argument("--runs", type=int, default=5)
@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=12)
     args = parser.parse_args(argv)
     ops = profile_artifact(args.artifact, batch=args.batch, crops=args.crops, runs=args.runs, threads=args.threads,
-                           precision=args.precision)
+                           inference_precision=args.inference_precision)
     for op in ops[:args.top]:
         print(f"{op.op_type:28s} {op.share:6.1%} {op.ms_per_batch:9.2f} ms  {op.kernels}")
     return 0

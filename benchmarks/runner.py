@@ -35,7 +35,7 @@ from glia_edge.benchmarks.configs import (BenchConfig, build_matrix, gpu_tensorr
                                           prepare_artifacts, torch_device)
 from glia_edge.benchmarks.machine import machine_info, machine_line
 from glia_edge.benchmarks.report import BenchReport, BenchRow
-from glia_edge.errors import CheckpointError
+from glia_edge.errors import CheckpointError, one_line
 from glia_edge.formats import artifact_size_mb
 
 log = logging.getLogger(__name__)
@@ -120,15 +120,17 @@ def _eval_set(opts: BenchOptions, workdir: Path) -> tuple[accuracy.EvalSet, list
     if opts.images is not None:
         return accuracy.load_eval_set(opts.images, opts.labels, opts.eval_size), []
     if opts.model is None and not opts.preset:
-        from glia_edge.weights.make_default import HELD_OUT_TYPES, TEST_REFS, TRAIN_TYPES, held_out_set
+        from glia_edge.checkpoint import read_checkpoint_meta
+        from glia_edge.weights import default_checkpoint, default_sets
 
+        held_out = default_sets()["held_out"]
         csv_path = workdir / "data" / "default-held-out" / "labels.csv"
         if not csv_path.is_file():
-            held_out_set(csv_path.parent)
+            held_out.write(csv_path.parent)
         found = accuracy.load_eval_set(csv_path, opts.labels, opts.eval_size)
-        what = (f"the default model's held-out set: {', '.join(TEST_REFS)} at every level of "
-                f"{len(TRAIN_TYPES) + len(HELD_OUT_TYPES)} distortion types "
-                f"({', '.join(HELD_OUT_TYPES)} never trained on)")
+        unseen = read_checkpoint_meta(default_checkpoint()).training.get("held_out_types", [])
+        what = (f"the default model's held-out set: {', '.join(held_out.photos)} at every level of "
+                f"{len(held_out.types)} distortion types ({', '.join(unseen)} never trained on)")
         return accuracy.EvalSet(found.paths, found.labels, what), [
             f"held-out set: {what}; SRCC/PLCC are against distortion-level labels"]
     csv_path = accuracy.builtin_set(workdir / "data", "eval", accuracy.EVAL_PHOTOS)
@@ -182,7 +184,7 @@ def _open_backends(configs: list[BenchConfig], plan: Any, checkpoint: Path, opts
         try:
             backend, row.load_s = _load(config, path, opts, device, max_batch)
         except Exception as exc:  # the report keeps the reason; other rows go on
-            row.status = f"load failed: {_short(exc)}"
+            row.status = f"load failed: {one_line(exc)}"
             continue
         if config.variant == "compile":
             row.notes.append("load time excludes torch.compile's compilation, which happens in the warm-up")
@@ -190,29 +192,24 @@ def _open_backends(configs: list[BenchConfig], plan: Any, checkpoint: Path, opts
     return rows, live
 
 
-def _short(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
-
-
 def _score_all(live: list[_Live], evalset: accuracy.EvalSet, crops: int) -> None:
     from tqdm.auto import tqdm
 
     for item in tqdm(list(live), desc="scoring held-out images", unit="backend", leave=False):
         try:
-            item.scores = accuracy.score_images(item.backend, evalset.paths, crops)
+            item.scores = item.backend.score_paths(list(evalset.paths), crops=crops)
         except Exception as exc:
-            item.row.status = f"scoring failed: {_short(exc)}"
+            item.row.status = f"scoring failed: {one_line(exc)}"
     _drop_failed(live)
     reference = next((i.scores for i in live if i.config.is_baseline), None)
     for item in live:
         if reference is None or item.scores is None:
             continue
-        agree = accuracy.agreement(item.scores, reference, evalset.labels)
-        item.row.spearman, item.row.max_abs_diff = agree.spearman_vs_torch, agree.max_abs_diff
-        item.row.srcc, item.row.plcc = agree.srcc, agree.plcc
-        if agree.failed:
-            item.row.notes.append(f"{agree.failed} held-out images could not be scored")
+        agree, item.row.srcc, item.row.plcc = accuracy.score_against_reference(item.scores, reference, evalset.labels)
+        item.row.spearman, item.row.max_abs_diff = agree.spearman, agree.max_abs_delta
+        failed = int(np.isnan(item.scores).sum())
+        if failed:
+            item.row.notes.append(f"{failed} held-out images could not be scored")
 
 
 def _timing_inputs(evalset: accuracy.EvalSet, cfg: Any, batches: tuple[int, ...], crops: int) -> dict[int, np.ndarray]:
@@ -239,7 +236,7 @@ def _measure_speed(live: list[_Live], inputs: dict[int, np.ndarray], opts: Bench
             timers[name], owner[name] = timer, item
 
     def failed(name: str, exc: Exception) -> None:
-        owner[name].row.status = f"error: {_short(exc)}"
+        owner[name].row.status = f"error: {one_line(exc)}"
 
     with tqdm(total=len(runs) * (opts.repeats + opts.warmup), desc="timing (round-robin)", unit="run",
               leave=False) as bar:
@@ -314,12 +311,11 @@ def _profile_ops(rows: list[BenchRow], configs: list[BenchConfig], opts: BenchOp
     todo = [(r, c) for r, c in zip(rows, configs)
             if r.ok and r.artifact and c.target != "trt" and c.variant != "compile"]
     for row, config in tqdm(todo, desc="operator profiles", unit="backend", leave=False):
-        precision = "bf16" if config.variant == "autocast" else config.precision
         try:
             ops = profile_artifact(row.artifact, batch=max(opts.batches), crops=opts.crops, threads=opts.threads,
-                                   precision=precision)
+                                   inference_precision=config.load_options().get("inference_precision"))
         except Exception as exc:
-            row.notes.append(f"operator profile failed: {_short(exc)}")
+            row.notes.append(f"operator profile failed: {one_line(exc)}")
             continue
         row.top_ops = format_profile(ops[:5])
 
@@ -335,12 +331,12 @@ def _measure_memory(rows: list[BenchRow], configs: list[BenchConfig], opts: Benc
     for row, config in tqdm(todo, desc="peak RSS (one process each)", unit="backend", leave=False):
         options = config.load_options(device)
         try:
-            result = measure_peak_rss(row.artifact, precision=options.get("precision"),
+            result = measure_peak_rss(row.artifact, inference_precision=options.get("inference_precision"),
                                       compile=bool(options.get("compile")), batch=max(opts.batches), crops=opts.crops,
                                       threads=opts.threads, images=images,
                                       device=options.get("device") if config.target == "torch" else None)
         except Exception as exc:
-            row.notes.append(f"peak RSS not measured: {_short(exc)}")
+            row.notes.append(f"peak RSS not measured: {one_line(exc)}")
             continue
         row.peak_rss_mb = result.peak_rss_mb
 

@@ -1,6 +1,6 @@
 """Timing of backends: warm-up, alternating round-robin runs, latency percentiles, throughput.
 
-Batch-1 times on a shared CPU drift by up to 25% between runs (see DEPLOY_NOTES), so every
+Batch-1 times on a shared CPU drift by up to 25% between runs (docs/benchmarks.md), so every
 configuration is timed in the same process, interleaved: round ``r`` runs each configuration
 once, starting at a rotating offset so no configuration always runs first or right after the
 same neighbour. Drift (thermal, other load) then hits every configuration alike and the ratios
@@ -117,7 +117,7 @@ class Throughput:
     """Images and crops per second at one batch size, from the median run time."""
 
     batch: int
-    crops_per_image: int
+    grid_crops: int
     images_per_s: float
     crops_per_s: float
     median_ms: float
@@ -126,16 +126,16 @@ class Throughput:
         return asdict(self)
 
 
-def throughput(seconds: Sequence[float], batch: int, crops_per_image: int) -> Throughput:
-    """Throughput of runs that each scored ``batch`` images of ``crops_per_image`` crops.
+def throughput(seconds: Sequence[float], batch: int, grid_crops: int) -> Throughput:
+    """Throughput of runs that each scored ``batch`` images of ``grid_crops`` crops.
 
     The median run time is used, so one preempted run on a shared machine does not move it.
     """
     median = float(np.median(np.asarray(seconds, dtype=np.float64)))
     if median <= 0:
         raise ValueError("run times must be positive")
-    return Throughput(batch=batch, crops_per_image=crops_per_image, images_per_s=batch / median,
-                      crops_per_s=batch * crops_per_image / median, median_ms=median * 1000.0)
+    return Throughput(batch=batch, grid_crops=grid_crops, images_per_s=batch / median,
+                      crops_per_s=batch * grid_crops / median, median_ms=median * 1000.0)
 
 
 def round_robin_order(names: Sequence[str], rounds: int) -> list[list[str]]:

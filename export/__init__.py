@@ -20,17 +20,19 @@ for openvino); ``opts`` are fields of :class:`OnnxOptions`, :class:`QuantizeOpti
 Importing this package imports neither torch nor any runtime; each pass imports what it needs.
 """
 from glia_edge.export.calibration import DEFAULT_CALIB_SIZE, CalibrationSet, ImageList, read_image_list
-from glia_edge.export.exporter import TARGETS, ExportResult, export
+from glia_edge.export.exporter import ExportResult, export
 from glia_edge.export.fusion import FusionReport, fusion_report
 from glia_edge.export.gate import GateReport, run_gate
 from glia_edge.export.onnx import OnnxOptions, torch_to_onnx
+from glia_edge.export.options import ExportOptions, export_options
 from glia_edge.export.openvino import OpenVinoOptions, onnx_to_openvino
 from glia_edge.export.quantize import (QuantizeOptions, check_trt_qdq, onnx_to_fp16, onnx_to_int8,
                                        onnx_to_trt_qdq)
-from glia_edge.export.tensorrt import EngineOptions, onnx_to_engine, tensorrt_unavailable_reason
+from glia_edge.export.tensorrt import EngineOptions, engine_meta, onnx_to_engine, tensorrt_unavailable_reason
+from glia_edge.formats import EXPORT_TARGETS as TARGETS
 
 __all__ = ["export", "ExportResult", "TARGETS", "CalibrationSet", "ImageList", "read_image_list",
            "DEFAULT_CALIB_SIZE", "FusionReport", "fusion_report", "GateReport", "run_gate", "OnnxOptions",
            "torch_to_onnx", "OpenVinoOptions", "onnx_to_openvino", "QuantizeOptions", "check_trt_qdq",
-           "onnx_to_fp16", "onnx_to_int8", "onnx_to_trt_qdq", "EngineOptions", "onnx_to_engine",
+           "onnx_to_fp16", "onnx_to_int8", "onnx_to_trt_qdq", "EngineOptions", "engine_meta", "onnx_to_engine", "ExportOptions", "export_options",
            "tensorrt_unavailable_reason"]

@@ -34,6 +34,8 @@ class GateReport:
     max_abs_delta: float
     max_rel_delta: float
     drop: float
+    pearson: float | None = None
+    mean_abs_delta: float | None = None
     srcc_reference: float | None = None
     plcc_reference: float | None = None
     srcc_artifact: float | None = None
@@ -52,51 +54,26 @@ class GateReport:
         return text
 
 
-def _correlations(pred: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """SRCC and PLCC; uses ``glia_edge.metrics`` (PLCC after the logistic fit) where it exists."""
-    try:
-        from glia_edge import metrics  # type: ignore[attr-defined]
-
-        return float(metrics.srcc(pred, labels)), float(metrics.plcc(pred, labels))
-    except (ImportError, AttributeError):
-        from scipy import stats
-
-        return float(stats.spearmanr(pred, labels)[0]), float(stats.pearsonr(pred, labels)[0])
-
-
-def _scores(backend: Any, images: Sequence[Path], crops: int) -> dict[str, float]:
-    results = backend.iter_scores([str(p) for p in images], crops=crops)
-    out = {}
-    for res in results:
-        if res.ok:
-            out[res.source] = res.score
-        else:
-            log.warning("gate: %s not scored (%s)", res.source, res.error)
-    return out
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy import stats
-
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return 1.0 if np.allclose(a, b) else 0.0
-    return float(stats.spearmanr(a, b)[0])
-
-
 def compare(artifact: np.ndarray, reference: np.ndarray, score_range: float,
             labels: np.ndarray | None = None, failed: int = 0) -> GateReport:
-    """The gate's numbers for matched per-image scores."""
-    delta = float(np.max(np.abs(artifact - reference))) if len(artifact) else 0.0
-    spearman = _spearman(artifact, reference)
-    drop = 1.0 - spearman
+    """The gate's numbers for matched per-image scores (:func:`glia_edge.metrics.agreement`)."""
+    from glia_edge import metrics
+
+    agree = metrics.agreement(artifact, reference)
+    drop = 1.0 - agree.spearman
     extra: dict[str, float] = {}
     if labels is not None and len(labels) > 2:
-        extra["srcc_reference"], extra["plcc_reference"] = _correlations(reference, labels)
-        extra["srcc_artifact"], extra["plcc_artifact"] = _correlations(artifact, labels)
+        extra["srcc_reference"], extra["plcc_reference"] = metrics.srcc(reference, labels), metrics.plcc(reference, labels)
+        extra["srcc_artifact"], extra["plcc_artifact"] = metrics.srcc(artifact, labels), metrics.plcc(artifact, labels)
         drop = max(drop, extra["srcc_reference"] - extra["srcc_artifact"])
-    return GateReport(images=len(artifact), spearman=spearman, max_abs_delta=delta,
-                      max_rel_delta=delta / score_range if score_range else delta, drop=drop,
+    return GateReport(images=agree.compared, spearman=agree.spearman, max_abs_delta=agree.max_abs_delta,
+                      max_rel_delta=agree.max_abs_delta / score_range if score_range else agree.max_abs_delta,
+                      drop=drop, pearson=agree.pearson, mean_abs_delta=agree.mean_abs_delta,
                       failed_images=failed, **extra)
+
+
+#: Below this many images scored by both, rank agreement is undefined and the gate cannot judge.
+MIN_GATE_IMAGES = 3
 
 
 def run_gate(artifact: str | Path, checkpoint: str | Path, images: Sequence[Path], *,
@@ -106,20 +83,18 @@ def run_gate(artifact: str | Path, checkpoint: str | Path, images: Sequence[Path
     import glia_edge
     from glia_edge.runtimes.torch import TorchBackend
 
+    paths = [str(p) for p in images]
     with glia_edge.load(artifact, **(backend_options or {})) as art:
-        got = _scores(art, images, crops)
+        got = art.score_paths(paths, crops=crops)
         score_range = art.meta.score_spec.range
     with TorchBackend(checkpoint) as ref:
-        want = _scores(ref, images, crops)
-    names = [str(p) for p in images if str(p) in got and str(p) in want]
-    if len(names) < 2:
-        raise AccuracyGateError(f"accuracy gate: only {len(names)} of {len(images)} validation images could be scored")
-    label_arr = None
-    if labels is not None:
-        by_name = dict(zip((str(p) for p in images), labels))
-        label_arr = np.array([by_name[n] for n in names], dtype=np.float64)
-    report = compare(np.array([got[n] for n in names]), np.array([want[n] for n in names]), score_range,
-                     label_arr, failed=len(images) - len(names))
+        want = ref.score_paths(paths, crops=crops)
+    ok = np.isfinite(got) & np.isfinite(want)
+    if ok.sum() < MIN_GATE_IMAGES:
+        raise AccuracyGateError(f"accuracy gate: only {int(ok.sum())} of {len(paths)} validation images could be "
+                                f"scored (need {MIN_GATE_IMAGES})")
+    label_arr = np.asarray(labels, dtype=np.float64)[ok] if labels is not None else None
+    report = compare(got[ok], want[ok], score_range, label_arr, failed=int((~ok).sum()))
     log.info("accuracy gate: %s", report.summary())
     if max_drop is not None and report.drop > max_drop:
         raise AccuracyGateError(f"accuracy gate failed: drop {report.drop:.4f} > --max-drop {max_drop} "

@@ -139,10 +139,3 @@ def check(proto: Any, where: str | Path = "model") -> None:
     names_out = [o.name for o in proto.graph.output]
     if names_in != [INPUT_NAME] or names_out != [OUTPUT_NAME]:
         raise ExportError(f"{where}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, got {names_in} / {names_out}")
-
-
-def op_counts(proto: Any) -> dict[str, int]:
-    """Operator type -> count over the main graph."""
-    from collections import Counter
-
-    return dict(Counter(node.op_type for node in proto.graph.node))

@@ -2,7 +2,7 @@
 
 The IR is converted from the same ONNX graph the other targets use (``openvino.convert_model``)
 and written with ``openvino.save_model``; the artifact's :class:`ArtifactMeta` JSON is stored in
-``rt_info`` under ``glia_edge`` (read back by ``runtimes.metadata.openvino_meta_from_model``).
+``rt_info`` under ``glia_edge`` (read back by ``glia_edge.formats.read_meta``).
 
 - ``fp32``: FP32 weights (the runtime pins ``INFERENCE_PRECISION_HINT=f32``);
 - ``fp16``: FP16-compressed weights, decompressed at load;
@@ -10,8 +10,8 @@ and written with ``openvino.save_model``; the artifact's :class:`ArtifactMeta` J
 - ``int8``: NNCF post-training quantization with ``ModelType.TRANSFORMER``. NNCF's default
   SmoothQuant alpha is tuned for LLMs; for ViTs its own tests use about 0.15 (and switch it off
   for DeiT-S), so the default here is 0.15, ``smooth_quant_alpha=None`` turns it off, and
-  ``keep_head_float`` leaves the small score head unquantized (on a GLIA-like ViT-Ti, SmoothQuant
-  off with a float head tracked FP32 best: Spearman 0.994 vs 0.977 per crop).
+  ``keep_head_float`` leaves the small score head unquantized (it tracked FP32 best on GLIA; the
+  measurements are in docs/export.md).
 """
 from __future__ import annotations
 
@@ -22,11 +22,11 @@ from typing import Any
 
 from glia_edge.errors import CalibrationError, ExportError
 from glia_edge.export.calibration import CalibrationSet
-from glia_edge.meta import META_KEY, ArtifactMeta
+from glia_edge.formats import check_precision, set_openvino_meta
+from glia_edge.meta import ArtifactMeta
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 #: Node-name patterns of GLIA's MLP head (after ONNX export: ``/head/head.1/Gemm`` ...).
 HEAD_PATTERNS = (r".*/head/.*", r"^head\..*")
 
@@ -48,8 +48,7 @@ def onnx_to_openvino(onnx_path: str | Path, xml_path: str | Path, *, precision: 
     """Convert an FP32 ONNX model into an IR at ``xml_path`` (its ``.bin`` beside it)."""
     import openvino as ov
 
-    if precision not in PRECISIONS:
-        raise ValueError(f"OpenVINO precision must be one of {PRECISIONS}, got {precision!r}")
+    check_precision("openvino", precision)
     try:
         model = ov.convert_model(str(onnx_path))
     except Exception as exc:
@@ -57,7 +56,7 @@ def onnx_to_openvino(onnx_path: str | Path, xml_path: str | Path, *, precision: 
     if precision == "int8":
         model = quantize_nncf(model, calib, options)
     if meta is not None:
-        model.set_rt_info(meta.to_json(), [META_KEY])
+        set_openvino_meta(model, meta)
     xml_path = Path(xml_path)
     ov.save_model(model, str(xml_path), compress_to_fp16=precision in ("fp16", "bf16"))
     log.info("OpenVINO IR (%s): %s", precision, xml_path)

@@ -6,9 +6,8 @@
   a strongly typed network.
 - :func:`onnx_to_int8`: ONNX Runtime static post-training quantization in QDQ format, per-channel
   weights, Q/DQ only on the inputs of MatMul / Gemm / Conv (quantizing LayerNorm wrecks a ViT),
-  unsigned activations and signed weights (U8S8) by default. Measured on full-depth GLIA-ViT-Ti
-  (ORT 1.32, 2 threads, AMD Zen 4): this ran 54.7 img/s at batch 8 against 35.7 with ORT's
-  default output Q/DQ, 45.7 with S8S8 and 44.6 in FP32.
+  unsigned activations and signed weights (U8S8) by default, the fastest of the variants measured
+  on x86 (docs/export.md).
 - :func:`onnx_to_trt_qdq`: the explicit-quantization graph TensorRT accepts: signed INT8
   activations and weights, symmetric, zero point 0, per-channel weights, float biases; checked by
   :func:`check_trt_qdq` before it is written.
@@ -87,8 +86,8 @@ class QuantizeOptions:
     calibrate_method: str = "minmax"
     quantize_bias: bool = True
     #: Also put Q/DQ on the quantized ops' outputs. Off: Q/DQ only on MatMul/Gemm/Conv inputs, which
-    #: TensorRT wants and which on ORT x86 was both faster (DQ+MatMul fuse to MatMulIntegerToFloat) and
-    #: closer to FP32 on GLIA-ViT-Ti than ORT's default (outputs quantized; Softmax then ran in int8).
+    #: TensorRT wants and which lets ORT fuse DQ+MatMul into MatMulIntegerToFloat (with outputs
+    #: quantized, Softmax would run in int8).
     quantize_outputs: bool = False
     #: Quantize only MatMuls with a constant weight (leave attention's activation x activation MatMuls float).
     matmul_const_b_only: bool = False
@@ -107,7 +106,7 @@ class QuantizeOptions:
         """Signed symmetric INT8 activations and weights, zero point 0, per-channel, float biases.
 
         Symmetric signed activations waste half the range on one-sided tensors (softmax, GELU), so
-        ranges come from the 99.999th percentile rather than min/max (smaller error on GLIA).
+        ranges come from the 99.999th percentile rather than min/max.
         """
         base = cls(activations="int8", weights="int8", activation_symmetric=True, weight_symmetric=True,
                    per_channel=True, quantize_bias=False, calibrate_method="percentile")

@@ -14,17 +14,16 @@ sidecar ``<engine>.json``. Only APIs present in TensorRT 10.3 are used.
 from __future__ import annotations
 
 import logging
-import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from glia_edge.atomic import atomic_write
 from glia_edge.errors import BackendUnavailableError, ExportError
+from glia_edge.formats import check_precision, write_sidecar
 from glia_edge.meta import ArtifactMeta
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -43,31 +42,17 @@ class EngineOptions:
                              f"{self.min_batch}/{self.opt_batch}/{self.max_batch}")
 
 
-def import_tensorrt() -> Any:
-    """The ``tensorrt`` module; :class:`BackendUnavailableError` saying why where it cannot build."""
-    try:
-        import tensorrt as trt
-    except (ImportError, OSError) as exc:  # OSError: the wheel is there but libnvinfer is not
-        raise BackendUnavailableError(
-            "TensorRT is not installed here (its wheels come from NVIDIA's index or JetPack, not PyPI)") from exc
-    major = int(str(trt.__version__).split(".")[0])
-    if major < 10:
-        raise BackendUnavailableError(f"TensorRT {trt.__version__} is too old: glia-edge needs TensorRT 10.3+")
-    return trt
-
-
 def tensorrt_unavailable_reason() -> str | None:
-    """``None`` where an engine can be built here, else why not (no tensorrt, no GPU)."""
-    try:
-        trt = import_tensorrt()
-        builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
-    except BackendUnavailableError as exc:
-        return str(exc)
-    except Exception as exc:  # CUDA initialisation failure: no GPU or driver
-        return f"TensorRT {getattr(trt, '__version__', '?')} is installed but no CUDA GPU is usable ({exc})"
-    if builder is None:
-        return "TensorRT could not create a builder: no CUDA GPU is usable here"
-    return None
+    """``None`` where an engine can be built and run here, else why not (the runtime's one probe)."""
+    from glia_edge.runtimes.tensorrt import unavailable_reason
+
+    return unavailable_reason()
+
+
+def engine_meta(onnx_meta: ArtifactMeta, options: EngineOptions) -> ArtifactMeta:
+    """The sidecar metadata of an engine built from an ONNX with ``onnx_meta`` (export and build-engine)."""
+    settings = {**asdict(options), "timing_cache": str(options.timing_cache) if options.timing_cache else None}
+    return ArtifactMeta.from_json(onnx_meta.derive(format="trt", export={**onnx_meta.export, "engine": settings}).to_json())
 
 
 def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path, strongly_typed: bool) -> tuple[Any, Any]:
@@ -101,68 +86,46 @@ def _load_timing_cache(config: Any, path: Path | None) -> Any:
 
 
 def onnx_to_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: str = "fp32",
-                   min_batch: int = 1, opt_batch: int = 8, max_batch: int = 32, workspace_gib: float = 4.0,
-                   timing_cache: str | Path | None = None, meta: ArtifactMeta | None = None) -> Path:
+                   options: EngineOptions = EngineOptions(), meta: ArtifactMeta | None = None) -> Path:
     """Build and write a serialized engine (plus ``<engine>.json`` when ``meta`` is given).
 
     ``precision`` must match the ONNX: ``fp16``/``int8`` graphs (casts / Q/DQ) are built strongly
     typed. Raises :class:`BackendUnavailableError` without tensorrt or a GPU, and
     :class:`ExportError` when parsing or building fails.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"TensorRT precision must be one of {PRECISIONS}, got {precision!r}")
-    opts = EngineOptions(min_batch, opt_batch, max_batch, workspace_gib, Path(timing_cache) if timing_cache else None)
+    check_precision("trt", precision)
     reason = tensorrt_unavailable_reason()
     if reason:
         raise BackendUnavailableError(reason)
-    trt = import_tensorrt()
+    from glia_edge.runtimes.tensorrt import import_tensorrt
+
+    trt, _ = import_tensorrt()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network, _parser = _parse(trt, builder, logger, onnx_path, strongly_typed=precision != "fp32")
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_gib * (1 << 30)))
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gib * (1 << 30)))
     if precision == "fp32":
         config.clear_flag(trt.BuilderFlag.TF32)  # FP32 engines must match PyTorch FP32
-    profile = _profile(builder, network, opts)
+    profile = _profile(builder, network, options)
     if profile is not None:
         config.add_optimization_profile(profile)
-    cache = _load_timing_cache(config, opts.timing_cache)
+    cache = _load_timing_cache(config, options.timing_cache)
     log.info("building TensorRT %s engine (%s, batch %d/%d/%d)", trt.__version__, precision,
-             opts.min_batch, opts.opt_batch, opts.max_batch)
+             options.min_batch, options.opt_batch, options.max_batch)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError(f"{onnx_path}: TensorRT failed to build the engine (see the TensorRT log above)")
-    if opts.timing_cache is not None:
-        _write_atomic(opts.timing_cache, bytes(cache.serialize()))
+    if options.timing_cache is not None:
+        data = bytes(cache.serialize())
+        atomic_write(Path(options.timing_cache), lambda tmp: tmp.write_bytes(data))
     # Sidecar first, engine last: an engine file only ever appears with its metadata beside it.
     side = write_sidecar(engine_path, meta) if meta is not None else None
     try:
-        _write_atomic(engine_path, bytes(serialized))
+        atomic_write(engine_path, lambda tmp: tmp.write_bytes(bytes(serialized)))
     except BaseException:
         if side is not None:
             side.unlink(missing_ok=True)
         raise
     return engine_path
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` beside ``path`` and rename it into place (no torch: this runs on Jetson too)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_sidecar(engine_path: str | Path, meta: ArtifactMeta) -> Path:
-    """Write the engine's metadata as ``<engine>.json`` (the engine file itself stays plain)."""
-    import json
-
-    from glia_edge.runtimes.metadata import sidecar_path
-
-    side = sidecar_path(engine_path)
-    _write_atomic(side, json.dumps(meta.to_dict(), indent=2).encode())
-    return side

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 def _umask() -> int:
@@ -52,3 +53,18 @@ def replace_path(src: Path, dst: Path) -> None:
     os.replace(src, dst)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staging_dir(target: Path) -> Iterator[Path]:
+    """A temporary folder ``.NAME.XXXXXXXX.tmp`` beside ``target``, removed on exit whatever happens.
+
+    Build a multi-file result in it and :func:`replace_path` the finished part onto ``target``
+    before the block ends; being beside the target keeps that a same-filesystem rename.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

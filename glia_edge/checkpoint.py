@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from glia_edge.atomic import atomic_write  # re-exported: glia_edge.checkpoint.atomic_write
-from glia_edge.errors import CheckpointError
-from glia_edge.meta import META_KEY, ArtifactMeta, ScoreSpec, tool_versions
+from glia_edge.errors import CheckpointError, UnsupportedArtifactError
+from glia_edge.formats import FORMATS, safetensors_metadata
+from glia_edge.meta import ArtifactMeta, ScoreSpec, tool_versions
 from glia_edge.models.backbone import FROM_CHECKPOINT, looks_like_path
 from glia_edge.models.glia import GLIA, model_from_config
 from glia_edge.preprocess import PreprocessConfig
@@ -41,8 +41,15 @@ def checkpoint_meta(model: GLIA, score: ScoreSpec, preprocess: PreprocessConfig,
     training["backbone_weights"] = backbone_weights
     training["weights_saved"] = "trainable" if trainable_only else "full"
     return ArtifactMeta(preset=model.cfg.name, model_config=model.cfg.to_dict(), preprocess=preprocess.to_dict(),
-                        score=vars(score).copy(), format="torch", precision="fp32", training=training,
-                        tools=tool_versions())
+                        score=vars(score).copy(), format="torch", precision="fp32", input=input_spec(model),
+                        training=training, tools=tool_versions())
+
+
+def input_spec(model: GLIA) -> dict[str, Any]:
+    """The model input as artifacts record it, with the normalisation its graph applies."""
+    return {"layout": "NCHW", "channels": "RGB", "dtype": "float32", "range": [0.0, 1.0],
+            "normalization_in_graph": {"mean": [round(float(v), 6) for v in model.pixel_mean.flatten()],
+                                       "std": [round(float(v), 6) for v in model.pixel_std.flatten()]}}
 
 
 def save_checkpoint(path: str | Path, model: GLIA, meta: ArtifactMeta) -> Path:
@@ -60,8 +67,7 @@ def save_checkpoint(path: str | Path, model: GLIA, meta: ArtifactMeta) -> Path:
         trained = set(model.trainable_state_dict())
         dtype = getattr(torch, frozen_dtype)
         tensors = {k: v.to(dtype) if k not in trained and v.is_floating_point() else v for k, v in tensors.items()}
-    header = {META_KEY: meta.to_json()}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=safetensors_metadata(meta)))
     atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(meta.to_dict(), indent=2)))
     return path
 
@@ -71,13 +77,11 @@ def read_checkpoint_meta(path: str | Path) -> ArtifactMeta:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            header = fh.metadata() or {}
-    except Exception as exc:
+        return FORMATS["torch"].read_meta(path)
+    except UnsupportedArtifactError as exc:
+        raise CheckpointError(str(exc)) from exc
+    except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({exc})") from exc
-    if META_KEY not in header:
-        raise CheckpointError(f"{path}: safetensors file has no glia-edge config in its header")
-    return ArtifactMeta.from_json(header[META_KEY])
 
 
 def load_checkpoint(path: str | Path, backbone_weights: str | None = None,

@@ -18,8 +18,6 @@ import csv
 import io
 import logging
 import re
-import shutil
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from glia_edge.atomic import replace_path
+from glia_edge.atomic import replace_path, staging_dir
 from glia_edge.errors import DatasetError, ImageLoadError
 from glia_edge.preprocess import is_image_file, load_image, resize_short_side
 
@@ -373,17 +371,13 @@ def make_dataset(out_dir: str | Path, refs: Sequence[Reference] | str | Path | N
         raise DatasetError(f"{out}: already exists and is not empty (use --overwrite to replace it)")
     if refs is None or isinstance(refs, (str, Path)):
         refs = reference_images(refs, size=size, max_tiles=max_tiles)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staging_dir(out) as tmp:
         rows = _write_images(tmp, refs, chosen, levels, seed, progress)
         with open(tmp / "labels.csv", "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=LABEL_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
         replace_path(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.debug("wrote %d images of %d references to %s", len(rows), len(refs), out)
     return out / "labels.csv"
 

@@ -45,3 +45,9 @@ class AccuracyGateError(GliaError, RuntimeError):
 
 class ExportError(GliaError, RuntimeError):
     """An export step failed (exporter, converter, parser or engine builder); the message says which."""
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message``, cut to ``limit`` characters: for status cells and logs."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:limit]

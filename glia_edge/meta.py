@@ -54,6 +54,9 @@ class ArtifactMeta:
     precision: str = "fp32"
     input_name: str = "images"
     output_name: str = "scores"
+    #: What the input tensor is: float32 RGB in [0, 1], NCHW, and the normalisation the graph
+    #: itself applies (``normalization_in_graph``: per-channel mean/std), so nobody applies it twice.
+    input: dict[str, Any] = field(default_factory=dict)
     source_checkpoint_sha256: str | None = None
     calibration_sha256: str | None = None
     training: dict[str, Any] = field(default_factory=dict)

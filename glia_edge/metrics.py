@@ -124,3 +124,49 @@ def median_metrics(results: Sequence[IQAMetrics]) -> dict[str, float]:
     if not results:
         raise ValueError("no results to summarise")
     return {k: float(np.median([getattr(r, k) for r in results])) for k in ("srcc", "plcc", "krcc", "rmse")}
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How closely one set of scores follows a reference set of the same images.
+
+    ``spearman``/``pearson``: rank and linear correlation; 1.0 when both sets are the same
+    constant, 0.0 when only one of them is constant (it kept no ranking), NaN below 3 pairs.
+    ``max_abs_delta``/``mean_abs_delta`` are on the score scale. Only pairs where both scores are
+    finite count (``compared``); ``missing`` is how many pairs were left out.
+    """
+
+    spearman: float
+    pearson: float
+    max_abs_delta: float
+    mean_abs_delta: float
+    compared: int
+    missing: int = 0
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def _constant_rule(x: np.ndarray, y: np.ndarray) -> float | None:
+    if np.ptp(x) > 0 and np.ptp(y) > 0:
+        return None
+    return 1.0 if np.ptp(x) == 0 and np.ptp(y) == 0 and np.allclose(x, y) else 0.0
+
+
+def agreement(scores: ArrayLike, reference: ArrayLike) -> Agreement:
+    """The one agreement rule of the accuracy gate, the benchmark and evaluation (see :class:`Agreement`)."""
+    s, r = np.asarray(scores, dtype=np.float64).reshape(-1), np.asarray(reference, dtype=np.float64).reshape(-1)
+    if s.shape != r.shape:
+        raise ValueError(f"{s.size} scores for {r.size} reference scores")
+    both = np.isfinite(s) & np.isfinite(r)
+    x, y = s[both], r[both]
+    delta = np.abs(x - y)
+    max_d, mean_d = (float(delta.max()), float(delta.mean())) if x.size else (float("nan"), float("nan"))
+    if x.size < 3:
+        rho = pearson = float("nan")
+    elif (fixed := _constant_rule(x, y)) is not None:
+        rho = pearson = fixed
+    else:
+        rho, pearson = _quiet(stats.spearmanr, x, y), _quiet(stats.pearsonr, x, y)
+    return Agreement(spearman=rho, pearson=pearson, max_abs_delta=max_d, mean_abs_delta=mean_d,
+                     compared=int(x.size), missing=int(s.size - x.size))

@@ -7,7 +7,8 @@ score means the same thing whichever backend produced it. The steps:
    8-bit RGB (grayscale is replicated, alpha is dropped, 16-bit is scaled down);
 2. resize so the short side is ``short_side`` (bicubic, PIL);
 3. cut a deterministic grid of 1, 5 or 9 square crops of ``crop_size``;
-4. return float32 NCHW in [0, 1]. ImageNet normalisation lives inside the model graph.
+4. return float32 NCHW in [0, 1]. The backbone's normalisation lives inside the model graph
+   (each artifact records the mean/std it applies: ``ArtifactMeta.input``).
 
 Training's random crops and flips (``random_crop``) reuse steps 1-2 and the same crop cutter.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence, Union
 
@@ -41,8 +42,6 @@ class PreprocessConfig:
     crops: int = 1
     resample: str = "bicubic"
     max_pixels: int = MAX_PIXELS_DEFAULT
-    mean: tuple[float, float, float] = field(default=(0.485, 0.456, 0.406))
-    std: tuple[float, float, float] = field(default=(0.229, 0.224, 0.225))
 
     def __post_init__(self) -> None:
         if self.crops not in CROP_COUNTS:
@@ -55,11 +54,7 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PreprocessConfig":
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        for key in ("mean", "std"):
-            if key in known:
-                known[key] = tuple(known[key])
-        return cls(**known)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     def replace(self, **changes: Any) -> "PreprocessConfig":
         return PreprocessConfig.from_dict({**self.to_dict(), **changes})

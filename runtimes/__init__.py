@@ -4,6 +4,6 @@ Only ``torch.py`` imports torch; a camera box installs ``glia-edge[onnxruntime]`
 ``glia-edge[openvino]`` alone.
 """
 from glia_edge.runtimes.base import Backend, ScoreResult, backend_class, load
-from glia_edge.runtimes.metadata import read_meta
+from glia_edge.formats import read_meta
 
 __all__ = ["Backend", "ScoreResult", "backend_class", "load", "read_meta"]

@@ -10,6 +10,7 @@ Numpy in, numpy out: nothing in ``runtimes/`` imports torch except the PyTorch b
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import numpy as np
 from glia_edge.errors import ImageLoadError
 from glia_edge.formats import format_of
 from glia_edge.meta import ArtifactMeta
-from glia_edge.preprocess import ImageInput, PreprocessConfig, describe, load_image, crops_from_image
+from glia_edge.preprocess import ImageInput, PreprocessConfig, aggregate, crops_from_image, describe, load_image
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,14 @@ class Backend(ABC):
         #: Set when the artifact only takes one batch size (static engines): batches are padded.
         self.fixed_batch = fixed_batch
 
+    @staticmethod
+    def check_precision(meta: ArtifactMeta, precision: str | None) -> None:
+        """``precision`` names the artifact's precision, which is fixed at export: refuse another."""
+        if precision and precision != meta.precision:
+            raise ValueError(f"this {meta.format} artifact is {meta.precision}, not {precision}: its precision is "
+                             "fixed at export (choose another artifact; OpenVINO and PyTorch take an "
+                             "inference_precision hint)")
+
     # -- the one method a backend implements -------------------------------------------------
     @abstractmethod
     def _infer(self, batch: np.ndarray) -> np.ndarray:
@@ -77,8 +86,8 @@ class Backend(ABC):
             out.append(np.asarray(self._infer(chunk), dtype=np.float64).reshape(-1)[:n])
         return np.concatenate(out) if out else np.zeros(0)
 
-    def crops(self, image: ImageInput, *, crops: int | None = None, bgr: bool = False) -> np.ndarray:
-        """The crop batch the shared preprocessing makes of one image."""
+    def crop_batch(self, image: ImageInput, *, crops: int | None = None, bgr: bool = False) -> np.ndarray:
+        """The (n, 3, S, S) crops the shared preprocessing cuts from one image (``crops``: 1, 5 or 9)."""
         cfg = self.preprocess_config
         return crops_from_image(load_image(image, bgr=bgr, max_pixels=cfg.max_pixels), cfg, crops)
 
@@ -90,7 +99,7 @@ class Backend(ABC):
         for image in images:
             name = describe(image)
             try:
-                arr = self.crops(image, crops=crops, bgr=bgr)
+                arr = self.crop_batch(image, crops=crops, bgr=bgr)
             except ImageLoadError as exc:
                 yield from self._flush(pending)
                 pending, queued = [], 0
@@ -106,12 +115,20 @@ class Backend(ABC):
     def _flush(self, pending: list[tuple[str, np.ndarray]]) -> Iterator[ScoreResult]:
         if not pending:
             return
-        scores = self.predict_batch(np.concatenate([a for _, a in pending]))
-        start = 0
-        for name, arr in pending:
-            n = len(arr)
-            yield ScoreResult(name, float(scores[start:start + n].mean()), None, n)
-            start += n
+        counts = [len(arr) for _, arr in pending]
+        scores = aggregate(self.predict_batch(np.concatenate([a for _, a in pending])), counts)
+        for (name, _), score, n in zip(pending, scores, counts):
+            yield ScoreResult(name, float(score), None, n)
+
+    def score_paths(self, images: Sequence[ImageInput], *, crops: int | None = None) -> np.ndarray:
+        """One score per input, NaN (and a logged warning) where an input could not be used."""
+        scores = np.full(len(images), np.nan)
+        for i, result in enumerate(self.iter_scores(images, crops=crops)):
+            if result.ok:
+                scores[i] = result.score
+            else:
+                log.warning("%s: %s", result.source, result.error)
+        return scores
 
     def predict(self, images: ImageInput | Sequence[ImageInput], *, crops: int | None = None,
                 bgr: bool = False) -> np.ndarray:
@@ -154,7 +171,9 @@ def load(path: str | Path | None = None, **options: Any) -> Backend:
 
     ``.safetensors`` -> PyTorch, ``.onnx`` -> ONNX Runtime, ``.xml`` or an IR folder -> OpenVINO,
     ``.engine``/``.plan`` -> TensorRT. ``None`` opens the packaged default model.
-    Options go to the backend (``threads``, ``batch_size``, ``device``, ``precision`` ...).
+    Options go to the backend (``threads``, ``batch_size``, ``device``, ``precision``, which must
+    match the artifact's, ``inference_precision`` for OpenVINO and PyTorch ...); an option the
+    backend does not take is a ``TypeError`` listing the ones it does.
     """
     if path is None:
         from glia_edge.weights import default_checkpoint
@@ -162,5 +181,10 @@ def load(path: str | Path | None = None, **options: Any) -> Backend:
         path = default_checkpoint()
     if not Path(path).exists():
         raise FileNotFoundError(f"artifact not found: {path}")
-    fmt = format_of(path)
-    return backend_class(fmt.name)(path, **options)
+    cls = backend_class(format_of(path).name)
+    accepted = [name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "path")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no option {', '.join(map(repr, unknown))}; "
+                        f"it takes: {', '.join(accepted)}")
+    return cls(path, **options)

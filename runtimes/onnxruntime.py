@@ -2,21 +2,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from glia_edge.errors import BackendUnavailableError
 from glia_edge.runtimes.base import Backend
-from glia_edge.runtimes.metadata import onnx_meta_from_props
+from glia_edge.formats import onnx_meta_from_props
 
 
 class OnnxRuntimeBackend(Backend):
     format = "onnx"
 
     def __init__(self, path: str | Path, *, batch_size: int = 8, threads: int | None = None,
-                 providers: Sequence[str] | None = None, device: str = "cpu", precision: str | None = None,
-                 **_: Any) -> None:
+                 providers: Sequence[str] | None = None, device: str = "cpu", precision: str | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -34,9 +33,7 @@ class OnnxRuntimeBackend(Backend):
                                           f"(available: {ort.get_available_providers()})")
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
         meta = onnx_meta_from_props(dict(self.session.get_modelmeta().custom_metadata_map), Path(path))
-        if precision and precision != meta.precision:
-            raise ValueError(f"{path}: this ONNX model is {meta.precision}; its precision is fixed at export "
-                             f"(asked for {precision})")
+        self.check_precision(meta, precision)
         inp = self.session.get_inputs()[0]
         fixed = inp.shape[0] if isinstance(inp.shape[0], int) else None
         super().__init__(path, meta, batch_size=batch_size, fixed_batch=fixed)

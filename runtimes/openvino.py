@@ -1,11 +1,13 @@
 """OpenVINO backend: IR (.xml + .bin) in FP32, FP16, BF16 or INT8 (NNCF).
 
-On CPUs with bf16 support OpenVINO silently runs FP32 models in BF16; ``precision`` pins the
-inference precision so an "fp32" run really is FP32 (``f32``), and ``bf16`` asks for BF16.
+On CPUs with bf16 support OpenVINO silently runs FP32 models in BF16, so the inference precision
+is always set: by default from the artifact (FP32, FP16 and INT8 IRs run their float parts in
+``f32``, a BF16 IR in ``bf16``), or by the ``inference_precision`` hint (``fp32``, ``bf16``,
+``fp16``, or ``device`` for OpenVINO's own choice). ``precision`` only checks the artifact's.
 ``mode="throughput"`` compiles with the THROUGHPUT hint and splits each batch across the
-device's optimal number of infer requests, run asynchronously (``start_async`` / ``wait``). An
-``AsyncInferQueue`` with a Python callback was tried first: closing the backend then hung now and
-then (2 runs in 8, OpenVINO 2026.4, CPU), so no Python callback runs on OpenVINO's threads.
+device's optimal number of infer requests, run asynchronously (``start_async`` / ``wait``). No
+Python callback runs on OpenVINO's threads: with ``AsyncInferQueue`` callbacks, closing the
+backend could hang (docs/export.md, "At run time").
 """
 from __future__ import annotations
 
@@ -16,17 +18,20 @@ import numpy as np
 
 from glia_edge.errors import BackendUnavailableError
 from glia_edge.runtimes.base import Backend
-from glia_edge.runtimes.metadata import openvino_meta_from_model, resolve_ir
+from glia_edge.formats import openvino_meta_from_model, resolve_ir
 
-#: glia-edge precision -> OpenVINO INFERENCE_PRECISION_HINT. INT8 IR runs its float parts in f32.
-_INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f32", "int8": "f32", "bf16": "bf16", "default": None}
+#: Inference precision hint -> OpenVINO INFERENCE_PRECISION_HINT ("device": OpenVINO decides).
+INFERENCE_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "device": None}
+#: The hint used when none is given, from the artifact's precision.
+_DEFAULT_HINT = {"fp32": "fp32", "fp16": "fp32", "int8": "fp32", "bf16": "bf16"}
 
 
 class OpenVinoBackend(Backend):
     format = "openvino"
 
     def __init__(self, path: str | Path, *, batch_size: int = 8, threads: int | None = None, device: str = "CPU",
-                 precision: str | None = None, mode: str = "latency", **_: Any) -> None:
+                 precision: str | None = None, inference_precision: str | None = None,
+                 mode: str = "latency") -> None:
         try:
             import openvino as ov
         except ImportError as exc:
@@ -35,28 +40,29 @@ class OpenVinoBackend(Backend):
         core = ov.Core()
         model = core.read_model(str(xml))
         meta = openvino_meta_from_model(model, xml)
-        precision = precision or meta.precision
-        if precision not in _INFERENCE_PRECISION:
-            raise ValueError(f"OpenVINO precision must be one of {sorted(_INFERENCE_PRECISION)}, got {precision!r}")
+        self.check_precision(meta, precision)
+        hint = inference_precision or _DEFAULT_HINT[meta.precision]
+        if hint not in INFERENCE_HINTS:
+            raise ValueError(f"OpenVINO inference_precision must be one of {', '.join(INFERENCE_HINTS)}, got {hint!r}")
         if mode not in ("latency", "throughput"):
             raise ValueError(f"OpenVINO mode must be 'latency' or 'throughput', got {mode!r}")
         config: dict[str, Any] = {"PERFORMANCE_HINT": "THROUGHPUT" if mode == "throughput" else "LATENCY"}
-        if _INFERENCE_PRECISION[precision]:
-            config["INFERENCE_PRECISION_HINT"] = _INFERENCE_PRECISION[precision]
+        if INFERENCE_HINTS[hint]:
+            config["INFERENCE_PRECISION_HINT"] = INFERENCE_HINTS[hint]
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         device = device.upper()
         self.compiled = core.compile_model(model, device, config)
-        # The Core must outlive the compiled model: destroying it first made the compiled model's
-        # destructor hang now and then (OpenVINO 2026.4, CPU, THROUGHPUT hint).
+        # The Core must outlive the compiled model: destroying it first can hang the compiled
+        # model's destructor (seen with the THROUGHPUT hint).
         self._core = core
-        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        runs = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         #: What the device really runs: "f32", "bf16", "f16" (an ov.Type's short name).
-        self.inference_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+        self.inference_precision = runs.get_type_name() if hasattr(runs, "get_type_name") else str(runs)
         shape = model.inputs[0].get_partial_shape()
         fixed = shape[0].get_length() if shape[0].is_static else None
         super().__init__(xml, meta, batch_size=batch_size, fixed_batch=fixed)
-        self.precision, self.mode, self.device = precision, mode, device
+        self.mode, self.device = mode, device
         self._request = self.compiled.create_infer_request()
         self._requests: list[Any] = []
         if mode == "throughput":

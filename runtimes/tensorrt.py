@@ -21,19 +21,27 @@ import numpy as np
 
 from glia_edge.errors import BackendUnavailableError, UnsupportedArtifactError
 from glia_edge.runtimes.base import Backend
-from glia_edge.runtimes.metadata import read_engine_sidecar
+from glia_edge.formats import read_sidecar
 
 log = logging.getLogger(__name__)
 
 
-def _import_tensorrt() -> tuple[Any, Any]:
+#: TensorRT releases older than this lack APIs used here (JetPack 6 ships 10.3).
+MIN_TENSORRT = (10, 3)
+
+
+def import_tensorrt() -> tuple[Any, Any]:
     """``(tensorrt, cudart)``, or a :class:`BackendUnavailableError` saying what is missing."""
     try:
         import tensorrt as trt
-    except (ImportError, OSError) as exc:
+    except (ImportError, OSError) as exc:  # OSError: the wheel is there but libnvinfer is not
         raise BackendUnavailableError(
-            f"TensorRT is not available here ({exc}); it comes from NVIDIA's index or JetPack, not PyPI: "
+            f"TensorRT is not installed here ({exc}); it comes from NVIDIA's index or JetPack, not PyPI: "
             "pip install 'glia-edge[tensorrt]' --extra-index-url https://pypi.nvidia.com") from exc
+    version = tuple(int(p) for p in str(trt.__version__).split(".")[:2] if p.isdigit())
+    if version < MIN_TENSORRT:
+        raise BackendUnavailableError(f"TensorRT {trt.__version__} is too old: glia-edge needs TensorRT "
+                                      f"{'.'.join(map(str, MIN_TENSORRT))}+")
     try:
         from cuda.bindings import runtime as cudart
     except ImportError:
@@ -42,6 +50,31 @@ def _import_tensorrt() -> tuple[Any, Any]:
         except ImportError as exc:
             raise BackendUnavailableError("cuda-python is not installed: pip install 'glia-edge[tensorrt]'") from exc
     return trt, cudart
+
+
+def unavailable_reason() -> str | None:
+    """``None`` where TensorRT engines can be built and run here, else why not.
+
+    The one probe every caller uses (export, benchmarks, tests): TensorRT and the CUDA runtime
+    bindings import, a CUDA GPU is visible, and a TensorRT builder can be created on it.
+    """
+    try:
+        trt, cudart = import_tensorrt()
+    except BackendUnavailableError as exc:
+        return str(exc)
+    try:
+        err, count = cudart.cudaGetDeviceCount()
+    except Exception as exc:  # the bindings load but the driver library does not
+        return f"the CUDA runtime cannot be used here ({exc})"
+    if err != cudart.cudaError_t.cudaSuccess or count == 0:
+        return "no CUDA GPU is visible here: TensorRT engines are built and run on an NVIDIA GPU"
+    try:
+        builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+    except Exception as exc:
+        return f"TensorRT {trt.__version__} could not create a builder on this GPU ({exc})"
+    if builder is None:
+        return f"TensorRT {trt.__version__} could not create a builder on this GPU"
+    return None
 
 
 def _call(cudart: Any, result: Any) -> Any:
@@ -62,15 +95,13 @@ class TensorRtBackend(Backend):
     format = "trt"
 
     def __init__(self, path: str | Path, *, batch_size: int = 8, device: str = "cuda:0",
-                 precision: str | None = None, **_: Any) -> None:
+                 precision: str | None = None) -> None:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"TensorRT engine not found: {path}")
-        meta = read_engine_sidecar(path)
-        if precision and precision != meta.precision:
-            raise ValueError(f"{path}: engine was built for {meta.precision}; a TensorRT engine's precision "
-                             f"is fixed at build time (asked for {precision})")
-        trt, cudart = _import_tensorrt()
+        meta = read_sidecar(path)
+        self.check_precision(meta, precision)
+        trt, cudart = import_tensorrt()
         self._trt, self._cudart = trt, cudart
         self._buffers: list[tuple[Any, int]] = []  # (free function, pointer) for close()
         self._stream: Any = None

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -14,8 +13,8 @@ class TorchBackend(Backend):
     format = "torch"
 
     def __init__(self, path: str | Path, *, batch_size: int = 8, device: str = "cpu", threads: int | None = None,
-                 precision: str | None = None, compile: bool = False, backbone_weights: str | None = None,
-                 **_: Any) -> None:
+                 precision: str | None = None, inference_precision: str | None = None, compile: bool = False,
+                 backbone_weights: str | None = None) -> None:
         try:
             import torch
         except ImportError as exc:
@@ -26,14 +25,15 @@ class TorchBackend(Backend):
 
         if threads:
             torch.set_num_threads(threads)
-        precision = precision or "fp32"
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"TorchBackend precision must be fp32 or bf16, got {precision!r}")
+        inference_precision = inference_precision or "fp32"
+        if inference_precision not in ("fp32", "bf16"):
+            raise ValueError(f"PyTorch inference_precision must be fp32 or bf16 (autocast), got {inference_precision!r}")
         model, meta = load_checkpoint(path, backbone_weights=backbone_weights)
+        self.check_precision(meta, precision)
         super().__init__(path, meta, batch_size=batch_size)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.precision = precision
+        self.inference_precision = inference_precision
         self._module = torch.compile(self.model) if compile else self.model
         self._torch = torch
 
@@ -41,7 +41,7 @@ class TorchBackend(Backend):
         torch = self._torch
         x = torch.from_numpy(batch).to(self.device)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                                     enabled=self.precision == "bf16"):
+                                                     enabled=self.inference_precision == "bf16"):
             out = self._module(x)
         if self.device.type == "cuda":
             torch.cuda.synchronize()

@@ -155,7 +155,7 @@ def test_latency_percentiles_and_throughput() -> None:
     assert (stats.n, stats.min_ms, stats.mean_ms) == (100, pytest.approx(1.0), pytest.approx(50.5))
     assert stats.p50_ms == pytest.approx(50.5) and stats.p90_ms == pytest.approx(90.1)
     assert stats.p99_ms == pytest.approx(99.01)
-    tp = timing.throughput([0.5, 0.4, 10.0], batch=8, crops_per_image=5)  # median 0.5 s
+    tp = timing.throughput([0.5, 0.4, 10.0], batch=8, grid_crops=5)  # median 0.5 s
     assert (tp.images_per_s, tp.crops_per_s, tp.median_ms) == (16.0, 80.0, 500.0)
     with pytest.raises(ValueError):
         timing.latency_stats([])
@@ -194,7 +194,7 @@ def test_matrix_always_has_the_baseline_and_skips_tensorrt_without_gpu() -> None
 def _report() -> tuple[BenchReport, list[BenchConfig]]:
     configs = [BenchConfig("torch", "fp32", "eager"), BenchConfig("openvino", "int8"), BenchConfig("onnx", "int8"),
                BenchConfig("trt", "int8", skip=SKIP_NO_GPU)]
-    tp = {8: {"batch": 8, "crops_per_image": 1, "images_per_s": 10.0, "crops_per_s": 10.0, "median_ms": 800.0}}
+    tp = {8: {"batch": 8, "grid_crops": 1, "images_per_s": 10.0, "crops_per_s": 10.0, "median_ms": 800.0}}
     lat = {"n": 5, "mean_ms": 80.0, "p50_ms": 79.0, "p90_ms": 90.0, "p99_ms": 99.0, "min_ms": 75.0}
     rows = [BenchRow("torch fp32 eager", "torch", "fp32", "PyTorch eager", latency=lat, throughput=tp, speedup=1.0,
                      spearman=1.0, artifact_mb=20.0, peak_rss_mb=600.0),

@@ -10,7 +10,7 @@ import glia_edge
 from glia_edge.checkpoint import read_checkpoint_meta
 from glia_edge.ranking import level_ranking
 from glia_edge.weights import DEFAULT_MODEL, default_checkpoint
-from glia_edge.weights.make_default import HELD_OUT_TYPES, SEED, TEST_REFS, TRAIN_REFS, held_out_set
+from glia_edge.recipes.default_model import HELD_OUT, HELD_OUT_TYPES, SEED, TEST_REFS, TRAIN_REFS
 
 CARD = Path(glia_edge.__file__).parent / "weights" / "MODEL_CARD.md"
 
@@ -31,7 +31,7 @@ def test_the_default_model_ships_small_and_says_how_it_was_made() -> None:
 
 def test_model_card_gives_the_recipe_and_the_per_type_table() -> None:
     card = CARD.read_text()
-    assert "python -m glia_edge.weights.make_default" in card and str(SEED) in card
+    assert "python -m glia_edge.recipes.default_model" in card and str(SEED) in card
     for kind in HELD_OUT_TYPES:
         assert re.search(rf"\| {kind} \| held out \| -?\d\.\d+", card), kind
     assert "random" in card.lower() and "KonIQ" in card
@@ -39,7 +39,7 @@ def test_model_card_gives_the_recipe_and_the_per_type_table() -> None:
 
 def test_default_model_ranks_held_out_distortions_of_held_out_photos(tmp_path: Path) -> None:
     """The issue's bar, rebuilt from scratch: held-out references and types, mean Spearman <= -0.8."""
-    labels = held_out_set(tmp_path / "held-out", types=HELD_OUT_TYPES)
+    labels = HELD_OUT.write(tmp_path / "held-out", types=HELD_OUT_TYPES)
     model = glia_edge.load()  # no path: the packaged default
     report = level_ranking(model, labels)
     assert set(report.per_type) == set(HELD_OUT_TYPES) and not report.failed

@@ -123,7 +123,7 @@ def test_an_exported_onnx_model_is_evaluated_the_same_way(tiny_run: tuple[Path, 
     import torch
 
     from glia_edge.checkpoint import load_checkpoint
-    from glia_edge.runtimes.metadata import set_onnx_meta
+    from glia_edge.formats import set_onnx_meta
 
     run, labels = tiny_run
     model, meta = load_checkpoint(run / "best.safetensors")

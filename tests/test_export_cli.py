@@ -101,7 +101,7 @@ def test_export_without_checkpoint_uses_the_default_model_and_its_calibration(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No -c: the packaged model; INT8 with no --calib: calibration photos made from its training set."""
     from glia_edge.meta import sha256_file
-    from glia_edge.runtimes.metadata import read_meta
+    from glia_edge.formats import read_meta
     from glia_edge.weights import default_checkpoint
 
     monkeypatch.setenv("GLIA_EDGE_CACHE", str(tmp_path / "cache"))

@@ -84,10 +84,11 @@ def test_engine_builds_loads_and_scores(engines: dict, precision: str, tiny_chec
 @pytest.mark.gpu
 @pytest.mark.skipif(NO_TRT is not None, reason=f"no TensorRT engine build here: {NO_TRT}")
 def test_timing_cache_is_written_and_reused(engines: dict, tmp_path: Path) -> None:
-    from glia_edge.export import onnx_to_engine
+    from glia_edge.export import EngineOptions, onnx_to_engine
 
     cache = engines["fp16"].path.parent.parent / "timing.cache"
     assert cache.is_file() and cache.stat().st_size > 0
     onnx = engines["fp16"].path.parent / "model.trt.onnx"
-    out = onnx_to_engine(onnx, tmp_path / "again.engine", precision="fp16", max_batch=8, timing_cache=cache)
+    out = onnx_to_engine(onnx, tmp_path / "again.engine", precision="fp16",
+                         options=EngineOptions(max_batch=8, timing_cache=cache))
     assert out.stat().st_size > 0

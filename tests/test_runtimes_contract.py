@@ -20,7 +20,7 @@ import glia_edge
 from glia_edge.errors import BackendUnavailableError, ImageLoadError
 from glia_edge.meta import sha256_file
 from glia_edge.runtimes import read_meta
-from glia_edge.runtimes.metadata import read_engine_sidecar, sidecar_path
+from glia_edge.formats import read_sidecar, sidecar_path
 
 from _runtimes_fixtures import STATIC_BATCH, exported
 
@@ -119,7 +119,7 @@ class RuntimeContract:
             assert model.fixed_batch == model.batch_size == STATIC_BATCH
             n = STATIC_BATCH + 2  # one full batch, then one padded with zeros
             np.testing.assert_allclose(model.predict(images[:n]), reference[1][:n], rtol=0, atol=self.tol(model))
-            assert model.predict_batch(model.crops(images[0])).shape == (1,)
+            assert model.predict_batch(model.crop_batch(images[0])).shape == (1,)
 
     def test_metadata_survives_the_round_trip(self, model: Any, artifact: Path, tiny_checkpoint: Path) -> None:
         source = read_meta(tiny_checkpoint)
@@ -155,7 +155,7 @@ class RuntimeContract:
                     np.zeros((2, 4, size, size), np.float32)):
             with pytest.raises(ValueError, match="batch"):
                 model.predict_batch(bad)
-        crops = model.crops(images[0], crops=5)
+        crops = model.crop_batch(images[0], crops=5)
         out = model.predict_batch(crops)
         assert out.shape == (5,) and out.dtype == np.float64
         assert out.mean() == pytest.approx(model.predict(images[0], crops=5)[0], abs=self.tol(model))
@@ -202,7 +202,7 @@ class TestTensorRtRuntime(RuntimeContract):
 
     def build(self, checkpoint: Path, static: bool) -> Path:
         engine = exported(checkpoint, "trt", static)
-        assert engine.suffix == ".engine" and read_engine_sidecar(engine).format == "trt"
+        assert engine.suffix == ".engine" and read_sidecar(engine).format == "trt"
         return engine
 
 
@@ -237,14 +237,14 @@ def test_openvino_fp32_is_pinned_although_the_cpu_defaults_to_bf16(ov_xml: Path)
 
     if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         pytest.skip("this CPU has no BF16: OpenVINO runs f32 by default")
-    with glia_edge.load(ov_xml, precision="default") as model:
+    with glia_edge.load(ov_xml, inference_precision="device") as model:
         assert model.inference_precision == "bf16"  # what an unpinned "fp32" run really does here
-    with glia_edge.load(ov_xml, precision="fp32") as model:
+    with glia_edge.load(ov_xml, inference_precision="fp32") as model:
         assert model.inference_precision == "f32"
 
 
 def test_openvino_bf16_ranks_like_fp32(ov_xml: Path, images: list[Path], reference: dict[int, np.ndarray]) -> None:
-    with glia_edge.load(ov_xml, precision="bf16") as model:
+    with glia_edge.load(ov_xml, inference_precision="bf16") as model:
         if model.inference_precision != "bf16":
             pytest.skip(f"this CPU runs {model.inference_precision}, not bf16")
         scores = model.predict(images)

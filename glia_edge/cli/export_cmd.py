@@ -7,6 +7,10 @@ from typing import Any, Optional
 import typer
 
 from glia_edge.cli.common import cli_errors
+from glia_edge.export.calibration import DEFAULT_CALIB_SIZE
+from glia_edge.export.onnx import OnnxOptions
+from glia_edge.export.options import ExportOptions
+from glia_edge.export.tensorrt import EngineOptions
 from glia_edge.formats import artifact_size_mb
 
 
@@ -46,20 +50,20 @@ def export(
     target: str = typer.Option(..., "--target", "-t", help="onnx, openvino or trt."),
     precision: str = typer.Option("fp32", "--precision", "-p", help="fp32, fp16, int8 (bf16 for openvino)."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration images: a folder or a CSV."),
-    calib_size: int = typer.Option(300, "--calib-size", help="Calibration images used (a seeded subset)."),
-    batch: int = typer.Option(8, "--batch", help="Batch size (fixed with --static; TensorRT's optimal batch)."),
-    dynamic: bool = typer.Option(True, "--dynamic/--static", help="Dynamic batch axis or a fixed batch."),
+    calib_size: int = typer.Option(DEFAULT_CALIB_SIZE, "--calib-size", help="Calibration images used (a seeded subset)."),
+    batch: int = typer.Option(EngineOptions.opt_batch, "--batch", help="Batch size (fixed with --static; TensorRT's optimal batch)."),
+    dynamic: bool = typer.Option(OnnxOptions.dynamic, "--dynamic/--static", help="Dynamic batch axis or a fixed batch."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Artifact path (.onnx file; a folder for "
                                           "openvino and trt)."),
     val: Optional[Path] = typer.Option(None, "--val", help="Validation images for the accuracy gate (folder or "
                                        "CSV, labels used when present); default: the calibration images."),
     max_drop: Optional[float] = typer.Option(None, "--max-drop", help="Fail when 1 - Spearman vs PyTorch (or the "
                                              "SRCC lost against labels) exceeds this."),
-    crops: int = typer.Option(1, "--crops", help="Crops per image for calibration and the gate (1, 5 or 9)."),
-    exporter: str = typer.Option("legacy", "--exporter", help="torch.onnx exporter: legacy (opset 17) or dynamo "
+    crops: int = typer.Option(ExportOptions.crops, "--crops", help="Crops per image for calibration and the gate (1, 5 or 9)."),
+    exporter: str = typer.Option(OnnxOptions.exporter, "--exporter", help="torch.onnx exporter: legacy (opset 17) or dynamo "
                                  "(opset 18)."),
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (17+)."),
-    score_axis: bool = typer.Option(False, "--score-axis", help="Scores shaped (batch, 1), not (batch,): for "
+    score_axis: bool = typer.Option(OnnxOptions.score_axis, "--score-axis", help="Scores shaped (batch, 1), not (batch,): for "
                                     "DeepStream nvinfer, which strips the batch axis."),
     engine: Optional[bool] = typer.Option(None, "--engine/--no-engine", help="trt: require / skip the engine build "
                                           "(default: build where tensorrt and a GPU exist)."),
@@ -87,29 +91,26 @@ def build_engine(
     onnx_path: Path = typer.Argument(..., help="TensorRT-ready ONNX (model.trt.onnx from glia-edge export)."),
     precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32, fp16 or int8; default: the "
                                             "precision in the ONNX's metadata."),
-    min_batch: int = typer.Option(1, "--min-batch"),
-    opt_batch: int = typer.Option(8, "--opt-batch"),
-    max_batch: int = typer.Option(32, "--max-batch"),
-    workspace: float = typer.Option(4.0, "--workspace", help="Builder workspace limit in GiB."),
+    min_batch: int = typer.Option(EngineOptions.min_batch, "--min-batch"),
+    opt_batch: int = typer.Option(EngineOptions.opt_batch, "--opt-batch"),
+    max_batch: int = typer.Option(EngineOptions.max_batch, "--max-batch"),
+    workspace: float = typer.Option(EngineOptions.workspace_gib, "--workspace", help="Builder workspace limit in GiB."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache file (read and updated)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Engine path (default: model.engine beside "
                                           "the ONNX); metadata goes to <engine>.json."),
 ) -> None:
     """Build a TensorRT engine from a TensorRT-ready ONNX, on the device that will run it."""
-    from dataclasses import asdict
+    from dataclasses import replace
 
-    from glia_edge.export.tensorrt import EngineOptions, onnx_to_engine
-    from glia_edge.runtimes import read_meta
+    from glia_edge.export.tensorrt import engine_meta, onnx_to_engine
+    from glia_edge.formats import read_meta
 
     with cli_errors():
         meta = read_meta(onnx_path)
-        precision = precision or meta.precision
+        meta = replace(meta, precision=precision) if precision else meta
         opts = EngineOptions(min_batch, opt_batch, max_batch, workspace, timing_cache)
-        engine_meta = meta.derive(format="trt", precision=precision, export={
-            **meta.export, "engine": {**asdict(opts), "timing_cache": str(timing_cache) if timing_cache else None}})
-        path = onnx_to_engine(onnx_path, output or _engine_path(onnx_path), precision=precision,
-                              min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
-                              workspace_gib=workspace, timing_cache=timing_cache, meta=engine_meta)
+        path = onnx_to_engine(onnx_path, output or _engine_path(onnx_path), precision=meta.precision, options=opts,
+                              meta=engine_meta(meta, opts))
         typer.echo(f"wrote {path} ({artifact_size_mb(path):.1f} MB) and {path.name}.json")
 
 

@@ -145,7 +145,11 @@ def score(
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Crops per inference call."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for the runtime."),
     precision: Optional[str] = typer.Option(None, "--precision",
-                                            help="Precision hint (OpenVINO: fp32 pins f32, bf16; PyTorch: fp32, bf16)."),
+                                            help="The artifact's precision (fp32, fp16, bf16, int8): refused when "
+                                                 "the artifact is another."),
+    inference_precision: Optional[str] = typer.Option(None, "--inference-precision",
+                                                      help="Run float parts in this precision (OpenVINO: fp32, "
+                                                           "bf16, fp16, device; PyTorch: fp32, bf16 autocast)."),
     device: Optional[str] = typer.Option(None, "--device", help="Runtime device (cpu, CPU, GPU, cuda:0 ...)."),
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1,
                                              help="Refuse images with more pixels (decompression-bomb guard)."),
@@ -154,11 +158,12 @@ def score(
     import glia_edge
     from glia_edge.atomic import atomic_write
 
-    options: dict[str, Any] = {"batch_size": batch_size, "threads": threads, "precision": precision, "device": device}
+    options: dict[str, Any] = {"batch_size": batch_size, "threads": threads, "precision": precision,
+                               "inference_precision": inference_precision, "device": device}
     with cli_errors():
         try:
             backend = glia_edge.load(model, **{k: v for k, v in options.items() if v is not None})
-        except ValueError as exc:  # an option the backend refuses (e.g. a precision it cannot run)
+        except (ValueError, TypeError) as exc:  # an option the backend refuses or does not take
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from None
         with backend:

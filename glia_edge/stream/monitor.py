@@ -187,7 +187,7 @@ class QualityMonitor:
         outcome: list[tuple[_Item, float | None, str | None]] = []
         for item in items:
             try:
-                batches.append(self.model.crops(item.frame, crops=self.crops, bgr=self.bgr))
+                batches.append(self.model.crop_batch(item.frame, crops=self.crops, bgr=self.bgr))
                 outcome.append((item, None, None))
             except ImageLoadError as exc:
                 outcome.append((item, None, exc.reason))

@@ -1,12 +1,40 @@
-"""The default model shipped inside the package (see MODEL_CARD.md beside it)."""
+"""The default model shipped inside the package, and its evaluation data (see MODEL_CARD.md beside it).
+
+This module only locates packaged files: the checkpoint, and the default model's held-out and
+calibration sets, described as data in ``glia_vit_nano.synthetic.sets.json`` and written on
+demand with :func:`glia_edge.distortions.make_dataset`. The recipe that trains the model lives in
+:mod:`glia_edge.recipes.default_model`.
+"""
 from __future__ import annotations
 
+import json
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from glia_edge.errors import CheckpointError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_MODEL = "glia_vit_nano.synthetic"
 _HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class SyntheticSet:
+    """Graded distortions of named bundled photos: ``photos`` x ``types`` x 5 levels (``tiles`` per photo)."""
+
+    photos: tuple[str, ...]
+    types: tuple[str, ...]
+    seed: int
+    tiles: int
+
+    def write(self, out_dir: Path, *, types: tuple[str, ...] | None = None, progress: bool = False) -> Path:
+        """Write the set (or the subset of ``types``: the same images) into ``out_dir``; returns its labels.csv."""
+        from glia_edge.distortions import make_dataset, reference_images
+
+        refs = reference_images(names=self.photos, max_tiles=self.tiles)
+        return make_dataset(out_dir, refs, types=types or self.types, seed=self.seed, progress=progress)
 
 
 def default_checkpoint() -> Path:
@@ -18,16 +46,20 @@ def default_checkpoint() -> Path:
     return path
 
 
-def default_calibration() -> Path:
-    """INT8 calibration images for the default model (``labels.csv`` of graded distortions of some
-    of its training photos), written once into the cache (``$GLIA_EDGE_CACHE``)."""
-    import logging
+def default_sets() -> dict[str, SyntheticSet]:
+    """The default model's ``held_out`` (its report and benchmark) and ``calibration`` sets."""
+    data = json.loads((_HERE / f"{DEFAULT_MODEL}.sets.json").read_text())
+    return {name: SyntheticSet(tuple(spec["photos"]), tuple(spec["types"]), int(spec["seed"]), int(spec["tiles"]))
+            for name, spec in data.items() if not name.startswith("_")}
 
+
+def default_calibration() -> Path:
+    """INT8 calibration images for the default model (training photos, never held out), written
+    once into the cache (``$GLIA_EDGE_CACHE``); returns their ``labels.csv``."""
     from glia_edge.data.base import cache_root
-    from glia_edge.weights.make_default import calibration_set
 
     csv_path = cache_root() / f"{DEFAULT_MODEL}.calibration" / "labels.csv"
     if not csv_path.is_file():
-        logging.getLogger(__name__).info("writing calibration images for %s to %s", DEFAULT_MODEL, csv_path.parent)
-        calibration_set(csv_path.parent)
+        log.info("writing calibration images for %s to %s", DEFAULT_MODEL, csv_path.parent)
+        default_sets()["calibration"].write(csv_path.parent)
     return csv_path

@@ -1,14 +1,14 @@
 """Rebuild the packaged default model, ``glia_vit_nano.synthetic``, and its held-out report.
 
-    python -m glia_edge.weights.make_default --work runs/default [--install]
+    python -m glia_edge.recipes.default_model --work runs/default [--install]
 
 1. ``make_dataset`` writes graded distortions (5 levels) of photos that install with the project's
    dependencies (scikit-image, scikit-learn, matplotlib; 9 colour, 7 grey-level): a training set
    from the training references and types, and a test set from two held-out colour references
    with every type, three of them never trained on.
 2. ``glia_edge.train`` trains ``glia_vit_nano`` (ViT-Ti/16 cut to 4 blocks) with its ViT backbone
-   randomly initialised and frozen: no pretrained weights are reachable here, and a trainable
-   backbone ranked unseen distortions far worse in the same CPU time (shared/DEPLOY_NOTES.md).
+   randomly initialised and frozen: no pretrained weights are reachable where it was built, and a
+   trainable backbone ranked unseen distortions far worse in the same CPU time (docs/model.md).
    The local conv stream, the adapters and the head are trained, on *ladders* (one crop of one
    reference at every level of one type) with PLCC + L1 + a within-ladder ranking loss
    (``--rank-weight``): without it, batch-level PLCC over a dozen photos let content swamp the
@@ -17,6 +17,9 @@
    frozen weights in float16 (the package's size limit; the model runs in float32) and checked
    with ``level_ranking`` on the held-out references, for the held-out and the trained types.
    ``report.json`` lands in ``--work``; ``--install`` copies the model into the package.
+
+The held-out and calibration sets are the package's data (:func:`glia_edge.weights.default_sets`),
+so export, the benchmark and the tests rebuild the same images without this recipe.
 """
 from __future__ import annotations
 
@@ -26,37 +29,19 @@ import logging
 from pathlib import Path
 
 from glia_edge.distortions import make_dataset, reference_images
-from glia_edge.weights import DEFAULT_MODEL
+from glia_edge.weights import DEFAULT_MODEL, default_checkpoint, default_sets
 
 log = logging.getLogger(__name__)
 
 TRAIN_REFS = ("astronaut", "chelsea", "hubble_deep_field", "immunohistochemistry", "retina", "stereo_motorcycle",
               "china", "flower", "grace_hopper", "camera", "moon", "coins", "clock", "brick", "grass", "gravel")
-TEST_REFS = ("coffee", "rocket")
 TRAIN_TYPES = ("gaussian_blur", "gaussian_noise", "jpeg", "pixelate", "contrast", "overexposure", "underexposure",
                "saturation")
-HELD_OUT_TYPES = ("motion_blur", "impulse_noise", "jpeg2000")
+HELD_OUT = default_sets()["held_out"]
+TEST_REFS = HELD_OUT.photos
+HELD_OUT_TYPES = tuple(t for t in HELD_OUT.types if t not in TRAIN_TYPES)
 PRESET = "glia_vit_nano"
 SEED = 3407
-
-
-def held_out_set(out_dir: Path, types: tuple[str, ...] = TRAIN_TYPES + HELD_OUT_TYPES, tiles: int = 8,
-                 progress: bool = False) -> Path:
-    """The held-out references at every level of ``types``; each image depends only on its own
-    (seed, reference, type, level), so any subset of types reproduces the report's images."""
-    refs = reference_images(names=TEST_REFS, max_tiles=tiles)
-    return make_dataset(out_dir, refs, types=types, seed=SEED + 1, progress=progress)
-
-
-#: Calibration photos for INT8 exports of the default model: training references, never held out.
-CALIB_REFS = ("astronaut", "china", "stereo_motorcycle", "camera")
-
-
-def calibration_set(out_dir: Path) -> Path:
-    """Graded distortions (the training types) of a few training references: what the default
-    model saw in training, for INT8 calibration when the user gives no images."""
-    refs = reference_images(names=CALIB_REFS, max_tiles=1)
-    return make_dataset(out_dir, refs, types=TRAIN_TYPES, seed=SEED + 2)
 
 
 def build_sets(work: Path, tiles: int) -> tuple[Path, Path]:
@@ -66,7 +51,7 @@ def build_sets(work: Path, tiles: int) -> tuple[Path, Path]:
         refs = reference_images(names=TRAIN_REFS, max_tiles=tiles)
         make_dataset(train_csv.parent, refs, types=TRAIN_TYPES, seed=SEED, progress=True)
     if not test_csv.is_file():
-        held_out_set(test_csv.parent, tiles=tiles, progress=True)
+        HELD_OUT.write(test_csv.parent, progress=True)
     return train_csv, test_csv
 
 
@@ -96,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     result = train(cfg)
 
     model, meta = load_checkpoint(result.best)
-    meta.training.update(frozen_dtype="float16", recipe="python -m glia_edge.weights.make_default",
+    meta.training.update(frozen_dtype="float16", recipe="python -m glia_edge.recipes.default_model",
                          train_refs=list(TRAIN_REFS), train_types=list(TRAIN_TYPES),
                          held_out_refs=list(TEST_REFS), held_out_types=list(HELD_OUT_TYPES))
     shipped = save_checkpoint(args.work / f"{DEFAULT_MODEL}.safetensors", model, meta)
@@ -116,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.install:
         import shutil
 
-        target = Path(__file__).resolve().parent
+        target = default_checkpoint().parent
         for suffix in (".safetensors", ".json"):
             shutil.copy2(shipped.with_suffix(suffix), target / f"{DEFAULT_MODEL}{suffix}")
         log.info("installed %s into %s", DEFAULT_MODEL, target)

@@ -1,0 +1,109 @@
+"""One writer per export target: the FP32 ONNX in, the target's artifact (with metadata) out.
+
+Each writer gets a :class:`WriterInput` (the FP32 ONNX, an empty folder to write into, the
+artifact's metadata, the calibration set and the export options) and returns what it wrote as
+:class:`Written`. The format table (``glia_edge.formats``) names the writer of each target, so the
+exporter never branches on the target.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from glia_edge.errors import BackendUnavailableError, CalibrationError
+from glia_edge.export.calibration import CalibrationSet
+from glia_edge.export.options import ExportOptions
+from glia_edge.formats import FORMATS
+from glia_edge.meta import ArtifactMeta
+
+log = logging.getLogger(__name__)
+
+#: The TensorRT-ready ONNX a ``trt`` export always writes (the engine is built from it).
+TRT_ONNX_NAME = "model.trt.onnx"
+
+
+@dataclass(frozen=True)
+class WriterInput:
+    fp32_onnx: Path
+    out_dir: Path  # empty staging folder
+    final_dir: Path  # where out_dir's content lands once the export succeeds (for messages)
+    meta: ArtifactMeta
+    calib: CalibrationSet | None
+    options: ExportOptions
+
+
+@dataclass(frozen=True)
+class Written:
+    """The file ``glia_edge.load`` opens, the metadata it carries, and what the user should know."""
+
+    path: Path
+    meta: ArtifactMeta
+    notes: tuple[str, ...] = ()
+
+
+def _calib(job: WriterInput) -> CalibrationSet:
+    if job.calib is None:
+        raise CalibrationError(f"{job.meta.format} int8 needs calibration images: pass --calib DIR|CSV")
+    return job.calib
+
+
+def _onnx_at_precision(job: WriterInput, dest: Path, *, tensorrt: bool, meta: ArtifactMeta) -> Path:
+    """The FP32 ONNX converted to ``meta.precision`` at ``dest``, with ``meta`` in its props."""
+    import onnx
+
+    from glia_edge.export import quantize
+    from glia_edge.formats import set_onnx_meta
+
+    precision = meta.precision
+    if precision == "fp16":
+        quantize.onnx_to_fp16(job.fp32_onnx, dest)
+    elif precision == "int8" and tensorrt:
+        quantize.onnx_to_trt_qdq(job.fp32_onnx, dest, _calib(job), options=job.options.quant)
+    elif precision == "int8":
+        quantize.onnx_to_int8(job.fp32_onnx, dest, _calib(job), options=job.options.quant)
+    else:
+        shutil.copyfile(job.fp32_onnx, dest)
+    proto = onnx.load(str(dest))
+    set_onnx_meta(proto, meta)
+    onnx.save(proto, str(dest))
+    return dest
+
+
+def write_onnx(job: WriterInput) -> Written:
+    """``model.onnx``: FP32, FP16 (FP32 islands) or INT8 U8S8 Q/DQ for ONNX Runtime."""
+    dest = job.out_dir / FORMATS["onnx"].loadable
+    return Written(_onnx_at_precision(job, dest, tensorrt=False, meta=job.meta), job.meta)
+
+
+def write_openvino(job: WriterInput) -> Written:
+    """``model.xml`` + ``model.bin``: an OpenVINO IR (INT8 through NNCF)."""
+    from glia_edge.export.openvino import onnx_to_openvino
+
+    calib = _calib(job) if job.meta.precision == "int8" else None
+    path = onnx_to_openvino(job.fp32_onnx, job.out_dir / FORMATS["openvino"].loadable, precision=job.meta.precision,
+                            meta=job.meta, calib=calib, options=job.options.openvino)
+    return Written(path, job.meta)
+
+
+def write_trt(job: WriterInput) -> Written:
+    """``model.trt.onnx`` (casts or signed symmetric Q/DQ) and, where TensorRT and a GPU exist,
+    ``model.engine`` with its sidecar; elsewhere a note with the command to finish on the device."""
+    from glia_edge.export.tensorrt import engine_meta, onnx_to_engine, tensorrt_unavailable_reason
+
+    onnx_meta = replace(job.meta, format="onnx")
+    onnx_path = _onnx_at_precision(job, job.out_dir / TRT_ONNX_NAME, tensorrt=True, meta=onnx_meta)
+    build = job.options.build_engine
+    reason = tensorrt_unavailable_reason() if build is not False else "engine build turned off"
+    if reason:
+        if build:
+            raise BackendUnavailableError(reason)
+        note = (f"No TensorRT engine was built: {reason}. Wrote the TensorRT-ready ONNX; finish on the device "
+                f"with: glia-edge build-engine {job.final_dir / TRT_ONNX_NAME} --precision {onnx_meta.precision}")
+        log.warning(note)
+        return Written(onnx_path, onnx_meta, (note,))
+    meta = engine_meta(onnx_meta, job.options.engine)
+    engine = onnx_to_engine(onnx_path, job.out_dir / FORMATS["trt"].loadable, precision=meta.precision,
+                            options=job.options.engine, meta=meta)
+    return Written(engine, meta)

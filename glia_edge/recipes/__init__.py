@@ -1,0 +1,1 @@
+"""Recipes that build what the package ships (``python -m glia_edge.recipes.NAME``)."""
