@@ -50,7 +50,7 @@ def _subset(paths: Sequence[Path], labels: Sequence[float] | None, size: int | N
     return tuple(paths[i] for i in keep), tuple(labels[i] for i in keep) if labels is not None else None
 
 
-def read_labels(csv_path: str | Path) -> dict[Path, float]:
+def labels_by_path(csv_path: str | Path) -> dict[Path, float]:
     """``path -> label`` from a CSV with an image column and a score/MOS column."""
     from glia_edge.export.calibration import read_image_list
 
@@ -68,7 +68,7 @@ def load_eval_set(images: str | Path, labels: str | Path | None = None, size: in
     paths = [Path(p).resolve() for p in listing.paths]
     values: list[float] | None = list(listing.labels) if listing.labels is not None else None
     if labels is not None:
-        table = read_labels(labels)
+        table = labels_by_path(labels)
         missing = [p for p in paths if p not in table]
         if missing:
             raise DatasetError(f"{labels}: no label for {len(missing)} of {len(paths)} images (first: {missing[0]})")
