@@ -11,7 +11,7 @@ from glia_edge.export.calibration import DEFAULT_CALIB_SIZE
 from glia_edge.export.onnx import OnnxOptions
 from glia_edge.export.options import ExportOptions
 from glia_edge.export.tensorrt import EngineOptions
-from glia_edge.formats import artifact_size_mb
+from glia_edge.formats import EXPORT_TARGETS, FORMATS, artifact_size_mb
 
 
 def _print_summary(result: Any, target: str) -> None:
@@ -47,8 +47,9 @@ def _print_summary(result: Any, target: str) -> None:
 def export(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="GLIA checkpoint (.safetensors); "
                                               "default: the packaged default model."),
-    target: str = typer.Option(..., "--target", "-t", help="onnx, openvino or trt."),
-    precision: str = typer.Option("fp32", "--precision", "-p", help="fp32, fp16, int8 (bf16 for openvino)."),
+    target: str = typer.Option(..., "--target", "-t", help=", ".join(EXPORT_TARGETS) + "."),
+    precision: str = typer.Option("fp32", "--precision", "-p", help="; ".join(
+        f"{n}: {', '.join(FORMATS[n].precisions)}" for n in EXPORT_TARGETS) + "."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration images: a folder or a CSV."),
     calib_size: int = typer.Option(DEFAULT_CALIB_SIZE, "--calib-size", help="Calibration images used (a seeded subset)."),
     batch: int = typer.Option(EngineOptions.opt_batch, "--batch", help="Batch size (fixed with --static; TensorRT's optimal batch)."),
