@@ -69,8 +69,8 @@ class BenchConfig:
         if self.target == "torch":
             return {"inference_precision": "bf16" if self.variant == "autocast" else "fp32",
                     "compile": self.variant == "compile", "device": device}
-        if self.target == "openvino":
-            return {"inference_precision": self.precision}
+        if self.target == "openvino" and self.precision == "bf16":
+            return {"inference_precision": "bf16"}  # the FP32 IR run in BF16; other rows: the artifact's own
         return {}
 
 
