@@ -29,7 +29,7 @@ from glia_edge.export.calibration import DEFAULT_CALIB_SIZE, CalibrationSet, Ima
 from glia_edge.export.gate import GateReport, run_gate
 from glia_edge.export.options import ExportOptions, export_options
 from glia_edge.export.quantize import FP32_OPS
-from glia_edge.export.writers import Written, WriterInput
+from glia_edge.export.writers import Written, WriterInput, preflight
 from glia_edge.formats import EXPORT_TARGETS, ArtifactFormat, check_precision, get_format
 from glia_edge.meta import ArtifactMeta
 
@@ -150,6 +150,7 @@ def export(checkpoint: str | Path | None = None, *, target: str, precision: str 
         raise AccuracyGateError("--max-drop needs validation images: pass --val DIR|CSV or --calib DIR|CSV")
     out = _check_output(Path(output) if output else default_output(checkpoint, target, precision), fmt)
     options = export_options(target, batch=batch, dynamic=dynamic, crops=crops, build_engine=build_engine, **opts)
+    preflight(target, options)  # e.g. a required TensorRT engine: probe before any expensive pass
 
     from glia_edge.atomic import replace_path, staging_dir
     from glia_edge.checkpoint import read_checkpoint_meta

@@ -11,7 +11,7 @@ from typing import Any
 from glia_edge.export.onnx import OnnxOptions
 from glia_edge.export.openvino import OpenVinoOptions
 from glia_edge.export.quantize import QuantizeOptions
-from glia_edge.export.tensorrt import EngineOptions
+from glia_edge.export.tensorrt import EngineOptions, TrtOnnxOptions
 
 
 @dataclass(frozen=True)
@@ -22,11 +22,13 @@ class ExportOptions:
     quant: QuantizeOptions = field(default_factory=QuantizeOptions)
     openvino: OpenVinoOptions = field(default_factory=OpenVinoOptions)
     engine: EngineOptions = field(default_factory=EngineOptions)
+    trt: TrtOnnxOptions = field(default_factory=TrtOnnxOptions)
     build_engine: bool | None = None
     crops: int = 1
 
 
-_GROUPS = {"onnx": OnnxOptions, "quant": QuantizeOptions, "openvino": OpenVinoOptions, "engine": EngineOptions}
+_GROUPS = {"onnx": OnnxOptions, "quant": QuantizeOptions, "openvino": OpenVinoOptions, "engine": EngineOptions,
+           "trt": TrtOnnxOptions}
 
 
 def export_options(target: str, *, batch: int = EngineOptions.opt_batch, dynamic: bool = OnnxOptions.dynamic,
@@ -53,4 +55,5 @@ def export_options(target: str, *, batch: int = EngineOptions.opt_batch, dynamic
     quant = QuantizeOptions.tensorrt(**groups["quant"]) if target == "trt" else QuantizeOptions(**groups["quant"])
     return ExportOptions(onnx=OnnxOptions(dynamic=dynamic, batch=batch, **groups["onnx"]), quant=quant,
                          openvino=OpenVinoOptions(**groups["openvino"]), engine=EngineOptions(**engine),
+                         trt=TrtOnnxOptions(**groups["trt"]),
                          build_engine=build_engine, crops=crops)

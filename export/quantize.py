@@ -10,7 +10,10 @@
   on x86 (docs/export.md).
 - :func:`onnx_to_trt_qdq`: the explicit-quantization graph TensorRT accepts: signed INT8
   activations and weights, symmetric, zero point 0, per-channel weights, float biases; checked by
-  :func:`check_trt_qdq` before it is written.
+  :func:`check_trt_qdq` before it is written. ``float_graph="fp16"`` puts that Q/DQ on the FP16
+  graph instead: what is not quantized (GELU, residual adds, the head) runs in FP16 as in
+  :func:`onnx_to_fp16`, LayerNorm, Softmax and reductions stay FP32, and the Q/DQ pairs keep
+  float32 scales (opset < 19 has no FP16 scales), with casts at their edges.
 """
 from __future__ import annotations
 
@@ -176,10 +179,18 @@ def _static_batch(onnx_path: str | Path) -> int | None:
 
 
 def onnx_to_trt_qdq(onnx_path: str | Path, out_path: str | Path, calib: CalibrationSet, *,
-                    options: QuantizeOptions | None = None) -> Path:
-    """A Q/DQ ONNX TensorRT accepts; raises :class:`ExportError` listing any rule it breaks."""
+                    options: QuantizeOptions | None = None, float_graph: str = "fp32") -> Path:
+    """A Q/DQ ONNX TensorRT accepts; raises :class:`ExportError` listing any rule it breaks.
+
+    ``float_graph``: ``"fp32"`` (float parts stay FP32) or ``"fp16"`` (float parts in FP16 with
+    ``FP32_OPS`` kept FP32, calibrated on the FP32 graph).
+    """
+    if float_graph not in ("fp32", "fp16"):
+        raise ValueError(f"float_graph must be 'fp32' or 'fp16', got {float_graph!r}")
     options = options or QuantizeOptions.tensorrt()
     onnx_to_int8(onnx_path, out_path, calib, options=options)
+    if float_graph == "fp16":
+        onnx_to_fp16(out_path, out_path, keep_fp32=FP32_OPS + ("QuantizeLinear", "DequantizeLinear"))
     problems = check_trt_qdq(out_path)
     if problems:
         Path(out_path).unlink(missing_ok=True)
@@ -220,6 +231,9 @@ def check_trt_qdq(model: Any) -> list[str]:
 def _weight_dequantizers(graph: Any, inits: dict[str, Any]) -> dict[str, int]:
     """DequantizeLinear output name -> expected per-channel axis, for DQs feeding a weight input."""
     producers = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
+    # In an FP16 graph a weight's DQ (float32 scales) reaches its op through a Cast to FP16.
+    casts = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Cast" and n.input[0] in producers}
+    producers.update({out: producers[src] for out, src in casts.items()})
     expected: dict[str, int] = {}
     for node in graph.node:
         if node.op_type == "Gemm":

@@ -7,7 +7,11 @@ finishes the job on the device.
 
 Precision comes from the ONNX itself (pitfall: implicit INT8 calibrators are deprecated since
 TensorRT 10.1 and later releases drop the FP16/INT8 builder flags): FP16 (casts) and INT8 (Q/DQ)
-graphs are built as ``STRONGLY_TYPED`` networks; FP32 graphs as plain networks with TF32 off.
+graphs are built as ``STRONGLY_TYPED`` networks; FP32 graphs as plain networks with TF32 off. The
+parsed graph is checked against the precision asked for, so an engine's sidecar never names a
+precision its graph does not have. INT8 graphs come in two kinds (``export.trt_int8_graph`` in
+the metadata): Q/DQ on the FP32 graph (the default) or on the FP16 graph (float parts in FP16,
+LayerNorm and Softmax kept in FP32); both build strongly typed.
 The engine file stays plain (trtexec, Triton and DeepStream read it); metadata goes to the
 sidecar ``<engine>.json``. Only APIs present in TensorRT 10.3 are used.
 """
@@ -19,11 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from glia_edge.atomic import atomic_write
-from glia_edge.errors import BackendUnavailableError, ExportError
+from glia_edge.errors import ExportError
 from glia_edge.formats import check_precision, write_sidecar
 from glia_edge.meta import ArtifactMeta
 
 log = logging.getLogger(__name__)
+
+
+#: The keys of ``export`` in an engine's metadata that say how its engine was built.
+ENGINE_KEY = "engine"
 
 
 @dataclass(frozen=True)
@@ -37,9 +45,28 @@ class EngineOptions:
     timing_cache: Path | None = None
 
     def __post_init__(self) -> None:
+        for name in ("min_batch", "opt_batch", "max_batch"):
+            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
             raise ValueError(f"need 1 <= min_batch <= opt_batch <= max_batch, got "
                              f"{self.min_batch}/{self.opt_batch}/{self.max_batch}")
+        if not self.workspace_gib > 0:
+            raise ValueError(f"workspace_gib must be positive, got {self.workspace_gib}")
+
+
+@dataclass(frozen=True)
+class TrtOnnxOptions:
+    """How the TensorRT-ready ONNX is made. ``int8_graph``: an INT8 export's Q/DQ sits on the FP32
+    graph (``"fp32"``, the default until device measurements favour the other) or on the FP16 graph
+    (``"fp16"``: float parts in FP16, LayerNorm/Softmax/reductions in FP32). Recorded in the
+    metadata as ``export.trt_int8_graph``."""
+
+    int8_graph: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.int8_graph not in ("fp32", "fp16"):
+            raise ValueError(f"int8_graph must be 'fp32' or 'fp16', got {self.int8_graph!r}")
 
 
 def tensorrt_unavailable_reason() -> str | None:
@@ -49,10 +76,29 @@ def tensorrt_unavailable_reason() -> str | None:
     return unavailable_reason()
 
 
+def trt_onnx_meta(onnx_path: str | Path) -> ArtifactMeta:
+    """A TensorRT-ready ONNX's metadata: its sidecar ``<onnx>.json`` (no onnx or onnxruntime needed,
+    as on a device with only the TensorRT extra), else the ONNX's own ``metadata_props``."""
+    from glia_edge.errors import UnsupportedArtifactError
+    from glia_edge.formats import read_meta, read_sidecar, sidecar_path
+
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise FileNotFoundError(f"ONNX model not found: {onnx_path}")
+    if sidecar_path(onnx_path).is_file():
+        return read_sidecar(onnx_path)
+    try:
+        return read_meta(onnx_path)
+    except UnsupportedArtifactError as exc:
+        raise UnsupportedArtifactError(f"{onnx_path}: no metadata sidecar {sidecar_path(onnx_path).name} beside it "
+                                       f"and its own metadata cannot be read ({exc}); copy the whole export folder "
+                                       "to the device") from None
+
+
 def engine_meta(onnx_meta: ArtifactMeta, options: EngineOptions) -> ArtifactMeta:
     """The sidecar metadata of an engine built from an ONNX with ``onnx_meta`` (export and build-engine)."""
     settings = {**asdict(options), "timing_cache": str(options.timing_cache) if options.timing_cache else None}
-    return ArtifactMeta.from_json(onnx_meta.derive(format="trt", export={**onnx_meta.export, "engine": settings}).to_json())
+    return ArtifactMeta.from_json(onnx_meta.derive(format="trt", export={**onnx_meta.export, ENGINE_KEY: settings}).to_json())
 
 
 def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path, strongly_typed: bool) -> tuple[Any, Any]:
@@ -65,11 +111,25 @@ def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path, strongly_typed:
     return network, parser
 
 
+def _graph_precision(trt: Any, network: Any) -> str:
+    """What the parsed graph itself carries: ``int8`` (Q/DQ layers), ``fp16`` (FP16 tensors) or ``fp32``."""
+    qdq, half = (trt.LayerType.QUANTIZE, trt.LayerType.DEQUANTIZE), False
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type in qdq:
+            return "int8"
+        half = half or any(layer.get_output(j).dtype == trt.DataType.HALF for j in range(layer.num_outputs))
+    return "fp16" if half else "fp32"
+
+
 def _profile(builder: Any, network: Any, opts: EngineOptions) -> Any | None:
     """An optimization profile over the batch range, or None for a fully static input."""
     inp = network.get_input(0)
     shape = tuple(inp.shape)
     if shape[0] != -1:
+        if not opts.min_batch <= shape[0] <= opts.max_batch:
+            log.warning("static input %s %s: the engine takes batch %d only (asked %d..%d)", inp.name, shape,
+                        shape[0], opts.min_batch, opts.max_batch)
         log.info("static input %s %s: no optimization profile", inp.name, shape)
         return None
     rest = shape[1:]
@@ -78,32 +138,63 @@ def _profile(builder: Any, network: Any, opts: EngineOptions) -> Any | None:
     return profile
 
 
-def _load_timing_cache(config: Any, path: Path | None) -> Any:
+def _load_timing_cache(config: Any, path: Path | None) -> tuple[Any, bool]:
+    """``(cache, fresh)``: the file's timing cache attached to ``config``, or an empty one.
+
+    A cache made by another GPU or TensorRT version is refused (``ignore_mismatch=False``); that
+    is logged and an empty cache is used instead, so what is written back after the build holds
+    only this device's timings, never the refused file's stale ones.
+    """
     data = path.read_bytes() if path is not None and path.is_file() else b""
     cache = config.create_timing_cache(data)
-    config.set_timing_cache(cache, False)  # False: refuse a cache from another GPU or TensorRT version
-    return cache
+    if config.set_timing_cache(cache, False):
+        if data:
+            log.info("timing cache %s: %d bytes loaded", path, len(data))
+        return cache, not data
+    if not data:
+        raise ExportError("TensorRT refused an empty timing cache")
+    log.warning("timing cache %s was made by another GPU or TensorRT version and is refused; building "
+                "without it, and it will be replaced by this device's cache", path)
+    cache = config.create_timing_cache(b"")
+    if not config.set_timing_cache(cache, False):
+        raise ExportError("TensorRT refused an empty timing cache")
+    return cache, True
+
+
+def _write_timing_cache(cache: Any, path: Path) -> None:
+    data = bytes(cache.serialize())
+    if not data:
+        log.warning("TensorRT returned an empty timing cache; %s left unchanged", path)
+        return
+    atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
+    log.info("timing cache %s: %d bytes written", path, len(data))
 
 
 def onnx_to_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: str = "fp32",
                    options: EngineOptions = EngineOptions(), meta: ArtifactMeta | None = None) -> Path:
     """Build and write a serialized engine (plus ``<engine>.json`` when ``meta`` is given).
 
-    ``precision`` must match the ONNX: ``fp16``/``int8`` graphs (casts / Q/DQ) are built strongly
-    typed. Raises :class:`BackendUnavailableError` without tensorrt or a GPU, and
-    :class:`ExportError` when parsing or building fails.
+    ``precision`` must match the ONNX (and ``meta.precision``): ``fp16``/``int8`` graphs (casts /
+    Q/DQ) are built strongly typed, so the ONNX, not a flag, decides the engine's precision.
+    Raises :class:`BackendUnavailableError` (kind in ``.kind``) without TensorRT, its CUDA runtime
+    or a GPU, and :class:`ExportError` when parsing or building fails.
     """
     check_precision("trt", precision)
-    reason = tensorrt_unavailable_reason()
-    if reason:
-        raise BackendUnavailableError(reason)
-    from glia_edge.runtimes.tensorrt import import_tensorrt
+    if meta is not None and meta.precision != precision:
+        raise ExportError(f"{onnx_path}: precision {precision} does not match the ONNX's metadata ({meta.precision})")
+    from glia_edge.runtimes.tensorrt import check_tensorrt
 
-    trt, _ = import_tensorrt()
+    trt, _ = check_tensorrt()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    if not onnx_path.is_file():
+        raise FileNotFoundError(f"ONNX model not found: {onnx_path}")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network, _parser = _parse(trt, builder, logger, onnx_path, strongly_typed=precision != "fp32")
+    found = _graph_precision(trt, network)
+    if found != precision:  # a strongly typed network takes its precision from the graph, not a flag
+        raise ExportError(f"{onnx_path}: the graph is {found}, not {precision}: export it at {precision} "
+                          "(glia-edge export --target trt --precision ...)")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gib * (1 << 30)))
     if precision == "fp32":
@@ -111,15 +202,14 @@ def onnx_to_engine(onnx_path: str | Path, engine_path: str | Path, *, precision:
     profile = _profile(builder, network, options)
     if profile is not None:
         config.add_optimization_profile(profile)
-    cache = _load_timing_cache(config, options.timing_cache)
+    cache = _load_timing_cache(config, options.timing_cache)[0] if options.timing_cache is not None else None
     log.info("building TensorRT %s engine (%s, batch %d/%d/%d)", trt.__version__, precision,
              options.min_batch, options.opt_batch, options.max_batch)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError(f"{onnx_path}: TensorRT failed to build the engine (see the TensorRT log above)")
-    if options.timing_cache is not None:
-        data = bytes(cache.serialize())
-        atomic_write(Path(options.timing_cache), lambda tmp: tmp.write_bytes(data))
+    if cache is not None and options.timing_cache is not None:
+        _write_timing_cache(cache, options.timing_cache)
     # Sidecar first, engine last: an engine file only ever appears with its metadata beside it.
     side = write_sidecar(engine_path, meta) if meta is not None else None
     try:

@@ -49,8 +49,12 @@ def _calib(job: WriterInput) -> CalibrationSet:
     return job.calib
 
 
-def _onnx_at_precision(job: WriterInput, dest: Path, *, tensorrt: bool, meta: ArtifactMeta) -> Path:
-    """The FP32 ONNX converted to ``meta.precision`` at ``dest``, with ``meta`` in its props."""
+def _onnx_at_precision(job: WriterInput, dest: Path, *, tensorrt: bool, meta: ArtifactMeta,
+                       int8_graph: str = "fp32") -> Path:
+    """The FP32 ONNX converted to ``meta.precision`` at ``dest``, with ``meta`` in its props.
+
+    ``int8_graph`` (TensorRT INT8 only): Q/DQ on the FP32 graph or on the FP16 graph.
+    """
     import onnx
 
     from glia_edge.export import quantize
@@ -60,7 +64,7 @@ def _onnx_at_precision(job: WriterInput, dest: Path, *, tensorrt: bool, meta: Ar
     if precision == "fp16":
         quantize.onnx_to_fp16(job.fp32_onnx, dest)
     elif precision == "int8" and tensorrt:
-        quantize.onnx_to_trt_qdq(job.fp32_onnx, dest, _calib(job), options=job.options.quant)
+        quantize.onnx_to_trt_qdq(job.fp32_onnx, dest, _calib(job), options=job.options.quant, float_graph=int8_graph)
     elif precision == "int8":
         quantize.onnx_to_int8(job.fp32_onnx, dest, _calib(job), options=job.options.quant)
     else:
@@ -87,20 +91,48 @@ def write_openvino(job: WriterInput) -> Written:
     return Written(path, job.meta)
 
 
-def write_trt(job: WriterInput) -> Written:
-    """``model.trt.onnx`` (casts or signed symmetric Q/DQ) and, where TensorRT and a GPU exist,
-    ``model.engine`` with its sidecar; elsewhere a note with the command to finish on the device."""
-    from glia_edge.export.tensorrt import engine_meta, onnx_to_engine, tensorrt_unavailable_reason
+def preflight(target: str, options: ExportOptions) -> None:
+    """Checks that cost nothing, run before any expensive pass: a required TensorRT engine needs
+    the TensorRT probe (TensorRT, its CUDA runtime bindings and a GPU) to pass first."""
+    if target == "trt" and options.build_engine:
+        from glia_edge.runtimes.tensorrt import check_tensorrt
 
-    onnx_meta = replace(job.meta, format="onnx")
-    onnx_path = _onnx_at_precision(job, job.out_dir / TRT_ONNX_NAME, tensorrt=True, meta=onnx_meta)
+        check_tensorrt()
+
+
+def _trt_onnx_meta(job: WriterInput) -> ArtifactMeta:
+    """The TensorRT-ready ONNX's metadata: format ``onnx``, and for INT8 which float graph carries the Q/DQ."""
+    from glia_edge.export.quantize import FP32_OPS
+
+    meta = replace(job.meta, format="onnx")
+    if meta.precision == "int8":
+        graph = job.options.trt.int8_graph
+        extra = {"trt_int8_graph": graph, **({"fp32_ops": list(FP32_OPS)} if graph == "fp16" else {})}
+        meta = replace(meta, export={**meta.export, **extra})
+    return meta
+
+
+def write_trt(job: WriterInput) -> Written:
+    """``model.trt.onnx`` (casts or signed symmetric Q/DQ) with its metadata also in the sidecar
+    ``model.trt.onnx.json`` (so ``build-engine`` needs neither onnx nor onnxruntime on the device)
+    and, where TensorRT and a GPU exist, ``model.engine`` with its sidecar; elsewhere a note with the
+    command to finish on the device."""
+    from glia_edge.export.tensorrt import engine_meta, onnx_to_engine
+    from glia_edge.formats import write_sidecar
+    from glia_edge.runtimes.tensorrt import unavailable_reason
+
+    onnx_meta = _trt_onnx_meta(job)
+    onnx_path = _onnx_at_precision(job, job.out_dir / TRT_ONNX_NAME, tensorrt=True, meta=onnx_meta,
+                                   int8_graph=job.options.trt.int8_graph)
+    write_sidecar(onnx_path, onnx_meta)
     build = job.options.build_engine
-    reason = tensorrt_unavailable_reason() if build is not False else "engine build turned off"
+    reason = unavailable_reason() if build is not False else "engine build turned off"
     if reason:
         if build:
             raise BackendUnavailableError(reason)
-        note = (f"No TensorRT engine was built: {reason}. Wrote the TensorRT-ready ONNX; finish on the device "
-                f"with: glia-edge build-engine {job.final_dir / TRT_ONNX_NAME} --precision {onnx_meta.precision}")
+        note = (f"No TensorRT engine was built: {reason}. Wrote the TensorRT-ready ONNX and its metadata "
+                f"({TRT_ONNX_NAME}.json); finish on the device with: glia-edge build-engine "
+                f"{job.final_dir / TRT_ONNX_NAME} --precision {onnx_meta.precision}")
         log.warning(note)
         return Written(onnx_path, onnx_meta, (note,))
     meta = engine_meta(onnx_meta, job.options.engine)

@@ -7,6 +7,15 @@ a dynamic batch inside optimization profile 0, ``set_tensor_address`` and ``exec
 on a CUDA stream. Device and pinned host buffers come from cuda-python (``cuda.bindings.runtime``,
 or the legacy ``cuda.cudart``), so no torch is imported. The metadata is read from the sidecar
 ``<engine>.json``; the engine file itself stays plain for trtexec, Triton and DeepStream.
+
+Threads: one backend may be shared by threads. A TensorRT execution context is not safe to use
+from two threads at once, so each thread that infers gets its own context, CUDA stream and
+buffers (made on its first call, kept for the backend's life) and calls ``cudaSetDevice`` before
+each inference, so a worker thread runs on the device the backend was opened for. The
+constructing thread's set is made at construction (engine deserialisation plus one context);
+each further thread pays one context and its buffers on its first call (milliseconds, and the
+engine's activation memory once more).
+
 Engines are tied to the GPU model and TensorRT version that built them: one that does not
 deserialize here is reported as such, with the command to rebuild it.
 """
@@ -14,81 +23,145 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from glia_edge.errors import BackendUnavailableError, UnsupportedArtifactError
-from glia_edge.runtimes.base import Backend
 from glia_edge.formats import read_sidecar
+from glia_edge.runtimes.base import Backend
 
 log = logging.getLogger(__name__)
 
 
 #: TensorRT releases older than this lack APIs used here (JetPack 6 ships 10.3).
 MIN_TENSORRT = (10, 3)
+#: The kinds of reason TensorRT cannot be used here (``TensorRtUnavailableError.kind``).
+REASON_KINDS = ("no-tensorrt", "old-tensorrt", "no-cuda-python", "cuda-runtime", "no-gpu", "no-builder")
+_INSTALL = ("pip install 'glia-edge[tensorrt-cu12]' --extra-index-url https://pypi.nvidia.com "
+            "(tensorrt-cu13 on CUDA 13 drivers; on a Jetson, JetPack's own TensorRT: see README 'Jetson')")
+
+
+class TensorRtUnavailableError(BackendUnavailableError):
+    """TensorRT cannot build or run engines here; ``kind`` is one of :data:`REASON_KINDS`."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        assert kind in REASON_KINDS, kind
+        self.kind = kind
+        super().__init__(message)
 
 
 def import_tensorrt() -> tuple[Any, Any]:
-    """``(tensorrt, cudart)``, or a :class:`BackendUnavailableError` saying what is missing."""
+    """``(tensorrt, cudart)``, or a :class:`TensorRtUnavailableError` saying what is missing."""
     try:
         import tensorrt as trt
     except (ImportError, OSError) as exc:  # OSError: the wheel is there but libnvinfer is not
-        raise BackendUnavailableError(
-            f"TensorRT is not installed here ({exc}); it comes from NVIDIA's index or JetPack, not PyPI: "
-            "pip install 'glia-edge[tensorrt]' --extra-index-url https://pypi.nvidia.com") from exc
-    version = tuple(int(p) for p in str(trt.__version__).split(".")[:2] if p.isdigit())
+        raise TensorRtUnavailableError("no-tensorrt", f"TensorRT is not installed here ({exc}); it comes from "
+                                       f"NVIDIA's index or JetPack, not PyPI: {_INSTALL}") from exc
+    version = tuple(int(p) for p in str(getattr(trt, "__version__", "0")).split(".")[:2] if p.isdigit())
     if version < MIN_TENSORRT:
-        raise BackendUnavailableError(f"TensorRT {trt.__version__} is too old: glia-edge needs TensorRT "
-                                      f"{'.'.join(map(str, MIN_TENSORRT))}+")
+        raise TensorRtUnavailableError("old-tensorrt", f"TensorRT {getattr(trt, '__version__', '?')} is too old: "
+                                       f"glia-edge needs TensorRT {'.'.join(map(str, MIN_TENSORRT))}+")
     try:
         from cuda.bindings import runtime as cudart
     except ImportError:
         try:
             from cuda import cudart  # cuda-python before 12.6
         except ImportError as exc:
-            raise BackendUnavailableError("cuda-python is not installed: pip install 'glia-edge[tensorrt]'") from exc
+            raise TensorRtUnavailableError("no-cuda-python", f"cuda-python is not installed: {_INSTALL}") from exc
     return trt, cudart
 
 
-def unavailable_reason() -> str | None:
-    """``None`` where TensorRT engines can be built and run here, else why not.
-
-    The one probe every caller uses (export, benchmarks, tests): TensorRT and the CUDA runtime
-    bindings import, a CUDA GPU is visible, and a TensorRT builder can be created on it.
-    """
+def _error_name(cudart: Any, err: Any) -> str:
     try:
-        trt, cudart = import_tensorrt()
-    except BackendUnavailableError as exc:
-        return str(exc)
-    try:
-        err, count = cudart.cudaGetDeviceCount()
-    except Exception as exc:  # the bindings load but the driver library does not
-        return f"the CUDA runtime cannot be used here ({exc})"
-    if err != cudart.cudaError_t.cudaSuccess or count == 0:
-        return "no CUDA GPU is visible here: TensorRT engines are built and run on an NVIDIA GPU"
-    try:
-        builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
-    except Exception as exc:
-        return f"TensorRT {trt.__version__} could not create a builder on this GPU ({exc})"
-    if builder is None:
-        return f"TensorRT {trt.__version__} could not create a builder on this GPU"
-    return None
+        name = cudart.cudaGetErrorName(err)[1]
+    except Exception:  # the name lookup itself failed: the code is still worth showing
+        return str(err)
+    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def _call(cudart: Any, result: Any) -> Any:
     """Unwrap a cuda-python ``(error, *values)`` tuple, raising on any CUDA error."""
     err, *values = result if isinstance(result, tuple) else (result,)
     if err != cudart.cudaError_t.cudaSuccess:
-        name = cudart.cudaGetErrorName(err)[1]
-        raise RuntimeError(f"CUDA error {name.decode() if isinstance(name, bytes) else name}")
+        raise RuntimeError(f"CUDA error {_error_name(cudart, err)}")
     return values[0] if len(values) == 1 else values or None
 
 
+def check_tensorrt(device: int = 0) -> tuple[Any, Any]:
+    """``(tensorrt, cudart)`` where engines can be built and run on ``device``; else raises.
+
+    The one probe every caller uses (export, ``build-engine``, benchmarks, tests): TensorRT and the
+    CUDA runtime bindings import, the driver answers, a GPU is visible, the device can be made
+    current and given a stream (what the backend needs to run an engine), and a TensorRT builder
+    and runtime can be created. Raises :class:`TensorRtUnavailableError` with the reason's kind.
+    """
+    trt, cudart = import_tensorrt()
+    try:
+        err, count = cudart.cudaGetDeviceCount()
+    except Exception as exc:  # the bindings load but the driver library does not
+        raise TensorRtUnavailableError("cuda-runtime", f"the CUDA runtime cannot be used here ({exc})") from exc
+    if err != cudart.cudaError_t.cudaSuccess:
+        raise TensorRtUnavailableError("cuda-runtime", f"the CUDA runtime reports {_error_name(cudart, err)} "
+                                       "(cudaErrorInsufficientDriver: cuda-python is newer than the driver; "
+                                       "use the extra for your CUDA major)")
+    if count == 0 or device >= count:
+        raise TensorRtUnavailableError("no-gpu", f"no CUDA GPU {device} is visible here ({count} found): TensorRT "
+                                       "engines are built and run on an NVIDIA GPU")
+    try:
+        _call(cudart, cudart.cudaSetDevice(device))
+        stream = _call(cudart, cudart.cudaStreamCreate())
+        _call(cudart, cudart.cudaStreamDestroy(stream))
+    except RuntimeError as exc:
+        raise TensorRtUnavailableError("cuda-runtime", f"GPU {device} cannot run work here ({exc})") from exc
+    try:
+        logger = trt.Logger(trt.Logger.ERROR)
+        builder, runtime = trt.Builder(logger), trt.Runtime(logger)
+    except Exception as exc:
+        raise TensorRtUnavailableError("no-builder", f"TensorRT {trt.__version__} could not create a builder "
+                                       f"and runtime on this GPU ({exc})") from exc
+    if builder is None or runtime is None:
+        raise TensorRtUnavailableError("no-builder", f"TensorRT {trt.__version__} could not create a builder "
+                                       "and runtime on this GPU")
+    return trt, cudart
+
+
+def unavailable_error(device: int = 0) -> TensorRtUnavailableError | None:
+    """The probe's error where TensorRT cannot be used here, else ``None``."""
+    try:
+        check_tensorrt(device)
+    except TensorRtUnavailableError as exc:
+        return exc
+    return None
+
+
+def unavailable_reason(device: int = 0) -> str | None:
+    """``None`` where TensorRT engines can be built and run here, else why not (one line)."""
+    exc = unavailable_error(device)
+    return None if exc is None else str(exc)
+
+
 def _device_index(device: str) -> int:
-    _, _, index = device.partition(":")
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise ValueError(f"TensorRT device must be cuda or cuda:N, got {device!r}")
     return int(index) if index else 0
+
+
+@dataclass
+class _ThreadState:
+    """One thread's execution context, stream and buffers (tensor addresses set once, at creation)."""
+
+    context: Any
+    stream: Any
+    host_in: np.ndarray
+    dev_in: int
+    host_out: np.ndarray
+    dev_out: int
+    buffers: list[tuple[Any, int]] = field(default_factory=list)  # (free function, pointer)
 
 
 class TensorRtBackend(Backend):
@@ -101,16 +174,13 @@ class TensorRtBackend(Backend):
             raise FileNotFoundError(f"TensorRT engine not found: {path}")
         meta = read_sidecar(path)
         self.check_precision(meta, precision)
-        trt, cudart = import_tensorrt()
+        self._device = _device_index(device)
+        trt, cudart = check_tensorrt(self._device)
         self._trt, self._cudart = trt, cudart
-        self._buffers: list[tuple[Any, int]] = []  # (free function, pointer) for close()
-        self._stream: Any = None
-        err, count = cudart.cudaGetDeviceCount()
-        if err != cudart.cudaError_t.cudaSuccess or count == 0:
-            reason = cudart.cudaGetErrorName(err)[1] if err != cudart.cudaError_t.cudaSuccess else b"0 devices"
-            raise BackendUnavailableError(f"no CUDA GPU available ({reason.decode()}): TensorRT engines run only "
-                                          "on the NVIDIA GPU they were built for")
-        _call(cudart, cudart.cudaSetDevice(_device_index(device)))
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._states: list[_ThreadState] = []
+        self._closed = False
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
@@ -118,13 +188,16 @@ class TensorRtBackend(Backend):
             raise UnsupportedArtifactError(
                 f"{path}: TensorRT {trt.__version__} could not deserialize this engine; engines only run on the GPU "
                 "model and TensorRT version that built them: rebuild it here with `glia-edge build-engine MODEL.trt.onnx`")
-        self.context = self.engine.create_execution_context()
         self.input_name, self.output_name = self._io_names(path)
         min_batch, max_batch, fixed = self._batch_range()
         super().__init__(path, meta, batch_size=min(batch_size, max_batch), fixed_batch=fixed)
-        self.device, self._min_batch = device, min_batch
-        self._allocate(max_batch)
-        log.info("TensorRT %s engine %s: batch %d..%d", trt.__version__, path.name, min_batch, max_batch)
+        self.device, self._min_batch, self._max_batch = device, min_batch, max_batch
+        size = self.preprocess_config.crop_size
+        self._in_shape = (3, size, size)
+        self._in_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
+        self._out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
+        self._local.state = self._allocate()  # the constructing thread's set, so a bad engine fails here
+        log.info("TensorRT %s engine %s: batch %d..%d on %s", trt.__version__, path.name, min_batch, max_batch, device)
 
     def _io_names(self, path: Path) -> tuple[str, str]:
         trt, engine = self._trt, self.engine
@@ -144,55 +217,104 @@ class TensorRtBackend(Backend):
         low, _, high = self.engine.get_tensor_profile_shape(self.input_name, 0)
         return int(low[0]), int(high[0]), None
 
-    def _allocate(self, max_batch: int) -> None:
-        """Pinned host and device buffers for the largest batch; tensor addresses are set once."""
-        trt, cudart, ctx = self._trt, self._cudart, self.context
-        size = self.preprocess_config.crop_size
-        self._in_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
-        self._out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
-        if not ctx.set_input_shape(self.input_name, (max_batch, 3, size, size)):
-            raise UnsupportedArtifactError(f"{self.path}: engine does not take (N, 3, {size}, {size}) input")
-        out_count = int(np.prod(tuple(ctx.get_tensor_shape(self.output_name))))
-        self._stream = _call(cudart, cudart.cudaStreamCreate())
-        self._host_in, self._dev_in = self._pair(max_batch * 3 * size * size, self._in_dtype)
-        self._host_out, self._dev_out = self._pair(out_count, self._out_dtype)
-        ctx.set_tensor_address(self.input_name, self._dev_in)
-        ctx.set_tensor_address(self.output_name, self._dev_out)
+    def _allocate(self) -> _ThreadState:
+        """A context, stream and pinned host / device buffers for the largest batch, on the calling thread.
 
-    def _pair(self, count: int, dtype: np.dtype) -> tuple[np.ndarray, int]:
+        Tensor addresses are set once here. Whatever was allocated is freed when a step fails.
+        """
+        cudart = self._cudart
+        _call(cudart, cudart.cudaSetDevice(self._device))
+        buffers: list[tuple[Any, int]] = []
+        stream = None
+        try:
+            with self._lock:  # contexts are created one at a time from the shared engine
+                ctx = self.engine.create_execution_context()
+            if ctx is None:
+                raise RuntimeError(f"{self.path}: TensorRT could not create an execution context (GPU memory?)")
+            if not ctx.set_input_shape(self.input_name, (self._max_batch, *self._in_shape)):
+                raise UnsupportedArtifactError(f"{self.path}: engine does not take (N, {', '.join(map(str, self._in_shape))}) input")
+            out_count = int(np.prod(tuple(ctx.get_tensor_shape(self.output_name))))
+            stream = _call(cudart, cudart.cudaStreamCreate())
+            host_in, dev_in = self._pair(self._max_batch * int(np.prod(self._in_shape)), self._in_dtype, buffers)
+            host_out, dev_out = self._pair(out_count, self._out_dtype, buffers)
+            ctx.set_tensor_address(self.input_name, dev_in)
+            ctx.set_tensor_address(self.output_name, dev_out)
+        except BaseException:
+            self._free(buffers, stream)
+            raise
+        state = _ThreadState(ctx, stream, host_in, dev_in, host_out, dev_out, buffers)
+        with self._lock:
+            if self._closed:
+                self._release(state)
+                raise RuntimeError(f"{self.path}: the TensorRT backend is closed")
+            self._states.append(state)
+        return state
+
+    def _pair(self, count: int, dtype: np.dtype, buffers: list[tuple[Any, int]]) -> tuple[np.ndarray, int]:
         cudart = self._cudart
         nbytes = count * dtype.itemsize
         host = int(_call(cudart, cudart.cudaMallocHost(nbytes)))
-        self._buffers.append((cudart.cudaFreeHost, host))
+        buffers.append((cudart.cudaFreeHost, host))
         dev = int(_call(cudart, cudart.cudaMalloc(nbytes)))
-        self._buffers.append((cudart.cudaFree, dev))
+        buffers.append((cudart.cudaFree, dev))
         return np.frombuffer((ctypes.c_byte * nbytes).from_address(host), dtype=dtype), dev
 
+    def _free(self, buffers: list[tuple[Any, int]], stream: Any) -> None:
+        for free, pointer in reversed(buffers):
+            err = free(pointer)
+            if (err[0] if isinstance(err, tuple) else err) != self._cudart.cudaError_t.cudaSuccess:
+                log.warning("freeing CUDA buffer %#x failed: %s", pointer, err)
+        buffers.clear()
+        if stream is not None:
+            self._cudart.cudaStreamDestroy(stream)
+
+    def _release(self, state: _ThreadState) -> None:
+        state.context = None
+        state.host_in = state.host_out = None  # type: ignore[assignment]  # views of pinned memory: drop first
+        self._free(state.buffers, state.stream)
+        state.stream = None
+
+    def _state(self) -> _ThreadState:
+        state = getattr(self._local, "state", None)
+        if state is None:
+            if self._closed:
+                raise RuntimeError(f"{self.path}: the TensorRT backend is closed")
+            state = self._local.state = self._allocate()
+        return state
+
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        cudart, ctx, n = self._cudart, self.context, len(batch)
+        cudart, n = self._cudart, len(batch)
+        state = self._state()
+        _call(cudart, cudart.cudaSetDevice(self._device))  # the current device is per thread
+        ctx = state.context
         if n < self._min_batch:  # below the profile's minimum: pad, and drop the padding's scores
             batch = np.concatenate([batch, np.zeros((self._min_batch - n, *batch.shape[1:]), batch.dtype)])
         x = np.ascontiguousarray(batch, dtype=self._in_dtype)
-        self._host_in[:x.size] = x.reshape(-1)
+        state.host_in[:x.size] = x.reshape(-1)
         if not ctx.set_input_shape(self.input_name, x.shape):
             raise ValueError(f"{self.path}: input shape {x.shape} is outside the engine's optimization profile")
         out_shape = tuple(ctx.get_tensor_shape(self.output_name))
         out_count = int(np.prod(out_shape))
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        _call(cudart, cudart.cudaMemcpyAsync(self._dev_in, self._host_in.ctypes.data, x.nbytes, h2d, self._stream))
-        if not ctx.execute_async_v3(int(self._stream)):
+        _call(cudart, cudart.cudaMemcpyAsync(state.dev_in, state.host_in.ctypes.data, x.nbytes, h2d, state.stream))
+        if not ctx.execute_async_v3(int(state.stream)):
             raise RuntimeError(f"{self.path}: TensorRT execution failed (see the TensorRT log above)")
-        _call(cudart, cudart.cudaMemcpyAsync(self._host_out.ctypes.data, self._dev_out,
-                                             out_count * self._out_dtype.itemsize, d2h, self._stream))
-        _call(cudart, cudart.cudaStreamSynchronize(self._stream))
-        return self._host_out[:out_count].reshape(out_shape)[:n].astype(np.float32)
+        _call(cudart, cudart.cudaMemcpyAsync(state.host_out.ctypes.data, state.dev_out,
+                                             out_count * self._out_dtype.itemsize, d2h, state.stream))
+        _call(cudart, cudart.cudaStreamSynchronize(state.stream))
+        return state.host_out[:out_count].reshape(out_shape)[:n].astype(np.float32)
+
+    @property
+    def thread_states(self) -> int:
+        """How many threads hold an execution context of this backend."""
+        return len(self._states)
 
     def close(self) -> None:
-        self.context = self.engine = None
-        self._host_in = self._host_out = None  # type: ignore[assignment]  # views of pinned memory: drop first
-        for free, pointer in reversed(self._buffers):
-            free(pointer)
-        self._buffers = []
-        if self._stream is not None:
-            self._cudart.cudaStreamDestroy(self._stream)
-            self._stream = None
+        """Free every thread's context, stream and buffers; calls from any thread fail afterwards."""
+        with self._lock:
+            self._closed = True
+            states, self._states = self._states, []
+        for state in states:
+            self._release(state)
+        self._local = threading.local()
+        self.engine = None

@@ -10,7 +10,7 @@ from glia_edge.cli.common import cli_errors
 from glia_edge.export.calibration import DEFAULT_CALIB_SIZE
 from glia_edge.export.onnx import OnnxOptions
 from glia_edge.export.options import ExportOptions
-from glia_edge.export.tensorrt import EngineOptions
+from glia_edge.export.tensorrt import EngineOptions, TrtOnnxOptions
 from glia_edge.formats import EXPORT_TARGETS, FORMATS, artifact_size_mb
 
 
@@ -68,6 +68,8 @@ def export(
                                     "DeepStream nvinfer, which strips the batch axis."),
     engine: Optional[bool] = typer.Option(None, "--engine/--no-engine", help="trt: require / skip the engine build "
                                           "(default: build where tensorrt and a GPU exist)."),
+    int8_graph: str = typer.Option(TrtOnnxOptions.int8_graph, "--int8-graph", help="trt int8: Q/DQ on the fp32 graph "
+                                   "(default) or on the fp16 graph (float parts FP16, LayerNorm/Softmax FP32)."),
 ) -> None:
     """Export a checkpoint to an ONNX Runtime, OpenVINO or TensorRT artifact, checked against PyTorch."""
     from glia_edge.export import export as run_export
@@ -76,7 +78,8 @@ def export(
         try:
             result = run_export(checkpoint, target=target, precision=precision, calib=calib, calib_size=calib_size,
                                 batch=batch, dynamic=dynamic, output=output, val=val, max_drop=max_drop, crops=crops,
-                                build_engine=engine, exporter=exporter, opset=opset, score_axis=score_axis)
+                                build_engine=engine, exporter=exporter, opset=opset, score_axis=score_axis,
+                                **({"int8_graph": int8_graph} if target == "trt" else {}))
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         _print_summary(result, target)
@@ -88,31 +91,56 @@ def _engine_path(onnx_path: Path) -> Path:
     return onnx_path.with_name(stem + ".engine")
 
 
+def _number(text: str, flag: str, kind: type) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{flag} must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(2)
+
+
 def build_engine(
-    onnx_path: Path = typer.Argument(..., help="TensorRT-ready ONNX (model.trt.onnx from glia-edge export)."),
-    precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32, fp16 or int8; default: the "
-                                            "precision in the ONNX's metadata."),
-    min_batch: int = typer.Option(EngineOptions.min_batch, "--min-batch"),
-    opt_batch: int = typer.Option(EngineOptions.opt_batch, "--opt-batch"),
-    max_batch: int = typer.Option(EngineOptions.max_batch, "--max-batch"),
-    workspace: float = typer.Option(EngineOptions.workspace_gib, "--workspace", help="Builder workspace limit in GiB."),
-    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache file (read and updated)."),
+    onnx_path: Path = typer.Argument(..., help="TensorRT-ready ONNX (model.trt.onnx from glia-edge export; its "
+                                     "metadata sidecar model.trt.onnx.json beside it)."),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32, fp16 or int8: must match the "
+                                            "ONNX's metadata, which decides (the graph carries its precision)."),
+    # Read as text so that any bad value (not only an out-of-range number) is one line, not a usage box.
+    min_batch: str = typer.Option(str(EngineOptions.min_batch), "--min-batch", help="Smallest batch of the profile."),
+    opt_batch: str = typer.Option(str(EngineOptions.opt_batch), "--opt-batch", help="Batch the builder tunes for."),
+    max_batch: str = typer.Option(str(EngineOptions.max_batch), "--max-batch", help="Largest batch of the profile."),
+    workspace: str = typer.Option(str(EngineOptions.workspace_gib), "--workspace", help="Builder workspace limit in GiB."),
+    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache file (read, and "
+                                                "replaced when refused, after a successful build)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Engine path (default: model.engine beside "
                                           "the ONNX); metadata goes to <engine>.json."),
 ) -> None:
-    """Build a TensorRT engine from a TensorRT-ready ONNX, on the device that will run it."""
-    from dataclasses import replace
+    """Build a TensorRT engine from a TensorRT-ready ONNX, on the device that will run it.
 
-    from glia_edge.export.tensorrt import engine_meta, onnx_to_engine
-    from glia_edge.formats import read_meta
+    Needs only the TensorRT extra: the metadata comes from the sidecar beside the ONNX.
+    """
+    from glia_edge.export.tensorrt import engine_meta, onnx_to_engine, trt_onnx_meta
+    from glia_edge.formats import FORMATS
 
+    try:
+        opts = EngineOptions(_number(min_batch, "--min-batch", int), _number(opt_batch, "--opt-batch", int),
+                             _number(max_batch, "--max-batch", int), _number(workspace, "--workspace", float),
+                             timing_cache)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if precision is not None and precision not in FORMATS["trt"].precisions:
+        raise _fail(f"--precision must be one of {', '.join(FORMATS['trt'].precisions)}, got {precision!r}")
     with cli_errors():
-        meta = read_meta(onnx_path)
-        meta = replace(meta, precision=precision) if precision else meta
-        opts = EngineOptions(min_batch, opt_batch, max_batch, workspace, timing_cache)
+        meta = trt_onnx_meta(onnx_path)
+        if precision is not None and precision != meta.precision:
+            raise _fail(f"{onnx_path.name} is {meta.precision} (its metadata), not {precision}: a TensorRT engine "
+                        f"takes its precision from the ONNX; export again with --target trt --precision {precision}")
         path = onnx_to_engine(onnx_path, output or _engine_path(onnx_path), precision=meta.precision, options=opts,
                               meta=engine_meta(meta, opts))
-        typer.echo(f"wrote {path} ({artifact_size_mb(path):.1f} MB) and {path.name}.json")
+        typer.echo(f"wrote {path} ({meta.precision}, {artifact_size_mb(path):.1f} MB) and {path.name}.json")
 
 
 def register(app: typer.Typer) -> None:
