@@ -6,6 +6,7 @@ steps so its scores fall with blur: parity and rank-correlation tests then measu
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,29 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, image_dir: Path) -
     score = ScoreSpec(name="MOS", min=0.0, max=100.0, mean=50.0, std=15.0)
     meta = checkpoint_meta(model, score, cfg, training={"dataset": "test-blur", "steps": 40})
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", model, meta)
+
+
+# -- GLIA_REQUIRE_TENSORRT=1: a TensorRT skip is a failure (for a GPU CI) ------------------------
+@functools.lru_cache(maxsize=1)
+def _tensorrt_reason() -> str | None:
+    from glia_edge.runtimes.tensorrt import unavailable_reason
+
+    return unavailable_reason()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    """With ``GLIA_REQUIRE_TENSORRT=1``, a test that skips for want of TensorRT (marked ``gpu``, or
+    skipped with the TensorRT probe's reason) fails with that reason, so a broken install on a GPU
+    machine cannot pass as green skips. Skips that say TensorRT *is* present are left alone."""
+    import os
+
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("GLIA_REQUIRE_TENSORRT") != "1" or not report.skipped:
+        return
+    reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    probe = _tensorrt_reason()
+    if item.get_closest_marker("gpu") is not None or (probe is not None and probe in reason):
+        report.outcome = "failed"
+        report.longrepr = f"GLIA_REQUIRE_TENSORRT=1 but this TensorRT test skipped: {reason}"

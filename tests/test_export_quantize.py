@@ -136,7 +136,7 @@ def test_trt_export_says_why_no_engine(exports: dict) -> None:
     if reason is None:
         pytest.skip("tensorrt and a GPU are present: the engine is built instead")
     result = exports["trt-int8"]
-    assert [p.name for p in result.files] == ["model.trt.onnx"]
+    assert [p.name for p in result.files] == ["model.trt.onnx", "model.trt.onnx.json"]
     (note,) = result.notes
     assert "No TensorRT engine was built" in note and reason in note
     assert f"glia-edge build-engine {result.path} --precision int8" in note

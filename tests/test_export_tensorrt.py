@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from _export_fixtures import CALIB_SIZE, assert_close_to_reference
+from _export_fixtures import CALIB_SIZE, artifact_scores, assert_close_to_reference, reference_scores, spearman
 
 
 def _reason() -> str | None:
@@ -32,20 +32,54 @@ def test_onnx_to_engine_says_why_it_cannot_build(tmp_path: Path) -> None:
     from glia_edge import BackendUnavailableError
     from glia_edge.export import onnx_to_engine
 
-    with pytest.raises(BackendUnavailableError, match="TensorRT") as err:
+    from glia_edge.runtimes.tensorrt import REASON_KINDS
+
+    with pytest.raises(BackendUnavailableError) as err:
         onnx_to_engine(tmp_path / "model.trt.onnx", tmp_path / "model.engine", precision="fp16")
-    assert str(err.value) == NO_TRT
+    assert str(err.value) == NO_TRT and err.value.kind in REASON_KINDS
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.skipif(NO_TRT is None, reason="tensorrt and a GPU are present")
-def test_requiring_an_engine_fails_cleanly_without_tensorrt(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_requiring_an_engine_fails_before_any_expensive_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from glia_edge import BackendUnavailableError
-    from glia_edge.export import export
+    from glia_edge.export import export, onnx as onnx_pass
+    from glia_edge.weights import default_checkpoint
 
-    with pytest.raises(BackendUnavailableError):
-        export(tiny_checkpoint, target="trt", precision="fp32", output=tmp_path / "m.trt", build_engine=True)
+    def no_export(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the probe must run before the PyTorch -> ONNX export")
+
+    monkeypatch.setattr(onnx_pass, "torch_to_onnx", no_export)
+    with pytest.raises(BackendUnavailableError) as err:
+        export(default_checkpoint(), target="trt", precision="fp32", output=tmp_path / "m.trt", build_engine=True)
+    assert str(err.value) == NO_TRT
     assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_qdq_on_the_fp16_graph_agrees_on_onnx_runtime(tiny_checkpoint: Path, image_dir: Path,
+                                                           tmp_path: Path) -> None:
+    """INT8 Q/DQ on the FP16 graph, run here on ONNX Runtime (CPU), against PyTorch FP32."""
+    import onnx
+
+    from glia_edge.export import check_trt_qdq, export
+    from glia_edge.formats import read_meta
+
+    result = export(tiny_checkpoint, target="trt", precision="int8", calib=image_dir, calib_size=CALIB_SIZE,
+                    output=tmp_path / "m.trt", build_engine=False, int8_graph="fp16")
+    onnx_path = tmp_path / "m.trt" / "model.trt.onnx"
+    assert check_trt_qdq(onnx_path) == []
+    graph = onnx.load(str(onnx_path)).graph
+    fp16 = onnx.TensorProto.FLOAT16
+    assert any(t.data_type == fp16 for t in graph.initializer)  # float weights (biases, norms of adds) in FP16
+    types = {v.name: v.type.tensor_type.elem_type for v in graph.value_info}
+    norms = [n for n in graph.node if n.op_type == "LayerNormalization"]
+    assert norms and all(types.get(n.output[0], onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT for n in norms)
+    meta = read_meta(onnx_path)
+    assert meta.precision == "int8" and meta.export["trt_int8_graph"] == "fp16" and result.meta.export["fp32_ops"]
+    got, want = artifact_scores(onnx_path, image_dir), reference_scores(tiny_checkpoint, image_dir)
+    delta = float(abs(got - want).max())
+    assert spearman(got, want) >= 0.99
+    assert delta <= 0.05 * meta.score_spec.range, delta  # within 5% of the score range on 20 images
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +104,7 @@ def test_engine_builds_loads_and_scores(engines: dict, precision: str, tiny_chec
     result = engines[precision]
     assert result.path.name == "model.engine" and result.notes == ()
     names = sorted(p.name for p in result.files)
-    assert names == ["model.engine", "model.engine.json", "model.trt.onnx"]
+    assert names == ["model.engine", "model.engine.json", "model.trt.onnx", "model.trt.onnx.json"]
     engine_bytes = result.path.read_bytes()
     assert not engine_bytes.lstrip().startswith(b"{")  # plain engine: metadata lives in the sidecar
     sidecar = json.loads((result.path.parent / "model.engine.json").read_text())

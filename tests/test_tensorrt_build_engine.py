@@ -1,9 +1,11 @@
-"""``glia-edge build-engine`` on a device with only the TensorRT extra, driven through the stand-in.
+"""``glia-edge build-engine`` on a device with only the TensorRT extra, and the DeepStream configs.
 
-A real ``--target trt`` export (no engine: no TensorRT here) writes ``model.trt.onnx`` and its
-metadata sidecar; ``build-engine`` then runs in a fresh process where torch, onnx, onnxruntime
-and openvino cannot be imported and ``tensorrt``/``cuda`` are the recording stand-in
-(``_trt_standin``), end to end to an engine file and its sidecar.
+A real ``--target trt --precision fp16 --score-axis`` export (the README's DeepStream recipe; no
+engine: no TensorRT here) writes ``model.trt.onnx`` and its metadata sidecar. ``build-engine``
+then runs in a fresh process where torch, onnx, onnxruntime and openvino cannot be imported and
+``tensorrt``/``cuda`` are the recording stand-in (``_trt_standin``), end to end to an engine file
+and its sidecar. The shipped ``deploy/deepstream`` configs are checked against that export's
+metadata.
 """
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ def run(*args: object):
 def trt_fp16(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default model exported for TensorRT at FP16 without an engine (as on a machine with no GPU)."""
     out = tmp_path_factory.mktemp("trt") / "glia.fp16.trt"
-    result = run("export", "--target", "trt", "--precision", "fp16", "--no-engine", "--output", out)
+    result = run("export", "--target", "trt", "--precision", "fp16", "--score-axis", "--no-engine", "--output", out)
     assert result.exit_code == 0, result.output
     return out
 
@@ -121,3 +123,65 @@ def test_build_engine_without_a_sidecar_or_onnx_says_what_to_copy(trt_fp16: Path
     result = run("build-engine", lone)
     assert result.exit_code == 2 and "no metadata sidecar model.trt.onnx.json" in result.output
     assert not (tmp_path / "model.engine").exists()
+
+
+# -- DeepStream configs ------------------------------------------------------------------------
+DEEPSTREAM = TESTS.parent / "deploy" / "deepstream"
+NETWORK_MODE = {"fp32": "0", "int8": "1", "fp16": "2"}
+
+
+def _ini(name: str):
+    import configparser
+
+    parser = configparser.ConfigParser(interpolation=None)
+    assert parser.read(DEEPSTREAM / name), f"cannot read {name}"
+    return parser
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(";")]
+
+
+def test_nvinfer_config_matches_the_exported_metadata(trt_fp16: Path) -> None:
+    from glia_edge.formats import read_sidecar
+
+    meta = read_sidecar(trt_fp16 / "model.trt.onnx")
+    cfg = _ini("config_infer_glia.txt")["property"]
+    size = meta.preprocess_config.crop_size
+    assert cfg["onnx-file"].endswith("model.trt.onnx") and cfg["model-engine-file"].endswith("model.engine")
+    assert cfg["network-mode"] == NETWORK_MODE[meta.precision]  # the TensorRT-ready ONNX's own precision
+    assert cfg["output-blob-names"] == meta.output_name
+    assert meta.export["output_shape"] == ["batch", 1]  # --score-axis: nvinfer gets a 1-element layer
+    assert cfg["infer-dims"] == f"3;{size};{size}" and cfg["network-type"] == "100" and cfg["output-tensor-meta"] == "1"
+    _check_input(meta, color=cfg["model-color-format"], scale=cfg["net-scale-factor"], offsets=cfg["offsets"])
+
+
+def test_nvdspreprocess_config_matches_the_exported_metadata(trt_fp16: Path) -> None:
+    import importlib.util
+
+    from glia_edge.formats import read_sidecar
+
+    meta = read_sidecar(trt_fp16 / "model.trt.onnx")
+    ini = _ini("config_preprocess_glia.txt")
+    cfg, user = ini["property"], ini["user-configs"]
+    size = meta.preprocess_config.crop_size
+    assert cfg["tensor-name"] == meta.input_name
+    assert cfg["network-input-shape"] == f"1;3;{size};{size}"
+    assert cfg["processing-width"] == cfg["processing-height"] == str(size)
+    assert cfg["network-input-order"] == "0" and meta.input["layout"] == "NCHW"
+    assert cfg["tensor-data-type"] == "0" and meta.input["dtype"] == "float32"
+    _check_input(meta, color=cfg["network-color-format"], scale=user["pixel-normalization-factor"],
+                 offsets=user["offsets"])
+    spec = importlib.util.spec_from_file_location("glia_rois", DEEPSTREAM / "glia_rois.py")
+    rois = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rois)
+    line = rois.roi_line(rois.deepstream_rois(1920, 1080, trt_fp16 / "model.trt.onnx"))
+    assert ini["group-0"]["roi-params-src-0"] == line.split("=", 1)[1]
+
+
+def _check_input(meta, *, color: str, scale: str, offsets: str) -> None:
+    """RGB (0), [0, 1] (x/255), no offsets: the graph applies its own mean/std, never twice."""
+    assert meta.input["channels"] == "RGB" and color == "0"
+    low, high = meta.input["range"]
+    assert (low, high) == (0.0, 1.0) and abs(float(scale) - 1 / 255) < 1e-12
+    assert meta.input["normalization_in_graph"]["mean"] and _floats(offsets) == [0.0, 0.0, 0.0]
