@@ -1,0 +1,66 @@
+"""``benchmarks/gpu_check.sh`` where it cannot run (no GPU/TensorRT): arguments, the fast refusal, the gate's maths.
+
+The check itself needs an NVIDIA GPU with TensorRT; here it must refuse at once with the probe's
+reason (exit 3), reject bad arguments (exit 2) and print its usage (exit 0).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).parent.parent / "benchmarks" / "gpu_check.sh"
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHON": sys.executable, **(env or {})})
+
+
+def test_refuses_at_once_without_gpu_or_tensorrt(tmp_path: Path) -> None:
+    from glia_edge.runtimes.tensorrt import unavailable_error
+
+    err = unavailable_error()
+    if err is None:
+        pytest.skip("TensorRT and a GPU are present: the check would run for minutes")
+    started = time.monotonic()
+    proc = run("--out", str(tmp_path / "out"), "--results", str(tmp_path / "RESULTS-gpu.md"))
+    assert proc.returncode == 3, proc.stderr
+    assert f"cannot run here ({err.kind})" in proc.stderr and str(err) in proc.stderr
+    assert time.monotonic() - started < 60 and not (tmp_path / "out").exists()  # no work started
+
+
+@pytest.mark.parametrize("args", [["--models", "resnet"], ["--time-limit", "0"], ["--eval-size", "-1"],
+                                  ["--no-such-flag"]])
+def test_bad_arguments_exit_2(args: list[str]) -> None:
+    proc = run(*args)
+    assert proc.returncode == 2 and "error:" in proc.stderr
+
+
+def test_usage_and_missing_interpreter() -> None:
+    proc = run("--help")
+    assert proc.returncode == 0 and "--time-limit" in proc.stdout and "--models" in proc.stdout
+    proc = run(env={"PYTHON": "/nonexistent/python"})
+    assert proc.returncode == 3 and "no Python interpreter" in proc.stderr
+
+
+def test_agreement_gate() -> None:
+    from glia_edge.benchmarks.gpu_check import agreement
+
+    ref = np.linspace(10, 100, 50)
+    same = agreement("default", "fp16", ref, ref + 0.5, 90.0, min_spearman=0.99, max_delta=0.01, gated=True)
+    assert same.passed and same.spearman == pytest.approx(1.0) and same.max_rel_delta == pytest.approx(0.5 / 90)
+    far = agreement("default", "fp16", ref, ref + 2.0, 90.0, min_spearman=0.99, max_delta=0.01, gated=True)
+    assert not far.passed  # 2.2% of the range > 1%
+    shuffled = np.random.default_rng(0).permutation(ref)
+    bad = agreement("default", "int8", ref, shuffled, 90.0, min_spearman=0.99, max_delta=None, gated=True)
+    assert bad.spearman < 0.99 and not bad.passed
+    reported = agreement("glia_vit_small", "int8", ref, shuffled, 90.0, min_spearman=0.99, max_delta=None, gated=False)
+    assert reported.passed  # random weights: reported, not gated
+    with pytest.raises(ValueError, match="fewer than 3"):
+        agreement("default", "fp16", ref[:2], ref[:2], 90.0, min_spearman=0.99, max_delta=0.01, gated=True)
