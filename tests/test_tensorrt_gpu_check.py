@@ -64,3 +64,24 @@ def test_agreement_gate() -> None:
     assert reported.passed  # random weights: reported, not gated
     with pytest.raises(ValueError, match="fewer than 3"):
         agreement("default", "fp16", ref[:2], ref[:2], 90.0, min_spearman=0.99, max_delta=0.01, gated=True)
+
+
+def test_require_tensorrt_turns_tensorrt_skips_into_failures() -> None:
+    """``GLIA_REQUIRE_TENSORRT=1`` (a GPU CI): a TensorRT test that skips fails, naming the reason."""
+    from glia_edge.runtimes.tensorrt import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is None:
+        pytest.skip("TensorRT and a GPU are present: nothing skips")
+    target = "tests/test_export_tensorrt.py::test_timing_cache_is_written_and_reused"
+    base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", target]
+    root = Path(__file__).parent.parent
+    plain = subprocess.run(base, capture_output=True, text=True, timeout=300, cwd=root,
+                           env={k: v for k, v in os.environ.items() if k != "GLIA_REQUIRE_TENSORRT"})
+    assert plain.returncode == 0 and "1 skipped" in plain.stdout, plain.stdout
+    strict = subprocess.run(base, capture_output=True, text=True, timeout=300, cwd=root,
+                            env={**os.environ, "GLIA_REQUIRE_TENSORRT": "1"})
+    text = " ".join(strict.stdout.split())
+    # A skip at setup (a skipif mark, a skipping fixture) is reported as an error, one in the call as a failure.
+    assert strict.returncode == 1 and ("1 error" in text or "1 failed" in text), strict.stdout
+    assert "GLIA_REQUIRE_TENSORRT=1 but this TensorRT test skipped" in text and " ".join(reason.split()) in text
