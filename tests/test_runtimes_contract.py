@@ -31,16 +31,7 @@ SUBSET = 3  # images used for the 5- and 9-crop and batch-1 checks
 def _tensorrt_skip_reason() -> str | None:
     from glia_edge.export import tensorrt_unavailable_reason
 
-    reason = tensorrt_unavailable_reason()
-    if reason:
-        return reason
-    try:
-        from glia_edge.runtimes.tensorrt import _import_tensorrt
-
-        _import_tensorrt()
-    except BackendUnavailableError as exc:
-        return str(exc)
-    return None
+    return tensorrt_unavailable_reason()  # the one probe: TensorRT, cuda-python, driver, GPU, builder
 
 
 TRT_SKIP = _tensorrt_skip_reason()
