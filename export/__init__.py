@@ -13,7 +13,7 @@ The stable entry point, used by ``glia-edge export`` and by the benchmarks::
 dynamic=True, output=None, val=None, max_drop=None, crops=1, build_engine=None, **opts)``:
 ``target`` is ``onnx`` | ``openvino`` | ``trt``; ``precision`` is fp32 | fp16 | int8 (and bf16
 for openvino); ``opts`` are fields of :class:`OnnxOptions`, :class:`QuantizeOptions`,
-:class:`OpenVinoOptions` and :class:`EngineOptions`. The building blocks (``torch_to_onnx``,
+:class:`OpenVinoOptions`, :class:`EngineOptions` and :class:`TrtOnnxOptions` (``int8_graph``). The building blocks (``torch_to_onnx``,
 ``onnx_to_fp16``, ``onnx_to_int8``, ``onnx_to_trt_qdq``, ``onnx_to_openvino``,
 ``onnx_to_engine``) are path-to-path functions usable on their own.
 
@@ -28,11 +28,12 @@ from glia_edge.export.options import ExportOptions, export_options
 from glia_edge.export.openvino import OpenVinoOptions, onnx_to_openvino
 from glia_edge.export.quantize import (QuantizeOptions, check_trt_qdq, onnx_to_fp16, onnx_to_int8,
                                        onnx_to_trt_qdq)
-from glia_edge.export.tensorrt import EngineOptions, engine_meta, onnx_to_engine, tensorrt_unavailable_reason
+from glia_edge.export.tensorrt import (EngineOptions, TrtOnnxOptions, engine_meta, onnx_to_engine,
+                                       tensorrt_unavailable_reason, trt_onnx_meta)
 from glia_edge.formats import EXPORT_TARGETS as TARGETS
 
 __all__ = ["export", "ExportResult", "TARGETS", "CalibrationSet", "ImageList", "read_image_list",
            "DEFAULT_CALIB_SIZE", "FusionReport", "fusion_report", "GateReport", "run_gate", "OnnxOptions",
            "torch_to_onnx", "OpenVinoOptions", "onnx_to_openvino", "QuantizeOptions", "check_trt_qdq",
-           "onnx_to_fp16", "onnx_to_int8", "onnx_to_trt_qdq", "EngineOptions", "engine_meta", "onnx_to_engine", "ExportOptions", "export_options",
-           "tensorrt_unavailable_reason"]
+           "onnx_to_fp16", "onnx_to_int8", "onnx_to_trt_qdq", "EngineOptions", "TrtOnnxOptions", "engine_meta",
+           "onnx_to_engine", "trt_onnx_meta", "ExportOptions", "export_options", "tensorrt_unavailable_reason"]

@@ -13,8 +13,8 @@ passes in order, each a function from explicit inputs to a path or a value:
 Everything is built in a staging folder beside the output and moved into place only after the
 gate passed, so an export that fails or is interrupted leaves nothing at the output path. What
 lands at ``output``: the ``.onnx`` file for ``onnx``; a folder for ``openvino`` (``model.xml`` +
-``model.bin``) and ``trt`` (``model.trt.onnx`` and, where TensorRT and a GPU exist,
-``model.engine`` + ``model.engine.json``).
+``model.bin``) and ``trt`` (``model.trt.onnx`` + ``model.trt.onnx.json`` and, where TensorRT and
+a GPU exist, ``model.engine`` + ``model.engine.json``).
 """
 from __future__ import annotations
 
@@ -135,7 +135,8 @@ def export(checkpoint: str | Path | None = None, *, target: str, precision: str 
     ``opts`` are fields of :class:`OnnxOptions` (``exporter``, ``opset``, ``simplify``, ``score_axis``),
     :class:`QuantizeOptions` (``activations``, ``per_channel``, ``calibrate_method`` ...),
     :class:`OpenVinoOptions` (``smooth_quant_alpha``, ``keep_head_float`` ...) and
-    :class:`EngineOptions` (``min_batch``, ``max_batch``, ``workspace_gib``, ``timing_cache``).
+    :class:`EngineOptions` (``min_batch``, ``max_batch``, ``workspace_gib``, ``timing_cache``) and
+    :class:`TrtOnnxOptions` (``int8_graph``: TensorRT INT8 Q/DQ on the ``fp32`` or ``fp16`` graph).
     ``build_engine``: None builds a TensorRT engine where possible, True requires it, False skips it.
     Raises :class:`AccuracyGateError` when ``max_drop`` is exceeded (nothing is written then).
     """

@@ -73,6 +73,8 @@ def _read_onnx_meta(path: Path) -> ArtifactMeta:
         try:
             import onnxruntime as ort
         except ImportError as exc:
+            if sidecar_path(path).is_file():  # a TensorRT-ready ONNX on a device with only TensorRT
+                return read_sidecar(path)
             raise UnsupportedArtifactError(f"{path}: reading ONNX metadata needs onnx or onnxruntime: "
                                            "pip install 'glia-edge[onnxruntime]'") from exc
         opts = ort.SessionOptions()

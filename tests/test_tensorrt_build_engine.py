@@ -69,6 +69,16 @@ def test_export_writes_the_onnx_metadata_sidecar(trt_fp16: Path) -> None:
     assert side.to_dict() == props.to_dict() and side.format == "onnx" and side.precision == "fp16"
 
 
+def test_metadata_reads_from_the_sidecar_without_onnx(trt_fp16: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from glia_edge.formats import read_sidecar
+
+    for name in ("onnx", "onnxruntime"):
+        monkeypatch.setitem(sys.modules, name, None)  # a device with only TensorRT: neither imports
+    result = run("info", trt_fp16 / "model.trt.onnx")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["precision"] == read_sidecar(trt_fp16 / "model.trt.onnx").precision
+
+
 def test_build_engine_with_only_the_tensorrt_extra(trt_fp16: Path, tmp_path: Path) -> None:
     from glia_edge.formats import read_sidecar
 
