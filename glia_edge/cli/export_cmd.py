@@ -123,7 +123,6 @@ def build_engine(
     Needs only the TensorRT extra: the metadata comes from the sidecar beside the ONNX.
     """
     from glia_edge.export.tensorrt import engine_meta, onnx_to_engine, trt_onnx_meta
-    from glia_edge.formats import FORMATS
 
     try:
         opts = EngineOptions(_number(min_batch, "--min-batch", int), _number(opt_batch, "--opt-batch", int),
