@@ -7,7 +7,6 @@ TensorRT: none of it (no GPU with TensorRT here); the GPU tests in test_export_t
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from pathlib import Path
