@@ -96,24 +96,31 @@ class RayCluster:
         return out
 
     def stop(self) -> None:
+        """SIGTERM every process the cluster started (by pid), then SIGKILL what is left after 15 s.
+
+        Signalling only the blocking ``ray start`` would also work, but after a job has run it waits
+        about 30 s for workers to exit on their own.
+        """
         import psutil
         import ray
 
         if ray.is_initialized():
             ray.shutdown()
-        leftovers = self.descendants()
-        for proc in reversed(self.procs):  # workers first, then the head
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in reversed(self.procs):
+        procs = [psutil.Process(p.pid) for p in self.procs if p.poll() is None] + self.descendants()
+        for proc in procs:
             try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        _, alive = psutil.wait_procs(leftovers, timeout=10)
-        for child in alive:
-            child.kill()
+                proc.terminate()
+            except psutil.NoSuchProcess:
+                continue
+        _, alive = psutil.wait_procs(procs, timeout=15)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                continue
+        psutil.wait_procs(alive, timeout=10)
+        for proc in self.procs:
+            proc.wait(timeout=10)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 

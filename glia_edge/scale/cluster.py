@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 #: CPUs per decode task: small, so several decode tasks fit beside the actors on any node.
 DECODE_TASK_CPUS = 0.25
+#: How long a batch job waits for its actor pool to start (model loaded in every actor).
+ACTOR_START_TIMEOUT_S = 600
 
 
 @dataclass(frozen=True)
@@ -94,5 +96,18 @@ def quiet_ray_data() -> Any:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
+    # Start scoring once every actor has loaded its backend, so work spreads over all of them, and
+    # fail with a clear timeout (instead of waiting forever) when the cluster cannot place the pool.
+    ctx.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    notice_log = logging.getLogger("ray.data._internal.progress")  # filters do not reach child loggers
+    if not any(isinstance(f, _DropProgressNotice) for f in notice_log.filters):
+        notice_log.addFilter(_DropProgressNotice())
     return ctx
+
+
+class _DropProgressNotice(logging.Filter):
+    """Ray Data warns that its progress bars are off; the driver shows its own, so drop that line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Progress bars disabled")

@@ -134,7 +134,9 @@ class ScoreServer:
         try:
             with Image.open(io.BytesIO(body)) as probe:
                 pixels = probe.width * probe.height
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        except Image.DecompressionBombError as exc:  # Pillow's own guard fires first for huge claims
+            raise HttpError(413, f"decompression bomb guard: {exc}") from None
+        except (UnidentifiedImageError, OSError, ValueError):
             pixels = 0  # load_image below gives the precise reason
         if pixels > self.preprocess.max_pixels:
             raise HttpError(413, f"image has {pixels} pixels, over the limit of {self.preprocess.max_pixels}")
