@@ -159,17 +159,18 @@ def _build_dataset(todo: list[str], bundle_ref: Any, meta: Any, cfg: BatchConfig
     options = {"batch_size": cfg.batch_size, "threads": plan.threads, **cfg.backend_options}
     if cfg.precision:
         options["precision"] = cfg.precision
-    blocks = max(1, math.ceil(len(todo) / cfg.rows_per_task))
-    ds = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=blocks)
+    # Small jobs get smaller blocks, so every actor of the pool has work.
+    per_task = max(1, min(cfg.rows_per_task, math.ceil(len(todo) / plan.actors)))
+    ds = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=math.ceil(len(todo) / per_task))
     # Ray 2.5x warns that retry settings will move to named parameters; they have none yet.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = ds.map_batches(decode_batch, fn_kwargs={"preprocess": preprocess.to_dict()},
-                            batch_size=cfg.rows_per_task, num_cpus=plan.decode_cpus, max_retries=cfg.task_retries)
+                            batch_size=per_task, num_cpus=plan.decode_cpus, max_retries=cfg.task_retries)
         ds = ds.map_batches(BatchScorer, fn_constructor_kwargs={"bundle_box": [bundle_ref], "options": options,
                                                                 "crops": cfg.crops},
                             compute=ActorPoolStrategy(size=plan.actors), num_cpus=plan.actor_cpus,
-                            batch_size=cfg.rows_per_task, max_restarts=cfg.max_restarts,
+                            batch_size=per_task, max_restarts=cfg.max_restarts,
                             max_task_retries=cfg.task_retries)
     return ds
 

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterable
@@ -68,7 +69,6 @@ class ResultStore:
         self.fmt = fmt
         self.job = job
         self.parts_dir = output.parent / f".{output.name}.parts"
-        self._seq = 0
 
     # -- opening --------------------------------------------------------------------------------
     def open(self, *, overwrite: bool = False) -> set[str]:
@@ -117,8 +117,8 @@ class ResultStore:
         if not rows:
             return
         table = pa.Table.from_pylist(rows, schema=schema())
-        self._seq += 1
-        name = f"part-{os.getpid()}-{self._seq:06d}-{uuid.uuid4().hex[:8]}.parquet"
+        # Names sort in commit order (clock first), so "the first row" of a path is well defined.
+        name = f"part-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
         atomic_write(self.parts_dir / name, lambda tmp: pq.write_table(table, tmp))
 
     def finalize(self, order: Iterable[str]) -> Any:

@@ -173,5 +173,7 @@ def build_app(bundle: ArtifactBundle, settings: ServeSettings, *, replicas: int,
     deployment = serve.deployment(ScoreServer, name="glia-edge", num_replicas=replicas,
                                   ray_actor_options={"num_cpus": replica_cpus},
                                   max_ongoing_requests=max(16, 4 * settings.max_batch_size),
-                                  health_check_period_s=10)
+                                  health_check_period_s=10,
+                                  # requests take milliseconds: stopping need not wait Serve's default 20 s
+                                  graceful_shutdown_wait_loop_s=0.5, graceful_shutdown_timeout_s=5)
     return deployment.bind(bundle, asdict(settings), backend_options or {})
