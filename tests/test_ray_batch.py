@@ -16,15 +16,17 @@ import threading
 import time
 from pathlib import Path
 
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 import pytest
+
+pytest.importorskip("ray.data")
+
+import pyarrow.csv as pa_csv  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 from typer.testing import CliRunner
 
 from glia_edge.cli import app
 from tests._ray_fixtures import BIN, RayCluster, write_bad_files, write_images
 
-pytest.importorskip("ray")
 
 N_GOOD = 200
 

@@ -7,14 +7,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
+
+pytest.importorskip("ray.data")
+
+import pyarrow.parquet as pq  # noqa: E402
 from typer.testing import CliRunner
 
 from glia_edge.cli import app
 from tests._ray_fixtures import RayCluster, write_images
 
-pytest.importorskip("ray")
 
 
 @pytest.mark.slow

@@ -103,3 +103,15 @@ def test_store_resumes_refuses_and_merges_in_order(tmp_path: Path) -> None:
     with pytest.raises(OutputExistsError, match="--overwrite"):
         ResultStore(out, "parquet", job).open()
     assert ResultStore(out, "parquet", job).open(overwrite=True) == set()
+
+
+def test_object_store_uris_keep_their_options() -> None:
+    """An s3:// prefix's objects keep the URI's query (region, endpoint), so workers reopen the same store."""
+    from glia_edge.scale.inputs import _split_uri, _with_path, is_uri
+
+    uri = "s3://bucket/shoot/day1?region=eu-west-1&endpoint_override=127.0.0.1:9&scheme=http"
+    filesystem, inner = _split_uri(uri)  # built offline: the region is given, nothing is contacted
+    assert type(filesystem).__name__ == "S3FileSystem" and inner == "bucket/shoot/day1"
+    assert _with_path(uri, "bucket/shoot/day1/a.jpg") == (
+        "s3://bucket/shoot/day1/a.jpg?region=eu-west-1&endpoint_override=127.0.0.1:9&scheme=http")
+    assert is_uri("gs://b/k") and not is_uri("C:/photos/a.jpg") and not is_uri("photos/a.jpg")

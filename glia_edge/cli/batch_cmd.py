@@ -86,6 +86,7 @@ def _run(sources: list[str], unmatched: list[str], address: Optional[str], num_c
          task_retries: int, precision: Optional[str], max_pixels: Optional[int], overwrite: bool):  # noqa: ANN202
     import ray
 
+    from glia_edge.scale.artifact import read_artifact_meta
     from glia_edge.scale.batch import BatchConfig, run_batch
     from glia_edge.scale.cluster import connect
 
@@ -93,6 +94,8 @@ def _run(sources: list[str], unmatched: list[str], address: Optional[str], num_c
                       threads=threads, batch_size=batch_size, precision=precision, rows_per_task=rows_per_task,
                       commit_rows=commit_rows, commit_seconds=commit_seconds, max_restarts=max_restarts,
                       task_retries=task_retries, overwrite=overwrite)
+    if model is not None:
+        read_artifact_meta(model)  # an unusable artifact: one line, before any Ray process starts
     connect(address, num_cpus=num_cpus)
     try:
         return run_batch(sources, unmatched, cfg)

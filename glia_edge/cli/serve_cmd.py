@@ -59,7 +59,7 @@ def _serve(model: Optional[Path], host: str, port: int, address: Optional[str], 
     import ray
     from ray import serve as ray_serve
 
-    from glia_edge.scale.artifact import ArtifactBundle
+    from glia_edge.scale.artifact import ArtifactBundle, read_artifact_meta
     from glia_edge.scale.cluster import cluster_cpus, connect, plan_resources
     from glia_edge.scale.serve import ServeSettings, build_app
 
@@ -67,6 +67,7 @@ def _serve(model: Optional[Path], host: str, port: int, address: Optional[str], 
         from glia_edge.weights import default_checkpoint
 
         model = default_checkpoint()
+    read_artifact_meta(model)  # an unusable artifact is one line here, not a replica failing on the cluster
     bundle = ArtifactBundle.from_path(model)
     started_local = connect(address, num_cpus=num_cpus)
     stop = threading.Event()

@@ -103,3 +103,17 @@ def bundle_sha256(items: tuple[tuple[str, bytes], ...]) -> str:
         return hashlib.sha256(items[0][1]).hexdigest()
     lines = sorted(f"{rel}  {hashlib.sha256(data).hexdigest()}\n" for rel, data in items)
     return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def read_artifact_meta(path: Path) -> Any:
+    """The artifact's metadata, read on the driver before any worker starts, so an unusable artifact
+    is one clear error here instead of actors failing on the cluster."""
+    from glia_edge.errors import GliaError, UnsupportedArtifactError
+    from glia_edge.runtimes import read_meta
+
+    try:
+        return read_meta(path)
+    except (GliaError, FileNotFoundError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a runtime's own parse error (protobuf, XML ...)
+        raise UnsupportedArtifactError(f"{path}: cannot read the artifact ({type(exc).__name__}: {exc})") from None

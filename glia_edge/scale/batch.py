@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from glia_edge.scale.artifact import ArtifactBundle
+from glia_edge.scale.artifact import ArtifactBundle, read_artifact_meta
 from glia_edge.scale.cluster import ResourcePlan, cluster_cpus, plan_resources, quiet_ray_data
 from glia_edge.scale.inputs import NO_MATCH
 from glia_edge.scale.output import ResultStore
@@ -181,7 +181,6 @@ def run_batch(sources: list[str], unmatched: list[str], cfg: BatchConfig) -> Bat
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from glia_edge.runtimes import read_meta
 
     started = time.perf_counter()
     model_path = cfg.model
@@ -190,7 +189,7 @@ def run_batch(sources: list[str], unmatched: list[str], cfg: BatchConfig) -> Bat
 
         model_path = default_checkpoint()
     bundle = ArtifactBundle.from_path(model_path)
-    meta = read_meta(model_path)
+    meta = read_artifact_meta(Path(model_path))
     store = ResultStore(cfg.output, cfg.fmt, _job_settings(bundle, cfg))
     done = store.open(overwrite=cfg.overwrite)
     order = [*unmatched, *sources]
