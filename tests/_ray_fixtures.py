@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -47,11 +46,13 @@ class RayCluster:
         self.temp_dir = tempfile.mkdtemp(prefix="gr", dir="/tmp")  # short: Ray's socket paths have a length limit
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
         self.procs: list[subprocess.Popen] = []
+        self._logs: list = []
         args = ["--head", f"--port={self.port}", "--include-dashboard=false"]
         self._start(head_ip, cpus, resources, args)
 
     def _start(self, ip: str, cpus: int, resources: str | None, extra: list[str]) -> None:
         log = open(Path(self.temp_dir) / f"ray-start-{len(self.procs)}.log", "w")
+        self._logs.append(log)
         cmd = [str(BIN / "ray"), "start", "--block", f"--node-ip-address={ip}", f"--num-cpus={cpus}",
                f"--temp-dir={self.temp_dir}", "--disable-usage-stats", *extra]
         if resources:
@@ -96,7 +97,7 @@ class RayCluster:
         return out
 
     def stop(self) -> None:
-        """SIGTERM every process the cluster started (by pid), then SIGKILL what is left after 15 s.
+        """SIGTERM every process the cluster started (by pid), then SIGKILL what is left after 5 s.
 
         Signalling only the blocking ``ray start`` would also work, but after a job has run it waits
         about 30 s for workers to exit on their own.
@@ -112,7 +113,7 @@ class RayCluster:
                 proc.terminate()
             except psutil.NoSuchProcess:
                 continue
-        _, alive = psutil.wait_procs(procs, timeout=15)
+        _, alive = psutil.wait_procs(procs, timeout=5)
         for proc in alive:
             try:
                 proc.kill()
@@ -121,6 +122,8 @@ class RayCluster:
         psutil.wait_procs(alive, timeout=10)
         for proc in self.procs:
             proc.wait(timeout=10)
+        for log in self._logs:
+            log.close()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 

@@ -60,7 +60,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
             try:
                 if request(f"{base}/healthz")[0] == 200:
                     break
-            except OSError:
+            except (OSError, ValueError):  # not listening yet, or Serve's proxy answering before the app is up
                 pass
             assert time.monotonic() < deadline, "server not healthy after 150 s:\n" + log_path.read_text()
             time.sleep(0.5)

@@ -76,6 +76,9 @@ def _serve(model: Optional[Path], host: str, port: int, address: Optional[str], 
         log.info("signal %d: stopping", signum)
         stop.set()
 
+    # Handlers go in before deploying, so a stop requested while Serve starts still cleans up.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     try:
         plan = plan_resources(cluster_cpus(), replicas, threads)
         settings = ServeSettings(max_body_bytes=int(max_body_mb * 2**20), max_pixels=max_pixels, crops=crops,
@@ -88,9 +91,8 @@ def _serve(model: Optional[Path], host: str, port: int, address: Optional[str], 
         ray_serve.run(app, name=APP_NAME, route_prefix="/")
         log.info("serving %s (%s) on http://%s:%d/score with %d replica(s) x %g CPU, batching %s",
                  bundle.name, bundle.sha256[:12], host, port, replicas, cpus, "on" if batching else "off")
-        typer.echo(f"ready: http://{host}:{port}/score", err=True)
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
+        if not stop.is_set():
+            typer.echo(f"ready: http://{host}:{port}/score", err=True)
         while not stop.wait(0.5):
             pass
     finally:

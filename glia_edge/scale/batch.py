@@ -162,9 +162,10 @@ def _build_dataset(todo: list[str], bundle_ref: Any, meta: Any, cfg: BatchConfig
     # Small jobs get smaller blocks, so every actor of the pool has work.
     per_task = max(1, min(cfg.rows_per_task, math.ceil(len(todo) / plan.actors)))
     ds = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=math.ceil(len(todo) / per_task))
-    # Ray 2.5x warns that retry settings will move to named parameters; they have none yet.
+    # Ray warns that extra remote arguments (here the retry and restart counts) will become named
+    # parameters of map_batches; it has none for them yet, so that one warning is silenced.
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
         ds = ds.map_batches(decode_batch, fn_kwargs={"preprocess": preprocess.to_dict()},
                             batch_size=per_task, num_cpus=plan.decode_cpus, max_retries=cfg.task_retries)
         ds = ds.map_batches(BatchScorer, fn_constructor_kwargs={"bundle_box": [bundle_ref], "options": options,
@@ -180,7 +181,6 @@ def run_batch(sources: list[str], unmatched: list[str], cfg: BatchConfig) -> Bat
     import ray
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
 
     started = time.perf_counter()
     model_path = cfg.model
