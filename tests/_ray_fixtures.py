@@ -5,6 +5,9 @@
 authentication token and a short private temp folder. ``stop()`` sends SIGTERM to each blocking
 ``ray start`` (which stops the processes it started), then SIGKILLs whatever is left of those
 process groups, so nothing outlives the test module and no other Ray instance is touched.
+
+Import this module before ``ray``: it sets the authentication token that the clusters and this
+test process share, and Ray reads that setting when it is first imported.
 """
 from __future__ import annotations
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests._ray_fixtures import BIN, RayCluster, write_bad_files, write_images  # before ray is imported: sets its auth env
+
 pytest.importorskip("ray.data")
 
 import pyarrow.csv as pa_csv  # noqa: E402
@@ -25,7 +27,6 @@ import pyarrow.parquet as pq  # noqa: E402
 from typer.testing import CliRunner
 
 from glia_edge.cli import app
-from tests._ray_fixtures import BIN, RayCluster, write_bad_files, write_images
 
 
 N_GOOD = 200

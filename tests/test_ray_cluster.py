@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from tests._ray_fixtures import RayCluster, write_images  # before ray is imported: sets its auth env
+
 pytest.importorskip("ray.data")
 
 import pyarrow.parquet as pq  # noqa: E402
 from typer.testing import CliRunner
 
 from glia_edge.cli import app
-from tests._ray_fixtures import RayCluster, write_images
 
 
 
