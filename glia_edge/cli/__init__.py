@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "glia_edge.cli.watch_cmd",
     "glia_edge.cli.score_cmd",
     "glia_edge.cli.bench_cmd",
+    "glia_edge.cli.batch_cmd",
+    "glia_edge.cli.serve_cmd",
 )
 
 app = typer.Typer(

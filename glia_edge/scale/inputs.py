@@ -1,0 +1,181 @@
+"""What a batch job scores: files, folders, globs, manifests and pyarrow-filesystem URIs.
+
+Every input becomes one string, its *source*, which is also its identity in the output (the
+``path`` column) and what a resumed job uses to skip finished work:
+
+- a local file, folder (searched recursively for image suffixes) or glob, as ``glia-edge score``
+  takes them;
+- a CSV or Parquet *manifest* whose path column lists images; relative paths are taken relative to
+  the manifest's folder;
+- a URI that ``pyarrow.fs.FileSystem.from_uri`` understands (``s3://``, ``gs://``, ``abfs://``,
+  ``hdfs://``, ``file://``), a single object or a prefix searched recursively. The query string
+  (``?endpoint_override=...``) is kept so each worker can rebuild the filesystem.
+
+Decoding happens on the workers: :func:`load_source` turns a source into a decoded RGB image with
+the same reasons for failure that :func:`glia_edge.load_image` gives for local files.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import urlsplit, urlunsplit
+
+from glia_edge.errors import ImageLoadError
+from glia_edge.preprocess import IMAGE_SUFFIXES, find_images, load_image
+
+log = logging.getLogger(__name__)
+
+#: Error text for a glob or folder that matches nothing (the same words ``glia-edge score`` uses).
+NO_MATCH = "no file or folder matches this pattern"
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+
+
+def is_uri(source: str) -> bool:
+    """``scheme://...`` with a scheme of two or more letters (so ``C:/x`` stays a path)."""
+    return bool(_URI.match(source))
+
+
+@lru_cache(maxsize=32)
+def _filesystem(scheme: str, netloc: str, query: str) -> Any:
+    from pyarrow import fs
+
+    uri = urlunsplit((scheme, netloc, "/", query, ""))
+    return fs.FileSystem.from_uri(uri)[0]
+
+
+def _split_uri(uri: str) -> tuple[Any, str]:
+    """A URI -> (pyarrow filesystem, path inside it); filesystems are cached per process."""
+    from pyarrow import fs
+
+    parts = urlsplit(uri)
+    if parts.scheme == "file":
+        return fs.LocalFileSystem(), parts.path
+    filesystem = _filesystem(parts.scheme, parts.netloc, parts.query)
+    return filesystem, f"{parts.netloc}{parts.path}"
+
+
+def _with_path(uri: str, inner: str) -> str:
+    """The URI for ``inner`` (a path inside the URI's filesystem), keeping scheme and query."""
+    parts = urlsplit(uri)
+    if parts.scheme == "file":
+        return urlunsplit(("file", "", inner, parts.query, ""))
+    bucket, _, key = inner.partition("/")
+    return urlunsplit((parts.scheme, bucket, "/" + key, parts.query, ""))
+
+
+def _expand_uri(uri: str) -> list[str]:
+    from pyarrow import fs
+
+    filesystem, inner = _split_uri(uri)
+    info = filesystem.get_file_info(inner)
+    if info.type == fs.FileType.Directory:
+        selector = fs.FileSelector(inner.rstrip("/"), recursive=True)
+        found = sorted(i.path for i in filesystem.get_file_info(selector)
+                       if i.type == fs.FileType.File and Path(i.path).suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            log.warning("%s: holds no image files (%s)", uri, " ".join(IMAGE_SUFFIXES))
+        return [_with_path(uri, p) for p in found]
+    return [uri]  # a file, or missing (then reported as "file not found" for that source)
+
+
+def _expand_local(pattern: str) -> tuple[list[str], bool]:
+    """(sources, matched anything). A missing non-glob path is kept so it is reported by name."""
+    is_glob = not Path(pattern).exists() and any(ch in pattern for ch in "*?[")
+    matches = sorted(glob.glob(pattern, recursive=True)) if is_glob else [pattern]
+    out: list[str] = []
+    for match in matches:
+        path = Path(match)
+        if path.is_dir():
+            found = [str(p) for p in find_images(path)]
+            if not found:
+                log.warning("%s: folder holds no image files (%s)", match, " ".join(IMAGE_SUFFIXES))
+            out.extend(found)
+        else:
+            out.append(match)
+    return out, bool(matches)
+
+
+def read_manifest(manifest: str, column: str = "path") -> list[str]:
+    """The sources a CSV or Parquet manifest lists in ``column`` (blank cells are skipped)."""
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
+    parquet = manifest.lower().split("?")[0].endswith((".parquet", ".pq"))
+    # The path column is read as text, so names like 0001 are not turned into numbers.
+    as_text = pa_csv.ConvertOptions(strings_can_be_null=True, column_types={column: "string"})
+    if is_uri(manifest):
+        filesystem, inner = _split_uri(manifest)
+        with filesystem.open_input_file(inner) as fh:
+            table = pq.read_table(fh) if parquet else pa_csv.read_csv(fh, convert_options=as_text)
+        base = None
+    else:
+        if not Path(manifest).is_file():
+            raise FileNotFoundError(f"manifest not found: {manifest}")
+        table = pq.read_table(manifest) if parquet else pa_csv.read_csv(manifest, convert_options=as_text)
+        base = Path(manifest).parent
+    if column not in table.column_names:
+        raise ValueError(f"{manifest}: no column {column!r} (columns: {', '.join(table.column_names)})")
+    sources: list[str] = []
+    for value in table.column(column).to_pylist():
+        if value is None or not str(value).strip():
+            continue
+        value = str(value).strip()
+        if base is not None and not is_uri(value) and not Path(value).is_absolute():
+            value = str(base / value)
+        sources.append(value)
+    return sources
+
+
+def expand_inputs(patterns: Iterable[str], manifests: Iterable[str] = (), column: str = "path"
+                  ) -> tuple[list[str], list[str]]:
+    """All sources in order without duplicates, and the patterns that matched nothing."""
+    sources: list[str] = []
+    unmatched: list[str] = []
+    for pattern in patterns:
+        if is_uri(pattern):
+            found = _expand_uri(pattern)
+            if not found:
+                unmatched.append(pattern)
+            sources.extend(found)
+            continue
+        found, matched = _expand_local(pattern)
+        if not matched:
+            unmatched.append(pattern)
+        sources.extend(found)
+    for manifest in manifests:
+        sources.extend(read_manifest(manifest, column))
+    unique = list(dict.fromkeys(sources))
+    if len(unique) < len(sources):
+        log.warning("%d duplicate inputs listed more than once are scored once", len(sources) - len(unique))
+    return unique, unmatched
+
+
+def load_source(source: str, max_pixels: int) -> Any:
+    """Decode one source into an RGB PIL image; raises :class:`ImageLoadError` with the reason."""
+    if not is_uri(source):
+        return load_image(source, max_pixels=max_pixels)
+    from pyarrow import fs
+
+    try:
+        filesystem, inner = _split_uri(source)
+        info = filesystem.get_file_info(inner)
+        if info.type == fs.FileType.NotFound:
+            raise ImageLoadError(source, "file not found")
+        if info.type == fs.FileType.Directory:
+            raise ImageLoadError(source, "is a directory, not an image")
+        with filesystem.open_input_file(inner) as fh:
+            data = fh.readall()
+    except ImageLoadError:
+        raise
+    except (OSError, ValueError) as exc:  # unreachable store, permission, malformed URI
+        raise ImageLoadError(source, f"cannot read ({exc})") from None
+    if not data:
+        raise ImageLoadError(source, "empty file")
+    try:
+        return load_image(data, max_pixels=max_pixels)
+    except ImageLoadError as exc:
+        raise ImageLoadError(source, exc.reason) from None

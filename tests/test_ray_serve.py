@@ -1,0 +1,149 @@
+"""``glia-edge serve`` on a real Ray cluster, over real HTTP on 127.0.0.1 (no mocks).
+
+Concurrent clients get the scores ``Backend.predict`` gives, and batching gathers them; bad
+bodies, server-side paths, oversize bodies and oversize images get JSON errors with 4xx statuses.
+The server runs as a separate process (the CLI) and is stopped with SIGTERM.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests._ray_fixtures import BIN, RayCluster, free_port, write_bad_files, write_images
+
+pytest.importorskip("ray.serve")
+
+MAX_BODY_MB = 0.25
+MAX_PIXELS = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("serve_images")
+    paths = write_images(root, 24, seed=1)
+    write_bad_files(root)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    cluster = RayCluster(cpus=2)
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("serve_log") / "serve.log"
+    log = open(log_path, "w")
+    proc = None
+    try:
+        cluster.wait_nodes(1)
+        import ray
+
+        ray.shutdown()
+        proc = subprocess.Popen([str(BIN / "glia-edge"), "serve", "--ray", cluster.address, "--port", str(port),
+                                 "--max-body-mb", str(MAX_BODY_MB), "--max-pixels", str(MAX_PIXELS),
+                                 "--max-batch-size", "8", "--batch-wait-ms", "50"],
+                                stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 150
+        while True:
+            assert proc.poll() is None, log_path.read_text()
+            try:
+                if request(f"{base}/healthz")[0] == 200:
+                    break
+            except (OSError, ValueError):  # not listening yet, or Serve's proxy answering before the app is up
+                pass
+            assert time.monotonic() < deadline, "server not healthy after 150 s:\n" + log_path.read_text()
+            time.sleep(0.5)
+        yield base
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log_path.read_text()
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+        cluster.stop()
+
+
+def request(url: str, body: bytes | None = None, method: str | None = None,
+            ctype: str = "application/octet-stream") -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=body, method=method or ("POST" if body is not None else "GET"),
+                                 headers={"Content-Type": ctype} if body is not None else {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_health(server: str) -> None:
+    from glia_edge.meta import sha256_file
+    from glia_edge.weights import default_checkpoint
+
+    status, body = request(f"{server}/healthz")
+    assert status == 200 and body["status"] == "ok"
+    assert body["model"] == default_checkpoint().name and body["precision"] == "fp32"
+    assert body["artifact_sha256"] == sha256_file(default_checkpoint())
+
+
+def test_concurrent_clients_get_predict_scores_in_batches(server: str, images: list[Path]) -> None:
+    import glia_edge
+
+    with glia_edge.load() as backend:
+        expected = backend.predict(images)
+    bodies = [p.read_bytes() for p in images]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        replies = list(pool.map(lambda b: request(f"{server}/score", b), bodies * 2))
+    for i, (status, body) in enumerate(replies):
+        assert status == 200, body
+        assert body["score"] == pytest.approx(expected[i % len(images)], abs=1e-4)
+        assert body["precision"] == "fp32" and body["crops"] == 1
+    assert max(body["batch"] for _, body in replies) > 1, "concurrent requests were never batched"
+
+
+@pytest.mark.parametrize("body,ctype,status,words", [
+    (b"", "application/octet-stream", 400, "empty body"),
+    (b"this is not an image", "application/octet-stream", 422, "not an image"),
+    (json.dumps({"path": "/etc/passwd"}).encode(), "application/json", 415, "paths are not accepted"),
+    (b"path=/etc/passwd", "application/x-www-form-urlencoded", 415, "paths are not accepted"),
+    (b"/etc/passwd", "text/plain", 415, "paths are not accepted"),
+])
+def test_bad_bodies_get_json_4xx(server: str, body: bytes, ctype: str, status: int, words: str) -> None:
+    got, reply = request(f"{server}/score", body, ctype=ctype)
+    assert got == status and reply["status"] == status
+    assert words in reply["error"]
+
+
+def test_bad_routes_and_methods(server: str) -> None:
+    assert request(f"{server}/score")[0] == 405  # GET
+    status, reply = request(f"{server}/files/etc/passwd")
+    assert status == 404 and "no route" in reply["error"]
+
+
+def test_truncated_image_is_422(server: str, images: list[Path]) -> None:
+    status, reply = request(f"{server}/score", (images[0].parent / "bad_truncated.jpg").read_bytes())
+    assert status == 422 and "truncated" in reply["error"]
+
+
+def test_oversize_body_and_images_are_413(server: str, images: list[Path]) -> None:
+    big = np.random.default_rng(0).integers(0, 256, int(MAX_BODY_MB * 2**20) + 1000, dtype=np.uint8).tobytes()
+    status, reply = request(f"{server}/score", big)
+    assert status == 413 and "over the limit" in reply["error"]
+    buf = io.BytesIO()
+    Image.new("RGB", (1500, 1000), (90, 120, 150)).save(buf, "PNG")  # 1.5 MP in a few kB
+    assert len(buf.getvalue()) < MAX_BODY_MB * 2**20
+    status, reply = request(f"{server}/score", buf.getvalue())
+    assert status == 413 and "1500000 pixels" in reply["error"]
+    status, reply = request(f"{server}/score", (images[0].parent / "bad_bomb.png").read_bytes())
+    assert status == 413 and "pixels" in reply["error"]
+    assert request(f"{server}/score", images[0].read_bytes())[0] == 200  # still serving
