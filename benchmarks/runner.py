@@ -362,7 +362,10 @@ def _settings(opts: BenchOptions, model: str, checkpoint: Path, random_weights: 
         notes.insert(0, "random-weight model: speed only; Spearman compares backends on the same random model")
     notes.append(f"timing: {opts.warmup} warm-up + {opts.repeats} timed runs per configuration and batch, "
                  f"round-robin; preprocessing (decode, resize, crop) is not timed")
+    from glia_edge.formats import read_meta
+
     return {"model": model, "checkpoint": str(checkpoint), "random_weights": random_weights,
+            "score_range": read_meta(checkpoint).score_spec.range,
             "batches": list(opts.batches), "crops": opts.crops, "threads": opts.threads, "repeats": opts.repeats,
             "device": device, "eval_set": evalset.source, "eval_images": len(evalset),
             "labelled": evalset.labels is not None, "notes": notes,

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from glia_edge.errors import CalibrationError, ImageLoadError
-from glia_edge.preprocess import PreprocessConfig, crops_from_image, find_images, load_image
+from glia_edge.preprocess import PreprocessConfig, find_images, preprocess
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +122,7 @@ class CalibrationSet:
         for path in tqdm(self.images.paths, desc="calibration images", unit="img", leave=False):
             try:
                 data = Path(path).read_bytes()
-                arr = crops_from_image(load_image(data, max_pixels=self.preprocess.max_pixels), self.preprocess,
-                                       self.crops)
+                arr = preprocess(data, self.preprocess, crops=self.crops)
             except (ImageLoadError, OSError) as exc:
                 log.warning("calibration: skipping %s (%s)", path, getattr(exc, "reason", exc))
                 continue

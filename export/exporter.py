@@ -132,6 +132,9 @@ def export(checkpoint: str | Path | None = None, *, target: str, precision: str 
            **opts: Any) -> ExportResult:
     """Export a GLIA checkpoint for ``target`` at ``precision``; see the module docstring.
 
+    ``precision="auto"`` exports every candidate precision, times them on this machine and keeps
+    the fastest within the agreement bound (:mod:`glia_edge.export.auto`).
+
     ``opts`` are fields of :class:`OnnxOptions` (``exporter``, ``opset``, ``simplify``, ``score_axis``),
     :class:`QuantizeOptions` (``activations``, ``per_channel``, ``calibrate_method`` ...),
     :class:`OpenVinoOptions` (``smooth_quant_alpha``, ``keep_head_float`` ...) and
@@ -142,6 +145,12 @@ def export(checkpoint: str | Path | None = None, *, target: str, precision: str 
     """
     if target not in EXPORT_TARGETS:
         raise ValueError(f"target must be one of {', '.join(EXPORT_TARGETS)}, got {target!r}")
+    if precision == "auto":  # measure the candidates on this machine, keep the fastest within the bound
+        from glia_edge.export.auto import export_auto
+
+        return export_auto(checkpoint if checkpoint is None else Path(checkpoint), target=target,
+                           output=Path(output) if output else None, calib=calib, calib_size=calib_size, batch=batch,
+                           dynamic=dynamic, val=val, max_drop=max_drop, crops=crops, build_engine=build_engine, **opts)
     fmt = get_format(target)
     check_precision(target, precision)
     checkpoint, calib = _resolve_source(checkpoint, precision, calib)

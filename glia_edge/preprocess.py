@@ -1,20 +1,34 @@
-"""The one preprocessing definition of glia-edge (numpy + PIL, no torch).
+"""The one preprocessing definition of glia-edge (numpy + PIL, no torch; OpenCV used when installed).
 
 Training, export calibration, the accuracy gate and every runtime call these functions, so a
-score means the same thing whichever backend produced it. The steps:
+score means the same thing whichever backend produced it. The steps (``PreprocessConfig``,
+version 2):
 
 1. decode (path, bytes, PIL image or numpy array), apply the EXIF orientation, convert to
-   8-bit RGB (grayscale is replicated, alpha is dropped, 16-bit is scaled down);
-2. resize so the short side is ``short_side`` (bicubic, PIL);
-3. cut a deterministic grid of 1, 5 or 9 square crops of ``crop_size``;
-4. return float32 NCHW in [0, 1]. The backbone's normalisation lives inside the model graph
+   8-bit RGB (grayscale is replicated, alpha is dropped, 16-bit is scaled down). A JPEG is
+   decoded at reduced size where libjpeg's DCT scaling allows (Pillow's ``draft``: 1/2, 1/4 or
+   1/8, the smallest scale whose short side stays >= ``short_side``);
+2. area-average: an image whose short side is still >= 2 x ``short_side`` is averaged over
+   f x f blocks, f = short side // ``short_side`` (the largest integer factor that keeps the
+   short side >= ``short_side``; the few rows/columns left over are trimmed evenly from both
+   edges). Numpy frames are averaged in OpenCV (``INTER_AREA``) when it is installed, before
+   any PIL copy, PIL images with ``Image.reduce``;
+3. resize so the short side is ``short_side`` (bicubic, PIL), now a small image;
+4. cut a deterministic grid of 1, 5 or 9 square crops of ``crop_size``;
+5. return float32 NCHW in [0, 1]. The backbone's normalisation lives inside the model graph
    (each artifact records the mean/std it applies: ``ArtifactMeta.input``).
 
-Training's random crops and flips (``random_crop``) reuse steps 1-2 and the same crop cutter.
+Version 1 (``PreprocessConfig(version=1)``) is the earlier exact pipeline: full decode and one
+bicubic resize from full size. It is kept as the reference the fast path is tested against, and
+as the "old decode path" of the benchmark. Data cached after step 3 (the SPAQ copies) carry the
+version and are rebuilt when it changes.
+
+Training's random crops and flips (``random_crop``) reuse steps 1-3 and the same crop cutter.
 """
 from __future__ import annotations
 
 import io
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +42,9 @@ from glia_edge.errors import ImageLoadError
 #: Images above this many pixels are refused (decompression-bomb guard); 100 MP covers any camera.
 MAX_PIXELS_DEFAULT = 100_000_000
 CROP_COUNTS = (1, 5, 9)
+#: The current preprocessing definition (see the module docstring); 1 is the earlier exact one.
+PREPROCESS_VERSION = 2
+PREPROCESS_VERSIONS = (1, 2)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
@@ -42,8 +59,13 @@ class PreprocessConfig:
     crops: int = 1
     resample: str = "bicubic"
     max_pixels: int = MAX_PIXELS_DEFAULT
+    #: Which definition: 2 = reduced-size JPEG decode + area-average + bicubic, 1 = exact full decode.
+    #: Metadata written before versions existed reads as the current one (parity: benchmarks/RESULTS.md).
+    version: int = PREPROCESS_VERSION
 
     def __post_init__(self) -> None:
+        if self.version not in PREPROCESS_VERSIONS:
+            raise ValueError(f"preprocessing version must be one of {PREPROCESS_VERSIONS}, got {self.version}")
         if self.crops not in CROP_COUNTS:
             raise ValueError(f"crops must be one of {CROP_COUNTS}, got {self.crops}")
         if self.short_side < self.crop_size:
@@ -95,7 +117,9 @@ def _to_rgb8(img: Image.Image, name: str) -> Image.Image:
     raise ImageLoadError(name, f"unsupported image mode {mode!r}")
 
 
-def _array_to_pil(arr: np.ndarray, name: str, bgr: bool) -> Image.Image:
+def _array_to_rgb8(arr: np.ndarray, name: str) -> np.ndarray:
+    """Check an HxW, HxWx1, HxWx3 or HxWx4 array and bring it to uint8 HxW or HxWx3 (channel order
+    kept, alpha dropped); uint8 input is not copied."""
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
@@ -112,34 +136,30 @@ def _array_to_pil(arr: np.ndarray, name: str, bgr: bool) -> Image.Image:
         arr = np.round(arr * 255.0).astype(np.uint8)
     else:
         raise ImageLoadError(name, f"unsupported array dtype {arr.dtype} (use uint8, uint16 or float in [0,1])")
+    return arr[:, :, :3] if arr.ndim == 3 else arr
+
+
+def _rgb8_to_pil(arr: np.ndarray, bgr: bool) -> Image.Image:
     if arr.ndim == 3:
-        arr = arr[:, :, :3]
-        if bgr:
-            arr = arr[:, :, ::-1]
-        return Image.fromarray(np.ascontiguousarray(arr), "RGB")
-    return Image.fromarray(arr, "L").convert("RGB")
+        arr = np.ascontiguousarray(arr)
+        if bgr:  # Pillow's raw BGR unpacker swaps the channels while it copies: one pass, no flipped copy
+            return Image.frombuffer("RGB", (arr.shape[1], arr.shape[0]), arr, "raw", "BGR", 0, 1)
+        return Image.fromarray(arr, "RGB")
+    return Image.fromarray(np.ascontiguousarray(arr), "L").convert("RGB")
 
 
-def load_image(source: ImageInput, *, bgr: bool = False, max_pixels: int = MAX_PIXELS_DEFAULT) -> Image.Image:
-    """Decode ``source`` into an 8-bit RGB PIL image with EXIF orientation applied.
+def _check_pixels(width: int, height: int, max_pixels: int, name: str, guard: str = "") -> None:
+    if width * height > max_pixels:
+        raise ImageLoadError(name, f"image has {width * height} pixels, over the limit of {max_pixels}{guard}")
 
-    Raises :class:`ImageLoadError` naming the input and the reason for anything unusable:
-    missing, empty, corrupt or non-image files, decompression bombs, unsupported modes or dtypes.
-    ``bgr`` applies to numpy arrays only (OpenCV frames).
-    """
-    name = describe(source)
-    if isinstance(source, np.ndarray):
-        img = _array_to_pil(source, name, bgr)
-        if img.width * img.height > max_pixels:
-            raise ImageLoadError(name, f"image has {img.width * img.height} pixels, over the limit of {max_pixels}")
-        return img
-    if isinstance(source, Image.Image):
-        return _to_rgb8(ImageOps.exif_transpose(source) or source, name)
+
+def _file_source(source: ImageInput, name: str) -> Any:
+    """What ``Image.open`` takes for a path or bytes, after the checks that name the problem."""
     if isinstance(source, (bytes, bytearray)):
         if not source:
             raise ImageLoadError(name, "empty input")
-        fp: Any = io.BytesIO(source)
-    elif isinstance(source, (str, os.PathLike)):
+        return io.BytesIO(source)
+    if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
             raise ImageLoadError(name, "file not found")
@@ -147,20 +167,40 @@ def load_image(source: ImageInput, *, bgr: bool = False, max_pixels: int = MAX_P
             raise ImageLoadError(name, "is a directory, not an image")
         if path.stat().st_size == 0:
             raise ImageLoadError(name, "empty file")
-        fp = path
-    else:
-        raise ImageLoadError(name, f"unsupported input type {type(source).__name__} "
-                             "(use a path, bytes, PIL image or numpy array)")
+        return path
+    raise ImageLoadError(name, f"unsupported input type {type(source).__name__} "
+                         "(use a path, bytes, PIL image or numpy array)")
+
+
+def _draft(img: Image.Image, short_side: int) -> None:
+    """Ask the decoder for the smallest DCT scale (JPEG: 1/2, 1/4, 1/8) whose short side stays
+    >= ``short_side``: Pillow's ``draft`` picks the largest scale that keeps both sides >= the
+    size asked for. Other formats ignore it."""
+    w, h = img.size
+    scale = short_side / min(w, h)
+    if scale <= 0.5:
+        img.draft(None, (math.ceil(w * scale), math.ceil(h * scale)))
+
+
+def _decode_file(source: ImageInput, name: str, max_pixels: int, draft_short_side: int | None) -> Image.Image:
+    """Decode a path or bytes to 8-bit RGB with EXIF orientation (DCT-scaled when asked)."""
+    fp = _file_source(source, name)
+    opened: Image.Image | None = None
     try:
-        with Image.open(fp) as opened:
-            if opened.width * opened.height > max_pixels:
-                raise ImageLoadError(name, f"image has {opened.width * opened.height} pixels, "
-                                     f"over the limit of {max_pixels} (decompression bomb guard)")
-            opened.load()
-            img = ImageOps.exif_transpose(opened) or opened
-            if img is opened:
-                img = opened.copy()
+        opened = Image.open(fp)
+        _check_pixels(opened.width, opened.height, max_pixels, name, " (decompression bomb guard)")
+        if draft_short_side:
+            _draft(opened, draft_short_side)
+        opened.load()
+        img = ImageOps.exif_transpose(opened) or opened
+        # Pillow closes a single-frame file after load(); a multi-frame one stays open: copy the
+        # frame out and close it. A plain decode needs no copy.
+        if getattr(opened, "fp", None) is not None and getattr(opened, "_exclusive_fp", False):
+            img = img.copy() if img is opened else img
+            opened.close()
     except ImageLoadError:
+        if opened is not None:
+            opened.close()
         raise
     except UnidentifiedImageError:
         raise ImageLoadError(name, "not an image (format not recognised)") from None
@@ -169,8 +209,101 @@ def load_image(source: ImageInput, *, bgr: bool = False, max_pixels: int = MAX_P
     except Image.DecompressionBombError as exc:
         raise ImageLoadError(name, f"decompression bomb guard: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
+        if opened is not None:
+            opened.close()
         raise ImageLoadError(name, f"corrupt or truncated image ({exc})") from None
     return _to_rgb8(img, name)
+
+
+def load_image(source: ImageInput, *, bgr: bool = False, max_pixels: int = MAX_PIXELS_DEFAULT) -> Image.Image:
+    """Decode ``source`` at full size into an 8-bit RGB PIL image with EXIF orientation applied.
+
+    Raises :class:`ImageLoadError` naming the input and the reason for anything unusable:
+    missing, empty, corrupt or non-image files, decompression bombs, unsupported modes or dtypes.
+    ``bgr`` applies to numpy arrays only (OpenCV frames). Scoring decodes with :func:`load_reduced`.
+    """
+    name = describe(source)
+    if isinstance(source, np.ndarray):
+        rgb8 = _array_to_rgb8(source, name)
+        _check_pixels(rgb8.shape[1], rgb8.shape[0], max_pixels, name)
+        return _rgb8_to_pil(rgb8, bgr)
+    if isinstance(source, Image.Image):
+        return _to_rgb8(ImageOps.exif_transpose(source) or source, name)
+    return _decode_file(source, name, max_pixels, None)
+
+
+# -- step 2: area-averaging ----------------------------------------------------------------------
+def area_factor(width: int, height: int, short_side: int) -> int:
+    """Block size of the area-averaging step: short side // ``short_side`` (1: nothing to do)."""
+    return max(1, min(width, height) // short_side)
+
+
+def _trim_box(width: int, height: int, factor: int) -> tuple[int, int, int, int]:
+    """The centred region whose sides are multiples of ``factor``."""
+    w, h = width // factor * factor, height // factor * factor
+    left, top = (width - w) // 2, (height - h) // 2
+    return left, top, left + w, top + h
+
+
+def area_reduce(img: Image.Image, short_side: int) -> Image.Image:
+    """Average ``img`` over f x f blocks (:func:`area_factor`); unchanged when f is 1."""
+    factor = area_factor(img.width, img.height, short_side)
+    if factor == 1:
+        return img
+    return img.reduce(factor, box=_trim_box(img.width, img.height, factor))
+
+
+_CV2: Any = None
+
+
+def _opencv() -> Any:
+    """cv2, or False where OpenCV is not installed (imported once, on the first large frame)."""
+    global _CV2
+    if _CV2 is None:
+        try:
+            import cv2
+
+            _CV2 = cv2
+        except ImportError:
+            _CV2 = False
+    return _CV2
+
+
+def area_reduce_array(arr: np.ndarray, short_side: int) -> np.ndarray:
+    """:func:`area_reduce` for a uint8 HxW or HxWxC array, without a full-size PIL copy where OpenCV
+    is installed (``INTER_AREA`` at an integer factor is the block mean); channel order is kept."""
+    height, width = arr.shape[:2]
+    factor = area_factor(width, height, short_side)
+    if factor == 1:
+        return arr
+    left, top, right, bottom = _trim_box(width, height, factor)
+    region = arr[top:bottom, left:right]
+    size = ((right - left) // factor, (bottom - top) // factor)
+    cv2 = _opencv()
+    if cv2:
+        if region.ndim == 3 and region.strides[1] != region.shape[2] * region.itemsize:
+            region = np.ascontiguousarray(region)  # an alpha channel was sliced off
+        return cv2.resize(region, size, interpolation=cv2.INTER_AREA)
+    return np.asarray(Image.fromarray(np.ascontiguousarray(region)).reduce(factor))
+
+
+# -- steps 1-2 together --------------------------------------------------------------------------
+def load_reduced(source: ImageInput, cfg: PreprocessConfig, *, bgr: bool = False) -> Image.Image:
+    """Steps 1-2: ``source`` decoded (at reduced size where the format allows) and area-averaged
+    into an 8-bit RGB PIL image, whose short side is then < 2 x ``short_side`` if it was larger.
+    Version 1 gives the full-size image (:func:`load_image`)."""
+    if cfg.version == 1:
+        return load_image(source, bgr=bgr, max_pixels=cfg.max_pixels)
+    name = describe(source)
+    if isinstance(source, np.ndarray):
+        rgb8 = _array_to_rgb8(source, name)
+        _check_pixels(rgb8.shape[1], rgb8.shape[0], cfg.max_pixels, name)
+        return _rgb8_to_pil(area_reduce_array(rgb8, cfg.short_side), bgr)
+    if isinstance(source, Image.Image):
+        img = _to_rgb8(ImageOps.exif_transpose(source) or source, name)
+    else:
+        img = _decode_file(source, name, cfg.max_pixels, cfg.short_side)
+    return area_reduce(img, cfg.short_side)
 
 
 def resize_short_side(img: Image.Image, short_side: int, resample: str = "bicubic") -> Image.Image:
@@ -211,12 +344,19 @@ def to_chw_float(img: Image.Image) -> np.ndarray:
 
 
 def prepare(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
-    """Steps shared by evaluation and training: resize to the configured short side."""
+    """Steps 2-3 on a decoded RGB image: area-average (version 2) and resize to the short side."""
+    if cfg.version != 1:
+        img = area_reduce(img, cfg.short_side)
     return resize_short_side(img, cfg.short_side, cfg.resample)
 
 
+def load_resized(source: ImageInput, cfg: PreprocessConfig, *, bgr: bool = False) -> Image.Image:
+    """Steps 1-3: ``source`` decoded and resized to the configured short side (training, caches)."""
+    return prepare(load_reduced(source, cfg, bgr=bgr), cfg)
+
+
 def crops_from_image(img: Image.Image, cfg: PreprocessConfig, crops: int | None = None) -> np.ndarray:
-    """Resize and cut the crop grid from an already-decoded RGB image: (n, 3, S, S) float32."""
+    """Steps 2-5 on an already-decoded RGB image: (n, 3, S, S) float32 crops in [0, 1]."""
     resized = prepare(img, cfg)
     boxes = crop_boxes(resized.width, resized.height, cfg.crop_size, crops or cfg.crops)
     return np.stack([to_chw_float(resized.crop(b)) for b in boxes])
@@ -226,8 +366,7 @@ def preprocess(source: ImageInput, cfg: PreprocessConfig | None = None, *, crops
                bgr: bool = False) -> np.ndarray:
     """Decode and preprocess one image into its crop batch: (n_crops, 3, S, S) float32 in [0, 1]."""
     cfg = cfg or PreprocessConfig()
-    img = load_image(source, bgr=bgr, max_pixels=cfg.max_pixels)
-    return crops_from_image(img, cfg, crops)
+    return crops_from_image(load_reduced(source, cfg, bgr=bgr), cfg, crops)
 
 
 def random_crop(img: Image.Image, cfg: PreprocessConfig, rng: np.random.Generator,

@@ -22,7 +22,8 @@ import numpy as np
 from glia_edge.errors import ImageLoadError
 from glia_edge.formats import format_of
 from glia_edge.meta import ArtifactMeta
-from glia_edge.preprocess import ImageInput, PreprocessConfig, aggregate, crops_from_image, describe, load_image
+from glia_edge.preprocess import ImageInput, PreprocessConfig, aggregate, preprocess
+from glia_edge.runtimes.decode_pool import decode_ahead, resolve_workers
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ class Backend(ABC):
         self.batch_size = fixed_batch or batch_size
         #: Set when the artifact only takes one batch size (static engines): batches are padded.
         self.fixed_batch = fixed_batch
+        #: Threads decoding images ahead of inference in :meth:`iter_scores` (None: the default,
+        #: :data:`DEFAULT_DECODE_WORKERS`; 0: serially, on the calling thread).
+        self.decode_workers: int | None = None
 
     @staticmethod
     def check_precision(meta: ArtifactMeta, precision: str | None) -> None:
@@ -88,25 +92,30 @@ class Backend(ABC):
 
     def crop_batch(self, image: ImageInput, *, crops: int | None = None, bgr: bool = False) -> np.ndarray:
         """The (n, 3, S, S) crops the shared preprocessing cuts from one image (``crops``: 1, 5 or 9)."""
-        cfg = self.preprocess_config
-        return crops_from_image(load_image(image, bgr=bgr, max_pixels=cfg.max_pixels), cfg, crops)
+        return preprocess(image, self.preprocess_config, crops=crops, bgr=bgr)
 
-    def iter_scores(self, images: Iterable[ImageInput], *, crops: int | None = None,
-                    bgr: bool = False) -> Iterator[ScoreResult]:
-        """Score images one by one in input order; bad inputs yield a result with ``error`` set."""
+    def iter_scores(self, images: Iterable[ImageInput], *, crops: int | None = None, bgr: bool = False,
+                    decode_workers: int | None = None) -> Iterator[ScoreResult]:
+        """Score images in input order; bad inputs yield a result with ``error`` set.
+
+        Images are decoded and preprocessed on ``decode_workers`` threads (default: the
+        backend's :attr:`decode_workers`, else ``decode_pool.DEFAULT_DECODE_WORKERS``) a few batches
+        ahead of inference; ``0`` decodes each image on this thread, serially.
+        """
+        workers = resolve_workers(self.decode_workers if decode_workers is None else decode_workers)
+        ahead = max(2 * workers, 2 * self.batch_size)
+        decoded = decode_ahead(images, lambda image: self.crop_batch(image, crops=crops, bgr=bgr),
+                               workers=workers, ahead=ahead)
         pending: list[tuple[str, np.ndarray]] = []
         queued = 0
-        for image in images:
-            name = describe(image)
-            try:
-                arr = self.crop_batch(image, crops=crops, bgr=bgr)
-            except ImageLoadError as exc:
+        for item in decoded:
+            if item.crops is None:
                 yield from self._flush(pending)
                 pending, queued = [], 0
-                yield ScoreResult(name, None, exc.reason)
+                yield ScoreResult(item.source, None, item.error)
                 continue
-            pending.append((name, arr))
-            queued += len(arr)
+            pending.append((item.source, item.crops))
+            queued += len(item.crops)
             if queued >= self.batch_size:
                 yield from self._flush(pending)
                 pending, queued = [], 0
@@ -120,10 +129,11 @@ class Backend(ABC):
         for (name, _), score, n in zip(pending, scores, counts):
             yield ScoreResult(name, float(score), None, n)
 
-    def score_paths(self, images: Sequence[ImageInput], *, crops: int | None = None) -> np.ndarray:
+    def score_paths(self, images: Sequence[ImageInput], *, crops: int | None = None,
+                    decode_workers: int | None = None) -> np.ndarray:
         """One score per input, NaN (and a logged warning) where an input could not be used."""
         scores = np.full(len(images), np.nan)
-        for i, result in enumerate(self.iter_scores(images, crops=crops)):
+        for i, result in enumerate(self.iter_scores(images, crops=crops, decode_workers=decode_workers)):
             if result.ok:
                 scores[i] = result.score
             else:
@@ -135,12 +145,14 @@ class Backend(ABC):
         """Scores for one image or a list of them (paths, bytes, PIL images, HWC uint8 arrays).
 
         Returns a float64 array with one score per image. Raises :class:`ImageLoadError` for the
-        first unusable input; use :meth:`iter_scores` to carry on past bad inputs.
+        first unusable input; use :meth:`iter_scores` to carry on past bad inputs. A list is
+        decoded on the worker pool (:meth:`iter_scores`), a single image on this thread.
         """
         single = not isinstance(images, (list, tuple))
         if isinstance(images, np.ndarray) and images.ndim == 4:
             raise ValueError("a 4-D array is a batch of crops: use predict_batch, or pass a list of HWC images")
-        results = list(self.iter_scores([images] if single else images, crops=crops, bgr=bgr))
+        results = list(self.iter_scores([images] if single else images, crops=crops, bgr=bgr,
+                                        decode_workers=0 if single or len(images) < 2 else None))
         for res in results:
             if not res.ok:
                 raise ImageLoadError(res.source, res.error or "unknown error")

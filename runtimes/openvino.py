@@ -22,8 +22,24 @@ from glia_edge.formats import openvino_meta_from_model, resolve_ir
 
 #: Inference precision hint -> OpenVINO INFERENCE_PRECISION_HINT ("device": OpenVINO decides).
 INFERENCE_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "device": None}
-#: The hint used when none is given, from the artifact's precision.
-_DEFAULT_HINT = {"fp32": "fp32", "fp16": "fp32", "int8": "fp32", "bf16": "bf16"}
+#: The hint used when none is given, from the artifact's precision. An INT8 IR runs its float parts
+#: in BF16 on CPUs with BF16 units (its export gate measured it so; elsewhere f32), unless its
+#: metadata names another (``--precision auto`` records the one it measured best within the bound).
+_DEFAULT_HINT = {"fp32": "fp32", "fp16": "fp32", "int8": "bf16-if-supported", "bf16": "bf16"}
+
+
+def _default_hint(meta: Any, core: Any, device: str) -> str:
+    recorded = (meta.export or {}).get("inference_precision")
+    if recorded:
+        return str(recorded)
+    hint = _DEFAULT_HINT[meta.precision]
+    if hint == "bf16-if-supported":
+        try:
+            caps = core.get_property(device.upper(), "OPTIMIZATION_CAPABILITIES")
+        except RuntimeError:
+            caps = ()
+        hint = "bf16" if "BF16" in caps else "fp32"
+    return hint
 
 
 class OpenVinoBackend(Backend):
@@ -41,7 +57,7 @@ class OpenVinoBackend(Backend):
         model = core.read_model(str(xml))
         meta = openvino_meta_from_model(model, xml)
         self.check_precision(meta, precision)
-        hint = inference_precision or _DEFAULT_HINT[meta.precision]
+        hint = inference_precision or _default_hint(meta, core, device)
         if hint not in INFERENCE_HINTS:
             raise ValueError(f"OpenVINO inference_precision must be one of {', '.join(INFERENCE_HINTS)}, got {hint!r}")
         if mode not in ("latency", "throughput"):

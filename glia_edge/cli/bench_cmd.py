@@ -92,9 +92,29 @@ def _print(report: BenchReport, paths: dict[str, Path]) -> None:
         table.add_row(*[str(fn(row)) for _, fn in cols])
     console.print(table)
     console.print(f"machine: {report.machine_line}")
+    console.print(recommendation(report))
     for note in report.settings.get("notes", []):
         console.print(f"note: {note}")
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def recommendation(report: BenchReport) -> str:
+    """The fastest row at the largest batch whose agreement with PyTorch FP32 passes the bound of
+    ``glia-edge export --precision auto`` (:mod:`glia_edge.export.auto`)."""
+    from glia_edge.export.auto import bound_text, passes
+
+    batch = max(report.batches, default=1)
+    score_range = float(report.settings.get("score_range") or 0.0)
+    ok = [r for r in report.rows if r.ok and r.crops_per_s(batch)]
+    within = [r for r in ok if (r.target == "torch" and r.precision == "fp32")  # the reference itself
+              or (score_range > 0 and r.max_abs_diff is not None and passes(r.spearman, r.max_abs_diff / score_range))]
+    if not within:
+        return f"recommendation: none of the measured rows met {bound_text()}"
+    best = max(within, key=lambda r: r.crops_per_s(batch) or 0.0)
+    agree = (f", Spearman {best.spearman:.4f}, max |delta| {best.max_abs_diff / score_range:.2%} of the range"
+             if best.spearman is not None and best.max_abs_diff is not None and score_range else "")
+    return (f"recommendation: {best.name} ({best.backend}): {best.crops_per_s(batch):.1f} crops/s at batch {batch}"
+            f"{agree}; the fastest measured here within {bound_text()}")
 
 
 def bench(
@@ -132,8 +152,24 @@ def bench(
                                               "row, or TARGET:PRECISION=X,... for named rows."),
     max_drop: Optional[float] = typer.Option(None, "--max-drop", help="Regression check: largest allowed "
                                              "1 - Spearman with the PyTorch FP32 scores."),
+    end_to_end: Optional[Path] = typer.Option(None, "--end-to-end", help="Artifact: measure only what users see "
+                                              "with it (JPEG files old vs new decode path vs model only, camera "
+                                              "frames); writes OUTPUT/e2e.{md,json}."),
+    e2e_sizes: str = typer.Option("1024x768,4000x3000", "--e2e-sizes", help="JPEG sizes generated for --end-to-end "
+                                  "('' for none)."),
+    e2e_count: int = typer.Option(40, "--e2e-count", min=1, help="JPEGs per size (and at most this many from "
+                                  "--e2e-files)."),
+    e2e_files: Optional[Path] = typer.Option(None, "--e2e-files", help="A folder of your own images, measured too."),
+    frames: str = typer.Option("1080p,4k", "--frames", help="Camera frame sizes for --end-to-end: 720p,1080p,4k "
+                               "('' for none)."),
+    decode_workers: Optional[int] = typer.Option(None, "--decode-workers", min=1, help="Decode threads of the new "
+                                                 "path (default: the cores, up to 4)."),
+    e2e_repeats: int = typer.Option(3, "--e2e-repeats", min=1, help="Timed passes over the files per path."),
 ) -> None:
     """Benchmark every backend and precision against PyTorch FP32 eager, in one run."""
+    if end_to_end is not None:
+        _end_to_end(end_to_end, e2e_sizes, e2e_count, e2e_files, frames, decode_workers, e2e_repeats, threads, output)
+        return
     from glia_edge.benchmarks.checks import parse_min_speedup
     from glia_edge.benchmarks.configs import PRECISIONS, TARGETS
     from glia_edge.benchmarks.report import write_all
@@ -162,6 +198,41 @@ def bench(
         for failure in report.checks:
             typer.secho(f"regression: {failure}", fg=typer.colors.RED, err=True)
         raise typer.Exit(CHECK_FAILED_EXIT)
+
+
+def _end_to_end(artifact: Path, sizes: str, count: int, files: Optional[Path], frames: str,
+                workers: Optional[int], repeats: int, threads: Optional[int], output: Path) -> None:
+    import json
+
+    from rich.console import Console
+
+    from glia_edge.atomic import atomic_write
+    from glia_edge.benchmarks.endtoend import FRAME_SIZES, parse_size, run_end_to_end, to_dict, to_markdown
+    from glia_edge.benchmarks.machine import machine_info, machine_line
+    from glia_edge.runtimes.decode_pool import resolve_workers
+
+    try:
+        size_list = [parse_size(s) for s in sizes.split(",") if s.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    frame_list = _split(frames, "--frames", tuple(FRAME_SIZES)) if frames.strip() else ()
+    args = ["glia-edge", "bench", "--end-to-end", str(artifact), "--e2e-sizes", sizes, "--e2e-count", str(count),
+            "--frames", frames, "--decode-workers", str(resolve_workers(workers)), "--e2e-repeats", str(repeats),
+            "--output", str(output)]
+    args += ["--e2e-files", str(files)] if files else []
+    args += ["--threads", str(threads)] if threads else []
+    with cli_errors():
+        rows = run_end_to_end(artifact, sizes=size_list, count=count, files=files, frames=frame_list,
+                              workers=resolve_workers(workers), repeats=repeats, work=output,
+                              load_options={"threads": threads} if threads else None)
+        line = machine_line(machine_info())
+        text = to_markdown(rows, line, shlex.join(args))
+        output.mkdir(parents=True, exist_ok=True)
+        atomic_write(output / "e2e.md", lambda tmp: tmp.write_text(text))
+        doc = {"machine": line, "command": shlex.join(args), "artifact": str(artifact), "rows": to_dict(rows)}
+        atomic_write(output / "e2e.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=2)))
+    typer.echo(text)
+    Console().print(f"wrote {output / 'e2e.md'}, {output / 'e2e.json'}")
 
 
 def register(app: typer.Typer) -> None:

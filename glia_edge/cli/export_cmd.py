@@ -39,6 +39,11 @@ def _print_summary(result: Any, target: str) -> None:
         if gate.srcc_artifact is not None:
             table.add_row("SRCC / PLCC vs labels", f"{gate.srcc_artifact:.4f} / {gate.plcc_artifact:.4f} "
                           f"(PyTorch {gate.srcc_reference:.4f} / {gate.plcc_reference:.4f})")
+    for c in (meta.export.get("auto") or {}).get("candidates", []):
+        speed = f"{c['crops_per_s']:.1f} crops/s" if c.get("crops_per_s") else (c.get("error") or "not measured")
+        agree = f"Spearman {c['spearman']:.4f}, max |delta| {c['max_delta_share']:.2%}" if c.get("spearman") else ""
+        table.add_row(f"auto: {c['precision']} ({c['inference_precision'] or 'as stored'})",
+                      f"{speed}; {agree}{' (within the bound)' if c.get('passes') else ''}")
     console.print(table)
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True)
@@ -49,7 +54,9 @@ def export(
                                               "default: the packaged default model."),
     target: str = typer.Option(..., "--target", "-t", help=", ".join(EXPORT_TARGETS) + "."),
     precision: str = typer.Option("fp32", "--precision", "-p", help="; ".join(
-        f"{n}: {', '.join(FORMATS[n].precisions)}" for n in EXPORT_TARGETS) + "."),
+        f"{n}: {', '.join(FORMATS[n].precisions)}" for n in EXPORT_TARGETS) + "; auto (onnx, openvino): the "
+        "fastest on this machine whose agreement with PyTorch FP32 passes the bound (measured, recorded in the "
+        "artifact's metadata)."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration images: a folder or a CSV."),
     calib_size: int = typer.Option(DEFAULT_CALIB_SIZE, "--calib-size", help="Calibration images used (a seeded subset)."),
     batch: int = typer.Option(EngineOptions.opt_batch, "--batch", help="Batch size (fixed with --static; TensorRT's optimal batch)."),

@@ -153,6 +153,9 @@ def score(
     device: Optional[str] = typer.Option(None, "--device", help="Runtime device (cpu, CPU, GPU, cuda:0 ...)."),
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1,
                                              help="Refuse images with more pixels (decompression-bomb guard)."),
+    decode_workers: Optional[int] = typer.Option(None, "--decode-workers", min=0,
+                                                 help="Threads decoding images ahead of inference (default: the "
+                                                      "cores, up to 4; 0 = serially on the main thread)."),
 ) -> None:
     """Score images; unreadable inputs are reported (exit code 1) and the rest are still scored."""
     import glia_edge
@@ -169,6 +172,7 @@ def score(
         with backend:
             if max_pixels:
                 backend.preprocess_config = backend.preprocess_config.replace(max_pixels=max_pixels)
+            backend.decode_workers = decode_workers
             found, unmatched = expand_inputs(paths)
             results = _run(backend, found, unmatched, int(crops.value) if crops else None)
     fmt = _format_for(fmt, output)

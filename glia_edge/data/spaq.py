@@ -3,8 +3,8 @@
 Images are in ``TestImage/``; scores in an Excel sheet (``Annotations/MOS and Image attribute
 scores.xlsx`` in the release) with columns ``Image name``, ``MOS`` and five attribute scores.
 The photos are up to 4000x3000, so decoding them every epoch would dominate training: they are
-resized once (EXIF orientation applied, short side 384 by the shared preprocessing's own
-resize) into a cached lossless PNG copy, and the records point at the copies. A lossy cache
+resized once (short side 384 by the shared preprocessing's own decode and resize, steps 1-3;
+the cache folder carries the preprocessing version) into a cached lossless PNG copy, and the records point at the copies. A lossy cache
 would add compression artefacts to a quality dataset.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from glia_edge.data.base import (IQADataset, IQARecord, cache_root, check_not_em
                                  require_columns, require_dir, root_tag)
 from glia_edge.errors import DatasetError, ImageLoadError
 from glia_edge.meta import ScoreSpec
-from glia_edge.preprocess import load_image, resize_short_side
+from glia_edge.preprocess import PREPROCESS_VERSION, PreprocessConfig, load_resized
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,9 @@ def _annotation(root: Path, xlsx: Path | None) -> Path:
 
 
 def cache_folder(root: Path, short_side: int) -> Path:
-    return cache_root() / "spaq" / root_tag(root) / f"short{short_side}"
+    """Named by the short side and the preprocessing version: copies made by an older definition
+    are not reused (a new folder is built)."""
+    return cache_root() / "spaq" / root_tag(root) / f"short{short_side}-v{PREPROCESS_VERSION}"
 
 
 def _cache_one(src: Path, dst: Path, short_side: int) -> str | None:
@@ -48,7 +50,7 @@ def _cache_one(src: Path, dst: Path, short_side: int) -> str | None:
     if dst.is_file() and dst.stat().st_size > 0:
         return None
     try:
-        img = resize_short_side(load_image(src), short_side)
+        img = load_resized(src, PreprocessConfig(short_side=short_side, crop_size=min(224, short_side)))
     except ImageLoadError as exc:
         return exc.reason
     atomic_write(dst, lambda tmp: img.save(tmp, format="PNG", compress_level=1))

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset, default_collate
 
 from glia_edge.data.base import IQARecord
 from glia_edge.errors import ImageLoadError
-from glia_edge.preprocess import PreprocessConfig, crops_from_image, load_image, prepare, random_crop
+from glia_edge.preprocess import PreprocessConfig, load_resized, preprocess, random_crop
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class TrainCrops(Dataset):
         i = index // self.crops_per_image
         rec = self.records[i]
         try:
-            img = prepare(load_image(rec.path, max_pixels=self.cfg.max_pixels), self.cfg)
+            img = load_resized(rec.path, self.cfg)
         except ImageLoadError as exc:
             log.warning("skipping %s: %s", rec.path, exc.reason)
             return None
@@ -81,7 +81,7 @@ class LadderCrops(TrainCrops):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int] | None:
         i = index // self.crops_per_image
         try:
-            images = [prepare(load_image(rec.path, max_pixels=self.cfg.max_pixels), self.cfg)
+            images = [load_resized(rec.path, self.cfg)
                       for rec in self.ladders[i]]
         except ImageLoadError as exc:
             log.warning("skipping a ladder of %s: %s", self.ladders[i][0].path, exc)
@@ -110,11 +110,10 @@ class EvalCrops(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int] | None:
         rec = self.records[index]
         try:
-            img = load_image(rec.path, max_pixels=self.cfg.max_pixels)
+            crops = preprocess(rec.path, self.cfg, crops=self.crops)
         except ImageLoadError as exc:
             log.warning("skipping %s: %s", rec.path, exc.reason)
             return None
-        crops = crops_from_image(img, self.cfg, self.crops)
         return torch.from_numpy(crops), torch.tensor(rec.score, dtype=torch.float64), index
 
 

@@ -14,7 +14,9 @@ in IQA via Global-Local Adaptive Interaction", ICASSP 2026, and LoDa, CVPR 2024)
 
 The input is float RGB in [0, 1], NCHW: ImageNet normalisation and the score's affine map back to
 the training MOS scale are buffers inside the graph, so exported models need neither.
-Attention is written as plain MatMul/Softmax so every exporter and TensorRT 10.3 parse it.
+The adapters' attention is ``scaled_dot_product_attention`` (OpenVINO's PyTorch frontend makes it
+its ScaledDotProductAttention op); ONNX export gets plain MatMul/Softmax, which every exporter and
+TensorRT 10.3 parse.
 """
 from __future__ import annotations
 
@@ -113,7 +115,7 @@ class ResNetLocalStream(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Multi-head cross-attention with pre-norms, as plain MatMul + Softmax."""
+    """Multi-head cross-attention with pre-norms (SDPA; MatMul + Softmax in ONNX export)."""
 
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
@@ -130,9 +132,16 @@ class CrossAttention(nn.Module):
         b, n, c = x.shape
         m = ctx.shape[1]
         q = self.q(self.norm_q(x)).reshape(b, n, self.heads, self.head_dim).transpose(1, 2)
-        kv = self.kv(self.norm_kv(ctx)).reshape(b, m, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        attn = torch.softmax((q * self.scale) @ kv[0].transpose(-2, -1), dim=-1)
-        return self.proj((attn @ kv[1]).transpose(1, 2).reshape(b, n, c))
+        k, v = self.kv(self.norm_kv(ctx)).reshape(b, m, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        if torch.onnx.is_in_onnx_export():
+            # The legacy exporter (opset 17) decomposes SDPA with two extra Muls and Reshapes: give
+            # it the plain MatMul -> Softmax -> MatMul form, which TensorRT 10.3 also parses.
+            out = torch.softmax((q * self.scale) @ k.transpose(-2, -1), dim=-1) @ v
+        else:
+            # One op: PyTorch's fused kernel, and OpenVINO's PyTorch frontend converts it to its
+            # ScaledDotProductAttention (tests/test_adapter_attention.py counts them).
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
 class InteractionAdapter(nn.Module):

@@ -4,7 +4,9 @@ Frames arrive from any iterator (``run(frames)``) or callback (``submit(frame, t
 (``every_n``, ``max_fps``) picks which frames to score; picked frames go into a bounded queue that
 keeps the newest ones (``queue_size``) and counts what it had to drop, so a camera loop never
 waits for the model. One worker thread scores what is queued with the backend's shared
-preprocessing (``model.crops`` + ``model.predict_batch``, so scores match ``glia-edge score``),
+preprocessing (``model.crop_batch`` + ``model.predict_batch``, so scores match ``glia-edge score``;
+a large frame is area-averaged in OpenCV before the small bicubic resize, with no full-size PIL
+copy: :func:`glia_edge.preprocess.load_reduced`),
 smooths and classifies the score (:mod:`glia_edge.stream.states`) and publishes a
 :class:`FrameResult` to ``results()`` and the ``on_result`` / ``on_alert`` callbacks.
 

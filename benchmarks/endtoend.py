@@ -1,0 +1,189 @@
+"""End-to-end speed, what users of ``glia-edge score`` and ``watch`` see, beside the model-only speed.
+
+Three measurements on one artifact, in one process:
+
+- **files**: images/s scoring JPEG files of each size through :meth:`Backend.iter_scores`, on
+  the old decode path (preprocessing version 1, full decode, serial on the main thread) and the
+  new one (version 2, decode threads), alternating, and the model alone on the same images'
+  pre-cut crops. Ratios: new / old, and new / model-only.
+- **frames**: per-frame cost of preprocessing a BGR camera frame (1080p, 4K) through both
+  versions, of inferring its crop, and the share of a frame's time spent in preprocessing.
+
+The JPEGs are generated (textured, seeded, quality 90) when no folder is given.
+"""
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FRAME_SIZES = {"720p": (1280, 720), "1080p": (1920, 1080), "4k": (3840, 2160)}
+
+
+@dataclass
+class EndToEndRow:
+    kind: str  # "files" or "frame"
+    input: str  # "40 JPEGs 4000x3000" / "1920x1080 BGR frame"
+    path: str  # "old: serial, exact decode (v1)" / "new: ..." / "model only"
+    images_per_s: float | None = None
+    ms_per_image: float | None = None
+    preprocess_ms: float | None = None
+    infer_ms: float | None = None
+    preprocess_share: float | None = None
+    vs_old: float | None = None
+    vs_model_only: float | None = None
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``4000x3000`` -> (4000, 3000)."""
+    w, sep, h = text.lower().partition("x")
+    if not sep or not w.isdigit() or not h.isdigit() or int(w) < 1 or int(h) < 1:
+        raise ValueError(f"expected a size like 4000x3000, got {text!r}")
+    return int(w), int(h)
+
+
+def make_jpegs(folder: Path, size: tuple[int, int], count: int, seed: int = 0) -> list[Path]:
+    """``count`` textured JPEGs of ``size`` (reused when already there): smooth colour fields,
+    edges and sensor-like noise, so the decoder and the resampler do realistic work."""
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    w, h = size
+    for i in range(count):
+        path = folder / f"e2e-{w}x{h}-{i:03d}.jpg"
+        if not path.is_file():
+            rng = np.random.default_rng([seed, w, h, i])
+            small = rng.integers(0, 256, (max(2, h // 64), max(2, w // 64), 3), dtype=np.uint8)
+            img = Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
+            draw = ImageDraw.Draw(img)
+            for _ in range(40):
+                x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
+                draw.line((x0, y0, x0 + int(rng.integers(-w // 4, w // 4)), y0 + int(rng.integers(-h // 4, h // 4))),
+                          fill=tuple(int(c) for c in rng.integers(0, 256, 3)), width=int(rng.integers(1, 8)))
+            arr = np.asarray(img).astype(np.int16) + rng.normal(0, 5, (h, w, 3)).astype(np.int16)
+            Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _versioned(model: Any, version: int, workers: int) -> Callable[[Sequence[Any]], list[Any]]:
+    def run(items: Sequence[Any]) -> list[Any]:
+        base = model.preprocess_config
+        model.preprocess_config = base.replace(version=version)
+        try:
+            results = list(model.iter_scores(items, decode_workers=workers))
+        finally:
+            model.preprocess_config = base
+        bad = [r for r in results if not r.ok]
+        if bad:
+            raise RuntimeError(f"{bad[0].source}: {bad[0].error}")
+        return results
+    return run
+
+
+def file_rows(model: Any, paths: Sequence[Path], label: str, *, workers: int, repeats: int) -> list[EndToEndRow]:
+    """Old path, new path and model only on ``paths``; the three alternate, the median counts."""
+    items = [str(p) for p in paths]
+    old, new = _versioned(model, 1, 0), _versioned(model, 2, workers)
+    crops = np.concatenate([model.crop_batch(p) for p in items])
+    times: dict[str, list[float]] = {"old": [], "new": [], "model": []}
+    new(items[:2])  # warm-up: threads, runtime
+    for _ in range(repeats):
+        times["old"].append(_timed(lambda: old(items)))
+        times["new"].append(_timed(lambda: new(items)))
+        times["model"].append(_timed(lambda: model.predict_batch(crops)))
+    rate = {k: len(items) / statistics.median(v) for k, v in times.items()}
+    return [
+        EndToEndRow("files", label, "old: exact full decode (v1), serial", rate["old"], 1000 / rate["old"],
+                    vs_model_only=rate["old"] / rate["model"]),
+        EndToEndRow("files", label, f"new: fast decode (v2), {workers} decode threads", rate["new"],
+                    1000 / rate["new"], vs_old=rate["new"] / rate["old"], vs_model_only=rate["new"] / rate["model"]),
+        EndToEndRow("files", label, f"model only (batch {model.batch_size})", rate["model"], 1000 / rate["model"]),
+    ]
+
+
+def frame_rows(model: Any, name: str, size: tuple[int, int], *, repeats: int, crops: int | None = None) -> list[EndToEndRow]:
+    """Per-frame preprocessing (both versions) and inference of one BGR frame of ``size``."""
+    rng = np.random.default_rng(list(size))
+    small = rng.integers(0, 256, (size[1] // 32, size[0] // 32, 3), dtype=np.uint8)
+    import cv2
+
+    frame = cv2.resize(small, size, interpolation=cv2.INTER_CUBIC)
+    frame = np.clip(frame.astype(np.int16) + rng.normal(0, 5, frame.shape).astype(np.int16), 0, 255).astype(np.uint8)
+    base = model.preprocess_config
+    cost: dict[int, list[float]] = {1: [], 2: []}
+    infer: list[float] = []
+    batch = model.crop_batch(frame, crops=crops, bgr=True)
+    try:
+        for _ in range(repeats):
+            for version in (1, 2):
+                model.preprocess_config = base.replace(version=version)
+                cost[version].append(_timed(lambda: model.crop_batch(frame, crops=crops, bgr=True)))
+            infer.append(_timed(lambda: model.predict_batch(batch)))
+    finally:
+        model.preprocess_config = base
+    inf = statistics.median(infer) * 1000
+    rows = []
+    for version, path in ((1, "old: exact (v1)"), (2, "new: fast (v2)")):
+        pre = statistics.median(cost[version]) * 1000
+        rows.append(EndToEndRow("frame", f"{name} {size[0]}x{size[1]} BGR frame", path, 1000 / (pre + inf), pre + inf,
+                                preprocess_ms=pre, infer_ms=inf, preprocess_share=pre / (pre + inf)))
+    rows[1].vs_old = rows[1].images_per_s / rows[0].images_per_s  # type: ignore[operator]
+    return rows
+
+
+def run_end_to_end(artifact: Path, *, sizes: Sequence[tuple[int, int]], count: int, files: Path | None,
+                   frames: Sequence[str], workers: int, repeats: int, work: Path,
+                   load_options: dict[str, Any] | None = None) -> list[EndToEndRow]:
+    """Every row for ``artifact`` (see the module docstring)."""
+    import glia_edge
+
+    rows: list[EndToEndRow] = []
+    with glia_edge.load(artifact, **(load_options or {})) as model:
+        if files is not None:
+            from glia_edge.preprocess import find_images
+
+            paths = find_images(files)[:count]
+            if not paths:
+                raise ValueError(f"{files}: no images")
+            rows += file_rows(model, paths, f"{len(paths)} files from {files}", workers=workers, repeats=repeats)
+        for size in sizes:
+            paths = make_jpegs(work / "e2e-jpegs", size, count)
+            log.info("end-to-end: %d JPEGs of %dx%d", count, *size)
+            rows += file_rows(model, paths, f"{count} JPEGs {size[0]}x{size[1]}", workers=workers, repeats=repeats)
+        for name in frames:
+            rows += frame_rows(model, name, FRAME_SIZES[name], repeats=max(repeats, 10) * 3)
+    return rows
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return "" if value is None else format(value, fmt)
+
+
+def to_markdown(rows: Sequence[EndToEndRow], machine_line: str, command: str) -> str:
+    lines = [f"machine: {machine_line}", "", f"command: `{command}`", "",
+             "| input | path | images/s | ms/image | preprocess ms | infer ms | preprocess share | x old | "
+             "share of model-only |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.input} | {r.path} | {_cell(r.images_per_s, '.1f')} | {_cell(r.ms_per_image, '.1f')} | "
+                     f"{_cell(r.preprocess_ms, '.2f')} | {_cell(r.infer_ms, '.2f')} | "
+                     f"{_cell(r.preprocess_share, '.0%')} | {_cell(r.vs_old, '.2f')} | {_cell(r.vs_model_only, '.1%')} |")
+    return "\n".join(lines) + "\n"
+
+
+def to_dict(rows: Sequence[EndToEndRow]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in rows]

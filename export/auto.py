@@ -1,0 +1,221 @@
+"""``--precision auto``: the fastest precision of a target on this machine that keeps the scores.
+
+Each candidate configuration of the target (OpenVINO: FP32 pinned to f32, BF16, INT8 with f32
+float parts, INT8 with BF16 float parts; ONNX Runtime: FP32, FP16, INT8) is exported and gated
+against PyTorch FP32 on the validation images, then timed on this machine at the export's batch
+size, all candidates alternating round-robin (the median counts). The fastest candidate whose
+agreement passes the bound (:func:`passes`) is kept; what was measured for every candidate is
+recorded in the artifact's metadata (``export.auto``) and its float precision in
+``export.inference_precision``, which the OpenVINO backend then uses by default. The same bound
+picks the recommendation line of ``glia-edge bench``.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import statistics
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: The agreement a candidate needs with PyTorch FP32 on the validation images.
+AUTO_MIN_SPEARMAN = 0.99
+#: ... and its largest |score delta|, as a share of the model's declared score range.
+AUTO_MAX_DELTA_SHARE = 0.03
+
+#: (artifact precision, inference precision hint or None) per target, in the order they are tried.
+CANDIDATES: dict[str, tuple[tuple[str, str | None], ...]] = {
+    "openvino": (("fp32", "fp32"), ("bf16", "bf16"), ("int8", "fp32"), ("int8", "bf16")),
+    "onnx": (("fp32", None), ("fp16", None), ("int8", None)),
+}
+
+
+def passes(spearman: float | None, max_delta_share: float | None) -> bool:
+    """Whether an agreement with PyTorch FP32 is within the ``auto`` bound."""
+    return (spearman is not None and max_delta_share is not None and np.isfinite(spearman)
+            and spearman >= AUTO_MIN_SPEARMAN and max_delta_share <= AUTO_MAX_DELTA_SHARE)
+
+
+def bound_text() -> str:
+    return f"Spearman >= {AUTO_MIN_SPEARMAN} and max |delta| <= {AUTO_MAX_DELTA_SHARE:.0%} of the score range"
+
+
+@dataclass
+class Candidate:
+    precision: str
+    inference_precision: str | None
+    spearman: float | None = None
+    max_delta_share: float | None = None
+    crops_per_s: float | None = None
+    passes: bool = False
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.precision + (f" ({self.inference_precision} float parts)" if self.inference_precision else "")
+
+
+def pick(candidates: Sequence[Candidate]) -> Candidate | None:
+    """The fastest candidate within the bound, or None."""
+    ok = [c for c in candidates if c.passes and c.crops_per_s]
+    return max(ok, key=lambda c: c.crops_per_s or 0.0) if ok else None
+
+
+def _time(backends: dict[int, Any], batch: np.ndarray, rounds: int) -> dict[int, float]:
+    seconds: dict[int, list[float]] = {i: [] for i in backends}
+    for backend in backends.values():
+        backend.predict_batch(batch)  # warm-up
+    for _ in range(rounds):
+        for i, backend in backends.items():
+            start = time.perf_counter()
+            backend.predict_batch(batch)
+            seconds[i].append(time.perf_counter() - start)
+    return {i: len(batch) / statistics.median(s) for i, s in seconds.items()}
+
+
+def export_auto(checkpoint: Path | None, *, target: str, output: Path | None, rounds: int = 10,
+                **kwargs: Any) -> Any:
+    """Export every candidate of ``target``, keep the fastest within the bound at ``output``.
+
+    ``kwargs`` are :func:`glia_edge.export.export`'s (calibration, validation, batch ...). The
+    gate needs validation images (``val`` or ``calib``; the default model brings its own).
+    """
+    import tempfile
+
+    import glia_edge
+    from glia_edge.atomic import replace_path
+    from glia_edge.errors import AccuracyGateError
+    from glia_edge.export.exporter import default_output, export
+    from glia_edge.export.gate import run_gate
+
+    if checkpoint is None and kwargs.get("val") is None and kwargs.get("calib") is None:
+        from glia_edge.weights import default_calibration
+
+        kwargs["val"] = default_calibration()  # the default model's own photos gate every candidate
+    if target not in CANDIDATES:
+        raise ValueError(f"--precision auto measures on this machine: not for {target} (choose a precision; "
+                         f"auto covers {', '.join(CANDIDATES)})")
+    final = Path(output) if output else default_output(Path(checkpoint or "glia_vit_nano.synthetic"), target, "auto")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    batch_size = int(kwargs.get("batch", 8))
+    candidates = [Candidate(p, h) for p, h in CANDIDATES[target]]
+    with tempfile.TemporaryDirectory(prefix=".auto-", dir=final.parent) as tmp:
+        exported: dict[str, Any] = {}
+        for precision in dict.fromkeys(c.precision for c in candidates):
+            out = Path(tmp) / (f"{precision}.onnx" if target == "onnx" else precision)
+            try:
+                exported[precision] = export(checkpoint, target=target, precision=precision, output=out, **kwargs)
+            except Exception as exc:  # a precision this machine cannot export (e.g. no calibration)
+                log.warning("auto: %s %s not exported: %s", target, precision, exc)
+                for c in candidates:
+                    if c.precision == precision:
+                        c.error = str(exc).splitlines()[0]
+        backends: dict[int, Any] = {}
+        try:
+            for i, c in enumerate(candidates):
+                if c.error:
+                    continue
+                result = exported[c.precision]
+                options = {"batch_size": batch_size}
+                if c.inference_precision:
+                    options["inference_precision"] = c.inference_precision
+                gate = result.gate_report
+                if c.inference_precision and c.inference_precision != _default_float(result.meta):
+                    images = _gate_images(result, kwargs)
+                    gate = run_gate(result.path, Path(checkpoint or _default_ckpt()), images, crops=kwargs.get("crops", 1),
+                                    backend_options=options) if images else None
+                if gate is None:
+                    raise AccuracyGateError("--precision auto needs validation images: pass --val or --calib")
+                c.spearman, c.max_delta_share = gate.spearman, gate.max_rel_delta
+                c.passes = passes(c.spearman, c.max_delta_share)
+                backends[i] = glia_edge.load(result.path, **options)
+            size = next(iter(backends.values())).preprocess_config.crop_size if backends else 224
+            crops = np.random.default_rng(0).random((batch_size, 3, size, size), dtype=np.float32)
+            for i, rate in _time(backends, crops, rounds).items():
+                candidates[i].crops_per_s = rate
+        finally:
+            for backend in backends.values():
+                backend.close()
+        best = pick(candidates)
+        for c in candidates:
+            log.info("auto: %-28s %s crops/s, Spearman %s, max |delta| %s of range%s", c.name, _f(c.crops_per_s),
+                     _f(c.spearman, 4), _f(c.max_delta_share, 4), " (within the bound)" if c.passes else "")
+        if best is None:
+            raise AccuracyGateError(f"--precision auto: no {target} candidate met {bound_text()}")
+        chosen = exported[best.precision]
+        record = {"candidates": [asdict(c) for c in candidates], "picked": best.name, "bound": bound_text(),
+                  "rounds": rounds, "batch": batch_size, "machine": _machine()}
+        meta = replace(chosen.meta, export={**chosen.meta.export, "auto": record,
+                                             **({"inference_precision": best.inference_precision}
+                                                if best.inference_precision else {})})
+        _write_meta(chosen.path, target, meta)
+        source = chosen.path if target == "onnx" else chosen.path.parent
+        replace_path(source, final)
+    path = final if target == "onnx" else final / chosen.path.name
+    notes = (f"--precision auto picked {best.name}: {_f(best.crops_per_s)} crops/s on this machine; {bound_text()}",)
+    return replace(chosen, path=path, meta=meta, notes=chosen.notes + notes,
+                   files=(final,) if target == "onnx" else tuple(sorted(final.iterdir())))
+
+
+def _default_float(meta: Any) -> str | None:
+    if meta.format != "openvino":
+        return None
+    from glia_edge.runtimes.openvino import _DEFAULT_HINT
+
+    return _DEFAULT_HINT.get(meta.precision)
+
+
+def _gate_images(result: Any, kwargs: dict[str, Any]) -> list[Path]:
+    from glia_edge.export.calibration import read_image_list
+
+    source = kwargs.get("val") or kwargs.get("calib")
+    return list(read_image_list(source).paths) if source else []
+
+
+def _default_ckpt() -> Path:
+    from glia_edge.weights import default_checkpoint
+
+    return default_checkpoint()
+
+
+def _write_meta(path: Path, target: str, meta: Any) -> None:
+    if target == "onnx":
+        import onnx
+
+        from glia_edge.formats import set_onnx_meta
+
+        proto = onnx.load(str(path))
+        set_onnx_meta(proto, meta)
+        onnx.save(proto, str(path))
+        return
+    import openvino as ov
+
+    from glia_edge.formats import set_openvino_meta
+
+    model = ov.Core().read_model(str(path))
+    set_openvino_meta(model, meta)
+    tmp = path.with_name("resaved.xml")
+    ov.save_model(model, str(tmp), compress_to_fp16=False)  # the weights as they are (INT8 stays INT8)
+    del model
+    tmp.replace(path)
+    tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
+
+
+def _machine() -> str:
+    try:
+        from glia_edge.benchmarks.machine import machine_info, machine_line
+
+        return machine_line(machine_info())
+    except Exception:  # the benchmark extras (psutil, cpuinfo) are optional
+        import platform
+
+        return platform.processor() or platform.machine()
+
+
+def _f(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"

@@ -1,0 +1,51 @@
+"""The end-to-end bench rows run (on tiny inputs here; the figures come from the real benchmark)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from glia_edge.benchmarks.endtoend import make_jpegs, parse_size, run_end_to_end, to_markdown
+
+
+def test_parse_size() -> None:
+    assert parse_size("4000x3000") == (4000, 3000)
+    for bad in ("4000", "x3000", "0x10", "axb"):
+        with pytest.raises(ValueError, match="4000x3000"):
+            parse_size(bad)
+
+
+def test_generated_jpegs_are_reused(tmp_path: Path) -> None:
+    first = make_jpegs(tmp_path, (320, 240), 2)
+    stamp = [p.stat().st_mtime_ns for p in first]
+    assert make_jpegs(tmp_path, (320, 240), 2) == first and [p.stat().st_mtime_ns for p in first] == stamp
+
+
+def test_rows_for_files_and_frames(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    pytest.importorskip("cv2")
+    rows = run_end_to_end(tiny_checkpoint, sizes=[(640, 480)], count=3, files=None, frames=["720p"], workers=2,
+                          repeats=1, work=tmp_path)
+    files = [r for r in rows if r.kind == "files"]
+    frames = [r for r in rows if r.kind == "frame"]
+    assert [r.path.split(":")[0] for r in files] == ["old", "new", "model only (batch 8)"]
+    assert all(r.images_per_s and r.images_per_s > 0 for r in rows)
+    assert files[1].vs_old and files[1].vs_model_only and len(frames) == 2
+    assert all(0 < (r.preprocess_share or 0) < 1 and r.preprocess_ms and r.infer_ms for r in frames)
+    text = to_markdown(rows, "machine", "cmd")
+    assert text.count("\n| ") == len(rows) + 1
+
+
+def test_bench_cli_end_to_end(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    pytest.importorskip("cv2")
+    import json
+
+    from typer.testing import CliRunner
+
+    from glia_edge.cli import app
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["bench", "--end-to-end", str(tiny_checkpoint), "--e2e-sizes", "500x400",
+                                      "--e2e-count", "2", "--frames", "", "--e2e-repeats", "1", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "e2e.json").read_text())
+    assert len(doc["rows"]) == 3 and "--end-to-end" in doc["command"] and doc["machine"]
