@@ -103,7 +103,8 @@ class Backend(ABC):
         ahead of inference; ``0`` decodes each image on this thread, serially.
         """
         workers = resolve_workers(self.decode_workers if decode_workers is None else decode_workers)
-        ahead = max(2 * workers, 2 * self.batch_size)
+        # images in flight: about two batches' worth of crops, and work for every thread
+        ahead = max(2 * workers, -(-2 * self.batch_size // (crops or self.preprocess_config.crops)))
         decoded = decode_ahead(images, lambda image: self.crop_batch(image, crops=crops, bgr=bgr),
                                workers=workers, ahead=ahead)
         pending: list[tuple[str, np.ndarray]] = []
