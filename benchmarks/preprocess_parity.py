@@ -22,12 +22,15 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def _score_both(model: Any, inputs: list[Any], bgr: bool) -> tuple[np.ndarray, np.ndarray]:
+def _score_both(model: Any, inputs: list[Any], bgr: bool, desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    from tqdm.auto import tqdm
+
     base = model.preprocess_config
     out = []
     for version in (2, 1):
         model.preprocess_config = base.replace(version=version)
-        out.append(np.array([model.predict(x, bgr=bgr)[0] for x in inputs]))
+        items = tqdm(inputs, desc=f"{desc} v{version}", unit="img") if desc else inputs
+        out.append(np.array([model.predict(x, bgr=bgr)[0] for x in items]))
     model.preprocess_config = base
     return out[0], out[1]
 
@@ -43,7 +46,9 @@ def run(work: Path, scale: int = 6, limit: int | None = None) -> dict[str, Any]:
     held = work / "held_out"
     if not (held / "labels.csv").is_file():
         default_sets()["held_out"].write(held)
-    paths = sorted((held / "images").glob("*.png"))[:limit]
+    paths = sorted((held / "images").glob("*.png"))
+    if limit:  # an even sample across photos, types and levels
+        paths = [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, limit).round().astype(int))]
     big = work / f"held_out_x{scale}"
     big.mkdir(parents=True, exist_ok=True)
     jpegs = []
@@ -68,7 +73,7 @@ def run(work: Path, scale: int = 6, limit: int | None = None) -> dict[str, Any]:
                     fast.append(f[0]), exact.append(e[0])
                 fast_a, exact_a = np.array(fast), np.array(exact)
             else:
-                fast_a, exact_a = _score_both(model, inputs, bgr)
+                fast_a, exact_a = _score_both(model, inputs, bgr, desc=name)
             agree = metrics.agreement(fast_a, exact_a)
             report[name] = {"spearman": agree.spearman, "max_abs_delta": agree.max_abs_delta,
                             "max_delta_share_of_range": agree.max_abs_delta / spec.range,
@@ -82,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="Folder for the images (reused).")
     parser.add_argument("--scale", type=int, default=6, help="Upscaling of the camera-size copies.")
-    parser.add_argument("--limit", type=int, default=None, help="Only the first N held-out images.")
+    parser.add_argument("--limit", type=int, default=None, help="At most N held-out images, evenly sampled.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     report = run(args.work, args.scale, args.limit)
