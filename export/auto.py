@@ -12,7 +12,6 @@ picks the recommendation line of ``glia-edge bench``.
 from __future__ import annotations
 
 import logging
-import shutil
 import statistics
 import time
 from dataclasses import asdict, dataclass, replace

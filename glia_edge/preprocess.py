@@ -60,7 +60,8 @@ class PreprocessConfig:
     resample: str = "bicubic"
     max_pixels: int = MAX_PIXELS_DEFAULT
     #: Which definition: 2 = reduced-size JPEG decode + area-average + bicubic, 1 = exact full decode.
-    #: Metadata written before versions existed reads as the current one (parity: benchmarks/RESULTS.md).
+    #: Metadata written before versions existed reads as version 1, the definition it was made
+    #: with: version 2 moves scores of large inputs beyond the parity bound (benchmarks/RESULTS.md).
     version: int = PREPROCESS_VERSION
 
     def __post_init__(self) -> None:
@@ -76,7 +77,7 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PreprocessConfig":
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        return cls(**{"version": 1, **{k: v for k, v in data.items() if k in cls.__dataclass_fields__}})
 
     def replace(self, **changes: Any) -> "PreprocessConfig":
         return PreprocessConfig.from_dict({**self.to_dict(), **changes})

@@ -11,6 +11,7 @@ pytest.importorskip("pyarrow")
 
 from glia_edge.scale.artifact import ArtifactBundle  # noqa: E402
 from glia_edge.scale.cluster import plan_resources  # noqa: E402
+from glia_edge.preprocess import PreprocessConfig  # noqa: E402
 from glia_edge.scale.inputs import expand_inputs, load_source, read_manifest  # noqa: E402
 from glia_edge.scale.output import OutputExistsError, ResultStore, ResumeMismatchError, schema  # noqa: E402
 
@@ -67,12 +68,13 @@ def test_inputs_manifests_and_file_uris(tmp_path: Path) -> None:
     assert sources == [str(tmp_path / "a" / "x.png"), str(tmp_path / "a" / "y.jpg"),
                        f"file://{tmp_path}/a/x.png", f"file://{tmp_path}/a/y.jpg", str(tmp_path / "0001.jpg")]
     assert unmatched == [str(tmp_path / "z*.png")]
-    assert load_source(f"file://{tmp_path}/a/x.png", 10_000).size == (8, 8)
+    tiny = PreprocessConfig(short_side=8, crop_size=8, max_pixels=10_000)
+    assert load_source(f"file://{tmp_path}/a/x.png", tiny).size == (8, 8)
     for uri, reason in ((f"file://{tmp_path}/a/none.png", "file not found"),
                         (f"file://{tmp_path}/a", "is a directory, not an image"),
                         (f"file://{tmp_path}/a/notes.txt", "not an image (format not recognised)")):
         with pytest.raises(Exception) as info:
-            load_source(uri, 10_000)
+            load_source(uri, tiny)
         assert getattr(info.value, "reason", None) == reason and getattr(info.value, "source", None) == uri
 
 

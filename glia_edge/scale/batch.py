@@ -71,7 +71,7 @@ class BatchSummary:
 def decode_batch(batch: dict[str, np.ndarray], *, preprocess: dict[str, Any]) -> dict[str, np.ndarray]:
     """Ray task body: decode and resize each source; failures carry their reason in ``error``."""
     from glia_edge.errors import ImageLoadError
-    from glia_edge.preprocess import PreprocessConfig, prepare
+    from glia_edge.preprocess import PreprocessConfig
     from glia_edge.scale.inputs import load_source
 
     cfg = PreprocessConfig.from_dict(preprocess)
@@ -81,7 +81,7 @@ def decode_batch(batch: dict[str, np.ndarray], *, preprocess: dict[str, Any]) ->
     errors: list[str] = []
     for source in batch["path"]:
         try:
-            arr = np.asarray(prepare(load_source(str(source), cfg.max_pixels), cfg), dtype=np.uint8)
+            arr = np.asarray(load_source(str(source), cfg), dtype=np.uint8)
         except ImageLoadError as exc:
             pixels.append(b"")
             heights.append(0)

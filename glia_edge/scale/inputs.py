@@ -12,7 +12,7 @@ Every input becomes one string, its *source*, which is also its identity in the 
   (``?endpoint_override=...``) is kept so each worker can rebuild the filesystem.
 
 Decoding happens on the workers: :func:`load_source` turns a source into a decoded RGB image with
-the same reasons for failure that :func:`glia_edge.load_image` gives for local files.
+the same reasons for failure that the preprocessing definition gives for local files.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from typing import Any, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 from glia_edge.errors import ImageLoadError
-from glia_edge.preprocess import IMAGE_SUFFIXES, find_images, load_image
+from glia_edge.preprocess import IMAGE_SUFFIXES, PreprocessConfig, find_images, load_resized
 
 log = logging.getLogger(__name__)
 
@@ -154,10 +154,11 @@ def expand_inputs(patterns: Iterable[str], manifests: Iterable[str] = (), column
     return unique, unmatched
 
 
-def load_source(source: str, max_pixels: int) -> Any:
-    """Decode one source into an RGB PIL image; raises :class:`ImageLoadError` with the reason."""
+def load_source(source: str, cfg: PreprocessConfig) -> Any:
+    """One source decoded and resized by the preprocessing definition (``load_resized``: steps 1-3)
+    into an RGB PIL image; raises :class:`ImageLoadError` with the reason."""
     if not is_uri(source):
-        return load_image(source, max_pixels=max_pixels)
+        return load_resized(source, cfg)
     from pyarrow import fs
 
     try:
@@ -176,6 +177,6 @@ def load_source(source: str, max_pixels: int) -> Any:
     if not data:
         raise ImageLoadError(source, "empty file")
     try:
-        return load_image(data, max_pixels=max_pixels)
+        return load_resized(data, cfg)
     except ImageLoadError as exc:
         raise ImageLoadError(source, exc.reason) from None

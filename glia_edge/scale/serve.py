@@ -129,7 +129,7 @@ class ScoreServer:
         from PIL import Image, UnidentifiedImageError
 
         from glia_edge.errors import ImageLoadError
-        from glia_edge.preprocess import load_image, prepare
+        from glia_edge.preprocess import load_resized
 
         try:
             with Image.open(io.BytesIO(body)) as probe:
@@ -137,12 +137,11 @@ class ScoreServer:
         except Image.DecompressionBombError as exc:  # Pillow's own guard fires first for huge claims
             raise HttpError(413, f"decompression bomb guard: {exc}") from None
         except (UnidentifiedImageError, OSError, ValueError):
-            pixels = 0  # load_image below gives the precise reason
+            pixels = 0  # load_resized below gives the precise reason
         if pixels > self.preprocess.max_pixels:
             raise HttpError(413, f"image has {pixels} pixels, over the limit of {self.preprocess.max_pixels}")
         try:
-            return np.asarray(prepare(load_image(body, max_pixels=self.preprocess.max_pixels), self.preprocess),
-                              dtype=np.uint8)
+            return np.asarray(load_resized(body, self.preprocess), dtype=np.uint8)
         except ImageLoadError as exc:
             raise HttpError(422, exc.reason) from None
 
