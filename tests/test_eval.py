@@ -16,7 +16,7 @@ from conftest import PHOTOS, image_level
 from glia_edge.cli import app
 from glia_edge.data.splits import read_splits
 from glia_edge.errors import CheckpointError
-from glia_edge.evaluate import evaluate, evaluate_splits, resolve_checkpoint
+from glia_edge.evaluate import evaluate, evaluate_splits, split_checkpoint
 from glia_edge.metrics import iqa_metrics
 
 
@@ -50,7 +50,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def test_metrics_come_from_the_runtime_scores(tiny_checkpoint: Path, blur_csv: Path, image_dir: Path) -> None:
-    result = evaluate(tiny_checkpoint, "csv", csv=blur_csv, split="all")
+    result = evaluate(tiny_checkpoint, "csv", csv=blur_csv, split="all", crops="grid1")
     paths = sorted(image_dir.glob("*.jpg"))
     with glia_edge.load(tiny_checkpoint) as backend:
         direct = backend.predict(paths)
@@ -91,11 +91,11 @@ def test_one_checkpoint_per_split_gives_medians(tiny_run: tuple[Path, Path], tmp
 
 def test_checkpoint_resolution_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="pass --split"):
-        resolve_checkpoint(str(tmp_path / "split{split}.safetensors"), None)
+        split_checkpoint(str(tmp_path / "split{split}.safetensors"), None)
     with pytest.raises(CheckpointError, match="not found"):
-        resolve_checkpoint(tmp_path / "nothing.safetensors", 0)
+        split_checkpoint(tmp_path / "nothing.safetensors", 0)
     with pytest.raises(CheckpointError, match="no best.safetensors"):
-        resolve_checkpoint(tmp_path, 0)
+        split_checkpoint(tmp_path, 0)
 
 
 def test_eval_cli_prints_a_table_json_and_predictions(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
