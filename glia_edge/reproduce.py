@@ -16,7 +16,6 @@ import csv
 import json
 import logging
 import shlex
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -173,8 +172,29 @@ def summarise(dataset: str, results: Sequence[dict[str, Any]]) -> list[TableRow]
     return rows
 
 
-def command_line(argv: Sequence[str] | None = None) -> str:
-    return "glia-edge " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+def command_line(opts: ReproduceOptions) -> str:
+    """The ``glia-edge reproduce`` command that repeats this reproduction: the dataset, where it and
+    the output live, and every setting that is not the protocol's default."""
+    default = ReproduceOptions(opts.dataset)
+    words = ["glia-edge", "reproduce", opts.dataset]
+    for flag, value in (("--root", opts.root), ("--csv", opts.csv), ("--output", opts.output)):
+        if value:
+            words += [flag, str(value)]
+    if opts.splits != default.splits:
+        words += ["--splits", ",".join(map(str, opts.splits))]
+    simple = (("--preset", "preset"), ("--backbone-weights", "backbone_weights"), ("--local-weights", "local_weights"),
+              ("--split-source", "split_source"), ("--eval-crops", "eval_crops"), ("--epochs", "epochs"),
+              ("--batch-size", "batch_size"), ("--device", "device"), ("--workers", "workers"),
+              ("--short-side", "short_side"))
+    for flag, key in simple:
+        if getattr(opts, key) != getattr(default, key):
+            words += [flag, str(getattr(opts, key))]
+    for name, where in sorted(opts.cross.items()):
+        words += ["--cross", f"{name}={where}"]
+    for key, value in opts.model_overrides.items():
+        text = ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+        words += ["--model-opt", f"{key}={text}"]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def write_table(folder: Path, opts: ReproduceOptions, rows: Sequence[TableRow], results: Sequence[dict[str, Any]],
@@ -213,7 +233,7 @@ def write_table(folder: Path, opts: ReproduceOptions, rows: Sequence[TableRow], 
     return md, table_csv
 
 
-def reproduce(opts: ReproduceOptions, command: str, **fns: Any) -> tuple[list[TableRow], Path, Path]:
+def reproduce(opts: ReproduceOptions, command: str | None = None, **fns: Any) -> tuple[list[TableRow], Path, Path]:
     """Every split (resumable), then the table; returns its rows and the Markdown and CSV paths."""
     if opts.dataset in CROSS_TARGETS:
         missing = [t for t in CROSS_TARGETS[opts.dataset] if t not in opts.cross]
@@ -222,7 +242,7 @@ def reproduce(opts: ReproduceOptions, command: str, **fns: Any) -> tuple[list[Ta
                         "=DIR --cross ".join(missing))
     results = [run_split(opts, split, **fns) for split in opts.splits]
     rows = summarise(opts.dataset, results)
-    md, table_csv = write_table(opts.output_dir(), opts, rows, results, command)
+    md, table_csv = write_table(opts.output_dir(), opts, rows, results, command or command_line(opts))
     return rows, md, table_csv
 
 

@@ -238,3 +238,46 @@ def test_reproduce_resumes_per_split_and_writes_the_table(tmp_path: Path) -> Non
     again = reproduce(opts, "cmd", train_fn=fake_train, score_fn=fake_score)[0]  # everything cached now
     assert len(trained) == 2 and len(scored) == 3 and again == rows
     assert json.loads((tmp_path / "out" / "split2" / "test.json").read_text())["best"]["epoch"] == 4
+
+
+def test_reproduce_cli_end_to_end_on_a_tiny_synthetic_set(tmp_path: Path) -> None:
+    """``glia-edge reproduce`` trains two splits of a tiny csv set with a random tiny backbone, scores
+    each test part at best and last, scores another set whole (cross rows), and resumes for free."""
+    from typer.testing import CliRunner
+
+    from glia_edge.cli import app
+    from glia_edge.data.splits import read_splits
+    from glia_edge.evaluate import evaluate
+
+    labels = make_blur_set(tmp_path / "set")
+    other = make_blur_set(tmp_path / "other", photos=("camera", "moon", "horse"))
+    tiny = [f"--model-opt={k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in TINY_OVERRIDES.items()]
+    out = tmp_path / "out"
+    args = ["reproduce", "csv", "--csv", str(labels), "--output", str(out), "--splits", "0-1", "--epochs", "1",
+            "--preset", "glia_vit_tiny", "--backbone-weights", "none", *tiny, "--short-side", "64",
+            "--batch-size", "8", "--workers", "0", "--eval-crops", "random3", "--cross", f"csv={other}",
+            "--device", "cpu", "--no-progress"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    for split in (0, 1):
+        run = out / f"split{split}"
+        assert (run / "best.safetensors").is_file() and (run / "done.json").is_file()
+        result = json.loads((run / "test.json").read_text())
+        test_refs = read_splits(run / "splits.json").splits[split]["test"]
+        assert result["sizes"] == {"train": 16, "val": 4, "test": 4 * len(test_refs)}
+        direct = evaluate(run / "last.safetensors", "csv", csv=labels, split=split, crops="random3")
+        assert result["last"]["srcc"] == pytest.approx(direct.metrics.srcc) and result["last"]["epoch"] == 1
+        assert result["cross:csv"]["n"] == 12  # the other set, whole
+    rows = list(__import__("csv").DictReader((out / "table.csv").open()))
+    assert [(r["test_set"], r["checkpoint"], r["splits"]) for r in rows] == [
+        ("CSV set", "best (validation)", "2"), ("CSV set", "last epoch", "2"), ("CSV set", "best (validation)", "2")]
+    command = rows[0]["command"]
+    assert command.startswith(f"glia-edge reproduce csv --csv {labels} --output {out} --splits 0,1 ")
+    assert "--epochs 1" in command and f"--cross csv={other}" in command and "--model-opt depth=2" in command
+    assert "epochs=1 (protocol: 10)" in (out / "table.md").read_text()
+    stamp = (out / "split0" / "best.safetensors").stat().st_mtime_ns
+    (out / "split1" / "done.json").unlink()  # as if split 1 had been cut short after its last save
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == 0, second.output
+    assert (out / "split0" / "best.safetensors").stat().st_mtime_ns == stamp  # finished splits are not retrained
+    assert list(__import__("csv").DictReader((out / "table.csv").open())) == rows

@@ -29,7 +29,8 @@ def reproduce_command(
     dataset: str = typer.Argument(..., help="koniq, livec, spaq, kadid (or csv with --csv)."),
     root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder (as released)."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Annotation file (csv set)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where the runs and the table go (default runs/reproduce/DATASET/PRESET)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                          help="Where the runs and the table go (runs/reproduce/DATASET/PRESET)."),
     cross: list[str] = typer.Option([], "--cross", help="Cross-dataset test set, SET=DIR (koniq: livec=DIR, "
                                                         "spaq=DIR). Repeatable."),
     split_source: str = typer.Option("glia", "--split-source", help="glia (seeded) or loda (LoDa's, regenerated)."),
@@ -53,7 +54,7 @@ def reproduce_command(
     from rich.table import Table
 
     from glia_edge.data.splits import parse_split_range
-    from glia_edge.reproduce import ReproduceOptions, command_line, reproduce
+    from glia_edge.reproduce import ReproduceOptions, reproduce
 
     with cli_errors():
         opts = ReproduceOptions(
@@ -63,7 +64,7 @@ def reproduce_command(
             split_source=split_source, eval_crops=eval_crops, epochs=epochs, batch_size=batch_size, device=device,
             workers=workers, cross=_cross(cross), short_side=short_side, model_overrides=parse_overrides(model_opt),
             progress=progress)
-        rows, md, table_csv = reproduce(opts, command_line())
+        rows, md, table_csv = reproduce(opts)
     table = Table("train", "test", "checkpoint", "splits", "SRCC", "PLCC", "KRCC", "RMSE",
                   title=f"{dataset}: medians over splits")
     for r in rows:
