@@ -224,7 +224,8 @@ def test_reproduce_resumes_per_split_and_writes_the_table(tmp_path: Path) -> Non
     rows, md, table_csv = reproduce(opts, "glia-edge reproduce koniq --root /data/koniq", train_fn=fake_train,
                                     score_fn=fake_score)
     run1, run2 = str(tmp_path / "out" / "split1"), str(tmp_path / "out" / "split2")
-    assert trained == [(1, run1, "glia_vit_base", 10, "random15", run1), (2, None, "glia_vit_base", 10, "random15", run2)]
+    assert trained == [(1, run1, "glia_vit_base", 10, "random15", run1),
+                       (2, None, "glia_vit_base", 10, "random15", run2)]
     assert scored == [0, 1, 2]
     assert (rows[0].checkpoint, rows[0].splits, rows[0].srcc) == ("best (validation)", 3, pytest.approx(0.81))
     assert (rows[1].checkpoint, rows[1].srcc, rows[0].rmse) == ("last epoch", pytest.approx(0.7), pytest.approx(1.3))
@@ -251,7 +252,8 @@ def test_reproduce_cli_end_to_end_on_a_tiny_synthetic_set(tmp_path: Path) -> Non
 
     labels = make_blur_set(tmp_path / "set")
     other = make_blur_set(tmp_path / "other", photos=("camera", "moon", "horse"))
-    tiny = [f"--model-opt={k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in TINY_OVERRIDES.items()]
+    tiny = [f"--model-opt={k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
+            for k, v in TINY_OVERRIDES.items()]
     out = tmp_path / "out"
     args = ["reproduce", "csv", "--csv", str(labels), "--output", str(out), "--splits", "0-1", "--epochs", "1",
             "--preset", "glia_vit_tiny", "--backbone-weights", "none", *tiny, "--short-side", "64",

@@ -221,6 +221,8 @@ class GLIA(nn.Module):
         if cfg.local_stream == "conv":
             self.local = ConvLocalStream(cfg.local_channels, r, grid)
         elif cfg.local_stream == "resnet50":
+            if cfg.local_bn not in ("train", "frozen"):
+                raise ValueError(f"local_bn must be 'train' (LoDa) or 'frozen', got {cfg.local_bn!r}")
             lw = cfg.local_pretrained if local_weights == "pretrained" else local_weights
             self.local = ResNetLocalStream(cfg.local_arch, lw, r, cfg.local_grid)
         else:
