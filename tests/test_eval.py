@@ -44,7 +44,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     cfg = TrainConfig(dataset="csv", csv=str(labels), preset="glia_vit_tiny", backbone_weights="none",
                       model_overrides=dict(TINY_OVERRIDES), short_side=64, epochs=1, batch_size=8, workers=0,
                       device="cpu", progress=False, output=str(root / "run"), split=3,
-                      splits_file=str(root / "splits.json"))
+                      splits_file=str(root / "splits.json"), eval_crops="grid1")
     train(cfg)
     return root / "run", labels
 
@@ -63,7 +63,7 @@ def test_metrics_come_from_the_runtime_scores(tiny_checkpoint: Path, blur_csv: P
 
 def test_eval_defaults_to_the_split_the_run_trained_on(tiny_run: tuple[Path, Path]) -> None:
     run, labels = tiny_run
-    result = evaluate(run / "best.safetensors", "csv", csv=labels)
+    result = evaluate(run / "best.safetensors", "csv", csv=labels, crops="grid1")
     test_refs = read_splits(run / "splits.json").splits[3]["test"]
     assert result.split == 3 and {key.split("/")[1].split("-")[0] for key, _, _ in result.predictions} == set(test_refs)
     assert result.metrics.n == 4 * len(test_refs)
@@ -71,7 +71,7 @@ def test_eval_defaults_to_the_split_the_run_trained_on(tiny_run: tuple[Path, Pat
 
 def test_another_set_is_scored_whole_by_default(tiny_run: tuple[Path, Path], blur_csv: Path) -> None:
     run, _ = tiny_run  # trained on another csv set: its split file does not apply here
-    result = evaluate(run / "best.safetensors", "csv", csv=blur_csv)
+    result = evaluate(run / "best.safetensors", "csv", csv=blur_csv, crops="grid1")
     assert result.split == "all" and result.metrics.n == len(PHOTOS) * 5
 
 
@@ -81,11 +81,11 @@ def test_one_checkpoint_per_split_gives_medians(tiny_run: tuple[Path, Path], tmp
         folder = tmp_path / "runs" / f"split{split}"
         folder.mkdir(parents=True)
         shutil.copy(run / "best.safetensors", folder / "best.safetensors")
-    results, median = evaluate_splits(tmp_path / "runs", "csv", [0, 1, 2], csv=labels)
+    results, median = evaluate_splits(tmp_path / "runs", "csv", [0, 1, 2], csv=labels, crops="grid1")
     assert [r.split for r in results] == [0, 1, 2] and all(r.metrics.n == 4 for r in results)
     assert median["srcc"] == pytest.approx(np.median([r.metrics.srcc for r in results]))
     pattern = str(tmp_path / "runs" / "split{split}" / "best.safetensors")
-    _, median_again = evaluate_splits(pattern, "csv", [0, 1, 2], csv=labels)
+    _, median_again = evaluate_splits(pattern, "csv", [0, 1, 2], csv=labels, crops="grid1")
     assert median_again == median
 
 
@@ -103,7 +103,7 @@ def test_eval_cli_prints_a_table_json_and_predictions(tiny_run: tuple[Path, Path
     runner = CliRunner()
     base = ["eval", "--checkpoint", str(run), "--dataset", "csv", "--csv", str(labels), "--split", "all",
             "--no-progress"]
-    table = runner.invoke(app, base)
+    table = runner.invoke(app, [*base, "--crops", "grid1", "--which", "best"])
     assert table.exit_code == 0, table.output
     assert all(word in table.stdout for word in ("SRCC", "PLCC", "KRCC", "RMSE"))
     preds = tmp_path / "preds.csv"

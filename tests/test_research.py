@@ -16,6 +16,7 @@ from glia_edge.data.crop_protocol import CropProtocol, parse_crops
 from glia_edge.data.loda_splits import loda_index_splits, loda_reference_splits
 from glia_edge.data.splits import create_splits, select
 from glia_edge.errors import BackboneWeightsError, DatasetError
+from glia_edge.models import list_models
 from glia_edge.preprocess import PreprocessConfig, crops_from_image, load_image, prepare, to_chw_float
 
 torch.set_num_threads(1)
@@ -86,6 +87,9 @@ def test_random_crops_are_seeded_per_image_and_cut_by_the_shared_preprocessing(b
         assert any(np.array_equal(crop, full[:, y:y + 32, x:x + 32]) for y, x in windows)
     np.testing.assert_array_equal(parse_crops("grid5").crops(img, cfg, "k"), crops_from_image(img, cfg, 5))
     assert parse_crops("9") == CropProtocol("grid", 9) and parse_crops(1).name == "grid1"
+    from glia_edge.train_config import TrainConfig
+
+    assert TrainConfig("koniq").eval_crops == "random15"  # validation uses LoDa's test crops by default
     for bad in ("grid4", "random0", "center"):
         with pytest.raises(DatasetError):
             parse_crops(bad)
@@ -151,15 +155,13 @@ def _timm_files(tmp_path: Path, vit_arch: str, cnn_arch: str | None) -> tuple[Pa
     return vit_file, cnn_file
 
 
-@pytest.mark.parametrize("preset", ["glia_vit_nano", "glia_vit_tiny", "glia_vit_small", "glia_vit_base",
-                                    "glia_vit_base_resnet50"])
+@pytest.mark.parametrize("preset", list_models("glia_*"))
 def test_a_local_timm_checkpoint_loads_into_every_preset(preset: str, tmp_path: Path) -> None:
     import timm
     from safetensors.torch import load_file
 
-    from glia_edge.models import create_model, list_models
+    from glia_edge.models import create_model
 
-    assert preset in list_models("glia_*")
     probe = create_model(preset, depth=1)
     vit_file, cnn_file = _timm_files(tmp_path, probe.cfg.backbone,
                                      "resnet50" if probe.cfg.local_stream == "resnet50" else None)

@@ -35,7 +35,8 @@ def blur_labels(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_config(out: Path, labels: Path, **changes: object) -> TrainConfig:
     cfg = TrainConfig(dataset="csv", csv=str(labels), preset="glia_vit_tiny", backbone_weights="none",
                       model_overrides=dict(TINY_OVERRIDES), short_side=64, epochs=2, batch_size=8, workers=0,
-                      device="cpu", progress=False, output=str(out), splits_file=str(out.parent / "splits.json"))
+                      device="cpu", progress=False, output=str(out), splits_file=str(out.parent / "splits.json"),
+                      eval_crops="random3")
     return replace(cfg, **changes)
 
 
@@ -63,7 +64,7 @@ def test_short_cpu_training_writes_checkpoints_metrics_and_config(tmp_path: Path
     t = meta.training
     assert (t["dataset"], t["split"], t["seed"], t["epoch"], t["n_train"], t["n_val"]) == ("csv", 0, 3407, 2, 16, 4)
     assert t["split_sizes"] == {"train": 16, "val": 4, "test": 4} and t["eval_part"] == "val"
-    assert t["eval_crops"] == "random15" and t["best_selected_on"] == "val SRCC" and t["best_epoch"] in (1, 2)
+    assert t["eval_crops"] == "random3" and t["best_selected_on"] == "val SRCC" and t["best_epoch"] in (1, 2)
     assert t["loss"]["name"] == "plcc+l1" and t["weights_saved"] == "full" and t["backbone_weights"] is None
 
     # The saved model outputs MOS directly: the runtime API reproduces the in-memory model.
