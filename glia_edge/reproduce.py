@@ -166,7 +166,8 @@ def summarise(dataset: str, results: Sequence[dict[str, Any]]) -> list[TableRow]
     for key, test_set, label in keys:
         found = [r[key] for r in results if key in r]
         medians = {m: float(np.median([f[m] for f in found])) for m in METRICS}
-        scale = _scale(results[0].get("score", {})) if key in ("best", "last") else f"{NAMES.get(test_set, test_set)} scale"
+        own = key in ("best", "last")
+        scale = _scale(results[0].get("score", {})) if own else f"{NAMES.get(test_set, test_set)} scale"
         rows.append(TableRow(NAMES.get(dataset, dataset), NAMES.get(test_set, test_set), label, len(found),
                              **medians, rmse_scale=scale))
     return rows

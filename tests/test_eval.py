@@ -107,12 +107,12 @@ def test_eval_cli_prints_a_table_json_and_predictions(tiny_run: tuple[Path, Path
     assert table.exit_code == 0, table.output
     assert all(word in table.stdout for word in ("SRCC", "PLCC", "KRCC", "RMSE"))
     preds = tmp_path / "preds.csv"
-    as_json = runner.invoke(app, [*base, "--format", "json", "--predictions", str(preds)])
+    as_json = runner.invoke(app, [*base, "--format", "json", "--predictions", str(preds), "--crops", "random3"])
     assert as_json.exit_code == 0, as_json.output
     payload = json.loads(as_json.stdout)
-    assert set(payload["checkpoints"]) == {"best", "last"} and payload["crops"] == "random15"  # selected and last
+    assert set(payload["checkpoints"]) == {"best", "last"} and payload["crops"] == "random3"  # selected and last
     assert [r["epoch"] for r in payload["checkpoints"]["last"]["results"]] == [1]
-    expected = evaluate(run / "best.safetensors", "csv", csv=labels, split="all").metrics
+    expected = evaluate(run / "best.safetensors", "csv", csv=labels, split="all", crops="random3").metrics
     assert payload["results"][0]["srcc"] == pytest.approx(expected.srcc) and payload["results"][0]["n"] == 20
     assert len(preds.read_text().splitlines()) == 1 + 20
     bad = runner.invoke(app, [*base[:-3], "--crops", "4"])

@@ -90,6 +90,13 @@ def test_random_crops_are_seeded_per_image_and_cut_by_the_shared_preprocessing(b
     from glia_edge.train_config import TrainConfig
 
     assert TrainConfig("koniq").eval_crops == "random15"  # validation uses LoDa's test crops by default
+    import inspect
+
+    from glia_edge.cli.eval_cmd import eval_command
+    from glia_edge.evaluate import evaluate
+
+    assert inspect.signature(eval_command).parameters["crops"].default.default == "random15"
+    assert inspect.signature(evaluate).parameters["crops"].default == "random15"
     for bad in ("grid4", "random0", "center"):
         with pytest.raises(DatasetError):
             parse_crops(bad)
