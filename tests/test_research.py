@@ -157,8 +157,11 @@ def _timm_files(tmp_path: Path, vit_arch: str, cnn_arch: str | None) -> tuple[Pa
     save_file(vit.state_dict(), str(vit_file))
     if cnn_arch is None:
         return vit_file, None
-    cnn_file = tmp_path / f"{cnn_arch}-checkpoint.pth"
-    torch.save({"epoch": 3, "arch": cnn_arch, "state_dict": timm.create_model(cnn_arch).state_dict()}, cnn_file)
+    import argparse
+
+    cnn_file = tmp_path / f"{cnn_arch}-checkpoint.pth.tar"  # as timm's train.py writes it
+    torch.save({"epoch": 3, "arch": cnn_arch, "state_dict": timm.create_model(cnn_arch).state_dict(),
+                "args": argparse.Namespace(model=cnn_arch, lr=0.1)}, cnn_file)
     return vit_file, cnn_file
 
 
@@ -178,7 +181,7 @@ def test_a_local_timm_checkpoint_loads_into_every_preset(preset: str, tmp_path: 
     torch.testing.assert_close(model.vit.patch_embed.proj.weight, saved["patch_embed.proj.weight"])
     torch.testing.assert_close(model.vit.blocks[0].attn.qkv.weight, saved["blocks.0.attn.qkv.weight"])
     if cnn_file is not None:
-        cnn = torch.load(cnn_file, weights_only=True)["state_dict"]
+        cnn = torch.load(cnn_file, weights_only=False)["state_dict"]  # the test's own file
         torch.testing.assert_close(model.local.cnn.layer4[2].conv3.weight, cnn["layer4.2.conv3.weight"])
         torch.testing.assert_close(model.local.cnn.bn1.running_var, cnn["bn1.running_var"])
     assert timm.list_models(probe.cfg.backbone)
@@ -292,3 +295,28 @@ def test_reproduce_cli_end_to_end_on_a_tiny_synthetic_set(tmp_path: Path) -> Non
     assert second.exit_code == 0, second.output
     assert (out / "split0" / "best.safetensors").stat().st_mtime_ns == stamp  # finished splits are not retrained
     assert list(__import__("csv").DictReader((out / "table.csv").open())) == rows
+
+
+def test_the_loda_stream_preset_trains_from_a_local_resnet_file_and_reloads(tmp_path: Path, blur_labels: Path) -> None:
+    import timm
+
+    import glia_edge
+    from glia_edge.checkpoint import read_checkpoint_meta
+    from glia_edge.preprocess import preprocess
+    from glia_edge.train import train
+
+    cnn_file = tmp_path / "resnet18.pth"
+    torch.save(timm.create_model("resnet18").state_dict(), cnn_file)
+    result = train(_tiny(tmp_path / "run", blur_labels, preset="glia_vit_base_resnet50", model_overrides=TINY_RESNET,
+                         local_weights=str(cnn_file), epochs=1))
+    meta = read_checkpoint_meta(tmp_path / "run" / "last.safetensors")
+    assert meta.training["local_weights"] == str(cnn_file) and meta.training["weights_saved"] == "full"
+    start = torch.load(cnn_file, weights_only=True)["bn1.running_mean"]
+    assert not torch.equal(result.model.local.cnn.bn1.running_mean, start)  # BatchNorm followed the data
+    path = sorted((blur_labels.parent / "images").glob("*.png"))[0]
+    with glia_edge.load(tmp_path / "run" / "last.safetensors") as backend:
+        got = backend.predict([path])[0]
+        crops = torch.from_numpy(preprocess(path, backend.preprocess_config))
+    with torch.no_grad():
+        want = result.model.eval()(crops).mean().item()
+    assert got == pytest.approx(want, rel=1e-4, abs=1e-3)  # the saved running statistics come back

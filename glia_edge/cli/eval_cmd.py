@@ -120,30 +120,30 @@ def _evaluate_runs(checkpoint: str, dataset: str, split: Optional[str], splits: 
                    common: dict[str, Any]) -> list[tuple[str, list[Any], dict[str, float] | None]]:
     """(checkpoint kind, per-split results, medians or None) for ``best`` and/or ``last``.
 
-    ``both`` scores ``last`` only where run folders hold one; a single file is scored once.
+    ``both`` scores ``last`` only where run folders hold one; artifacts named directly are scored once.
     """
     from glia_edge.data.splits import parse_split, parse_split_range
     from glia_edge.errors import CheckpointError
-    from glia_edge.evaluate import evaluate, evaluate_splits, split_checkpoint
+    from glia_edge.evaluate import evaluate, split_checkpoint
+    from glia_edge.metrics import median_metrics
 
     kinds = ["best", "last"] if which == "both" else [which]
-    chosen = parse_split(split) if split is not None else None
+    chosen: list[Any] = parse_split_range(splits) if splits else [parse_split(split) if split is not None else None]
     out: list[tuple[str, list[Any], dict[str, float] | None]] = []
+    seen: list[list[Path]] = []
     for kind in kinds:
-        if splits:
-            results, median = evaluate_splits(checkpoint, dataset, parse_split_range(splits), which=kind, **common)
-            out.append((kind, results, median))
-            continue
         try:
-            path = split_checkpoint(checkpoint, chosen, kind)
+            paths = [split_checkpoint(checkpoint, s, kind) for s in chosen]
         except CheckpointError:
             if kind == kinds[0]:
                 raise
-            continue  # a run without this checkpoint kind
-        if any(path == results[0].artifact for _, results, _ in out):
-            continue  # one artifact given: scored once
-        label = kind if path.stem == kind else path.name
-        out.append((label, [evaluate(path, dataset, split=chosen, **common)], None))
+            continue  # runs without this checkpoint kind
+        if paths in seen:
+            continue  # artifacts given directly: scored once
+        seen.append(paths)
+        results = [evaluate(p, dataset, split=s, **common) for p, s in zip(paths, chosen)]
+        label = kind if all(p.stem == kind for p in paths) else "given"
+        out.append((label, results, median_metrics([r.metrics for r in results]) if splits else None))
     return out
 
 
