@@ -286,7 +286,8 @@ def _wrap(model: GLIA, ctx: DistContext) -> nn.Module:
         return net
     # The depthwise conv's CPU gradient layout differs from DDP's bucket view: harmless, only noisy.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-    return nn.parallel.DistributedDataParallel(net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    devices = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(net, device_ids=devices)
 
 
 def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
