@@ -82,7 +82,7 @@ class _Live:
     runs: dict[int, Callable[[], Any]] = field(default_factory=dict)
 
 
-def resolve_checkpoint(opts: BenchOptions, workdir: Path) -> tuple[Path, str, bool]:
+def checkpoint_to_bench(opts: BenchOptions, workdir: Path) -> tuple[Path, str, bool]:
     """(checkpoint, description, random weights?) for ``--model``, ``--preset`` or the default model."""
     if opts.model is not None:
         if not Path(opts.model).is_file():
@@ -376,7 +376,7 @@ def run_benchmark(opts: BenchOptions) -> BenchReport:
     """Run the whole benchmark and return its report (not yet written)."""
     out = Path(opts.output)
     workdir = out / "artifacts"
-    checkpoint, model_name, random_weights = resolve_checkpoint(opts, workdir)  # before anything is written
+    checkpoint, model_name, random_weights = checkpoint_to_bench(opts, workdir)  # before anything is written
     workdir.mkdir(parents=True, exist_ok=True)
     if not opts.threads:
         opts.threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

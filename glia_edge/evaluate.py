@@ -1,11 +1,15 @@
 """Evaluating any artifact on an IQA split: SRCC, PLCC (logistic-fitted), KRCC, RMSE.
 
-Images are scored through the runtime API (``glia_edge.load(path).iter_scores``), so a checkpoint,
-an ONNX model, an OpenVINO IR or a TensorRT engine are measured by the same code with the same
-preprocessing. ``evaluate_splits`` runs one checkpoint per split (a path pattern with ``{split}``
-or the run folders ``glia-edge train`` writes, ``runs/<set>/<preset>/split<N>/best.safetensors``)
-and reports the medians, as the protocol does. An image that cannot be read is reported and
-left out. No torch is imported here; the PyTorch backend imports it when a checkpoint is scored.
+Images are scored through the runtime API (``glia_edge.load(path).predict_batch`` on the crops
+of the evaluation-crop protocol, :mod:`glia_edge.data.crop_protocol`), so a checkpoint, an ONNX
+model, an OpenVINO IR or a TensorRT engine are measured by the same code with the same
+preprocessing. The default protocol is LoDa's: 15 random crops per image, seeded per image.
+``evaluate_splits`` runs one checkpoint per split (a path pattern with ``{split}`` or the run
+folders ``glia-edge train`` writes, ``runs/<set>/<preset>/split<N>/best.safetensors``) and reports
+the medians, as the protocol does; ``which`` picks the run's ``best`` (the epoch chosen on the
+validation part) or its ``last`` epoch. Only the split's test part is scored. An image that cannot
+be read is reported and left out. No torch is imported here; the PyTorch backend imports it when a
+checkpoint is scored.
 """
 from __future__ import annotations
 
@@ -18,8 +22,9 @@ import numpy as np
 
 from glia_edge.data import load_dataset, validate
 from glia_edge.data.base import IQADataset
+from glia_edge.data.crop_protocol import DEFAULT_EVAL_CROPS, CropProtocol, parse_crops
 from glia_edge.data.splits import ALL, load_or_create_splits, select
-from glia_edge.errors import CheckpointError, DatasetError
+from glia_edge.errors import CheckpointError, DatasetError, ImageLoadError
 from glia_edge.meta import ArtifactMeta
 from glia_edge.metrics import IQAMetrics, iqa_metrics, median_metrics
 
@@ -35,12 +40,15 @@ class SplitEval:
     metrics: IQAMetrics
     failed: int
     predictions: list[tuple[str, float, float]] = field(default_factory=list)  # (key, score, prediction)
+    epoch: int | None = None  # the training epoch the artifact holds, where its metadata says
+    crops: str = DEFAULT_EVAL_CROPS
 
     def to_dict(self) -> dict[str, Any]:
-        return {"split": self.split, "artifact": str(self.artifact), **self.metrics.to_dict(), "failed": self.failed}
+        return {"split": self.split, "artifact": str(self.artifact), "epoch": self.epoch, "crops": self.crops,
+                **self.metrics.to_dict(), "failed": self.failed}
 
 
-def resolve_checkpoint(spec: str | Path, split: int | str | None, which: str = "best") -> Path:
+def split_checkpoint(spec: str | Path, split: int | str | None, which: str = "best") -> Path:
     """The artifact for ``split``: ``spec`` with ``{split}`` filled in, or a run folder's ``which`` file."""
     text = str(spec)
     if "{split}" in text and split is None:
@@ -59,22 +67,38 @@ def resolve_checkpoint(spec: str | Path, split: int | str | None, which: str = "
     return path
 
 
-def score_dataset(artifact: Path, dataset: IQADataset, *, crops: int = 1, progress: bool = False,
-                  **backend_options: Any) -> np.ndarray:
-    """Predictions for every record through the runtime API; NaN (and a warning) where one fails."""
+def score_dataset(artifact: Path, dataset: IQADataset, *, crops: "str | int | CropProtocol" = DEFAULT_EVAL_CROPS,
+                  progress: bool = False, **backend_options: Any) -> np.ndarray:
+    """Mean protocol-crop score of every record through the runtime API; NaN (and a warning) where
+    an image fails. Crops of several images share one inference call up to the backend's batch size."""
     from tqdm import tqdm
 
     import glia_edge
+    from glia_edge.preprocess import aggregate, load_resized
 
+    protocol = parse_crops(crops)
     preds = np.full(len(dataset.records), np.nan)
     with glia_edge.load(artifact, **backend_options) as backend:
-        results = backend.iter_scores([r.path for r in dataset.records], crops=crops)
-        for i, res in enumerate(tqdm(results, total=len(preds), desc=f"scoring {dataset.name}", unit="img",
+        cfg = backend.preprocess_config
+        pending: list[tuple[int, np.ndarray]] = []
+
+        def flush() -> None:
+            if pending:
+                scores = aggregate(backend.predict_batch(np.concatenate([a for _, a in pending])),
+                                   [len(a) for _, a in pending])
+                for (i, _), score in zip(pending, scores):
+                    preds[i] = score
+                pending.clear()
+
+        for i, rec in enumerate(tqdm(dataset.records, desc=f"scoring {dataset.name}", unit="img",
                                      disable=not progress, leave=False)):
-            if res.ok:
-                preds[i] = res.score
-            else:
-                log.warning("skipping %s: %s", res.source, res.error)
+            try:
+                pending.append((i, protocol.crops(load_resized(rec.path, cfg), cfg, rec.key)))
+            except ImageLoadError as exc:
+                log.warning("skipping %s: %s", rec.path, exc.reason)
+            if len(pending) * protocol.count >= backend.batch_size:
+                flush()
+        flush()
     return preds
 
 
@@ -107,7 +131,7 @@ def default_split(meta: ArtifactMeta, dataset: IQADataset) -> int | str:
 
 
 def held_out(dataset: IQADataset, split: int | str, artifact: Path, meta: ArtifactMeta,
-             splits_file: str | Path | None = None) -> IQADataset:
+             splits_file: str | Path | None = None, split_source: str | None = None) -> IQADataset:
     """The split's test images (every image for ``all``), with unreadable files dropped."""
     trained = trained_on(meta, dataset)
     if trained and split != meta.training.get("split"):
@@ -117,15 +141,18 @@ def held_out(dataset: IQADataset, split: int | str, artifact: Path, meta: Artifa
         if trained:
             log.warning("evaluating %s on all of %s, which it was trained on", artifact, dataset.name)
         return validate(dataset)
-    splits, _ = load_or_create_splits(dataset, _splits_file(artifact, meta, splits_file, trained))
+    source = split_source or (meta.training.get("split_source", "glia") if trained else "glia")
+    splits, _ = load_or_create_splits(dataset, _splits_file(artifact, meta, splits_file, trained), source=source)
     return validate(select(dataset, splits, split)["test"])
 
 
 def evaluate(artifact: str | Path, dataset_name: str, *, root: str | Path | None = None, csv: str | Path | None = None,
-             split: int | str | None = None, splits_file: str | Path | None = None, crops: int = 1,
+             split: int | str | None = None, splits_file: str | Path | None = None,
+             crops: "str | int | CropProtocol" = DEFAULT_EVAL_CROPS, split_source: str | None = None,
              progress: bool = False, dataset_options: dict[str, Any] | None = None,
              **backend_options: Any) -> SplitEval:
-    """Score ``artifact`` on one split of a dataset (default: the split it was trained on, else all)."""
+    """Score ``artifact`` on the test part of one split of a dataset (default: the split it was
+    trained on, else all of it) with the evaluation-crop protocol ``crops``."""
     from glia_edge.runtimes import read_meta
 
     artifact = Path(artifact)
@@ -133,18 +160,19 @@ def evaluate(artifact: str | Path, dataset_name: str, *, root: str | Path | None
     dataset = load_dataset(dataset_name, root, csv, short_side=meta.preprocess_config.short_side,
                            **(dataset_options or {}))
     split = default_split(meta, dataset) if split is None else split
-    test = held_out(dataset, split, artifact, meta, splits_file)
+    test = held_out(dataset, split, artifact, meta, splits_file, split_source)
     preds = score_dataset(artifact, test, crops=crops, progress=progress, **backend_options)
     ok = np.isfinite(preds)
     if ok.sum() < 3:
         raise DatasetError(f"only {int(ok.sum())} image(s) of {dataset.name} split {split} could be scored")
     mos = np.array(test.scores())
     rows = [(r.key, r.score, float(p)) for r, p in zip(test.records, preds) if np.isfinite(p)]
-    return SplitEval(split, artifact, iqa_metrics(preds[ok], mos[ok]), int((~ok).sum()), rows)
+    return SplitEval(split, artifact, iqa_metrics(preds[ok], mos[ok]), int((~ok).sum()), rows,
+                     epoch=meta.training.get("epoch"), crops=parse_crops(crops).name)
 
 
 def evaluate_splits(checkpoint: str | Path, dataset_name: str, splits: Sequence[int | str], *, which: str = "best",
                     **kwargs: Any) -> tuple[list[SplitEval], dict[str, float]]:
-    """One artifact per split (see :func:`resolve_checkpoint`); returns each result and the medians."""
-    results = [evaluate(resolve_checkpoint(checkpoint, s, which), dataset_name, split=s, **kwargs) for s in splits]
+    """One artifact per split (see :func:`split_checkpoint`); returns each result and the medians."""
+    results = [evaluate(split_checkpoint(checkpoint, s, which), dataset_name, split=s, **kwargs) for s in splits]
     return results, median_metrics([r.metrics for r in results])

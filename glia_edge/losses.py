@@ -2,7 +2,8 @@
 
 PLCC-induced loss (Li et al., "Norm-in-Norm Loss with Faster Convergence and Better Performance
 for Image Quality Assessment", ACM MM 2020): normalise predictions and targets within the batch
-to zero mean and unit norm; half the squared distance between them is ``(1 - PLCC) / 2``. It
+to zero mean and unit norm; their squared distance is then ``2 - 2 PLCC``, so a quarter of it is
+``(1 - PLCC) / 2``, which is what :func:`plcc_loss` returns. It
 optimises what the benchmark measures but is blind to offset and scale, so a small L1 term on
 the scores standardised by the training set's mean and std anchors the output to the MOS
 scale (the model then maps back to MOS with ``set_score_scale``). The choice is recorded in the

@@ -35,7 +35,7 @@ class RankingReport:
         return {"mean_srcc": self.mean, "per_type": self.per_type, "groups": self.groups, "failed": self.failed}
 
 
-def read_labels(csv_path: str | Path, refs: Sequence[str] | None = None,
+def read_ladder_rows(csv_path: str | Path, refs: Sequence[str] | None = None,
                 types: Sequence[str] | None = None) -> list[dict[str, str]]:
     """Rows of a synthetic labels.csv restricted to ``refs`` and ``types`` (level-0 rows always kept)."""
     csv_path = Path(csv_path)
@@ -56,7 +56,7 @@ def read_labels(csv_path: str | Path, refs: Sequence[str] | None = None,
 def level_ranking(model: Any, csv_path: str | Path, *, refs: Sequence[str] | None = None,
                   types: Sequence[str] | None = None, crops: int | None = None) -> RankingReport:
     """Score the selected rows with ``model`` (a runtime Backend) and rank levels per group."""
-    rows = read_labels(csv_path, refs, types)
+    rows = read_ladder_rows(csv_path, refs, types)
     root = Path(csv_path).parent
     results = model.iter_scores([root / r["path"] for r in rows], crops=crops)
     score_of: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)

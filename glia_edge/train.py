@@ -1,16 +1,20 @@
-"""Training GLIA on an IQA set with LoDa's protocol (see shared/GLIA_DESIGN.md).
+"""Training GLIA on an IQA set with LoDa's protocol (Xu et al., CVPR 2024), so numbers compare.
 
 Defaults: AdamW (lr 3e-4, weight decay 1e-2) on the adapter/local-stream/head parameters only
 (the backbone is frozen), cosine decay over all steps, 10 epochs, batch 128, 3 random crops per
 image per epoch (5 on LIVE Challenge) with h/v flips, seed 3407, loss = PLCC-induced + 0.1 L1 on
 scores standardised by the training split (``rank_weight > 0`` on a graded synthetic set: batches of
-ladders plus a within-ladder ranking loss, see ``glia_edge.losses``). After every epoch the model is evaluated on the
-split's held-out part (its validation part where the split has one) on the deterministic crop
-grid; ``last`` and ``best`` (by SRCC) checkpoints are written with the full config, the score
-scale folded into the model so it outputs MOS directly. The learning rate is a pure function of
-the step (cosine to 0 over the run's steps): a resumed run follows the same schedule without
-stored scheduler state, and one resumed with more epochs stretches it. Optimizer and random-stream state sit beside
-``last`` in ``last.state.pt`` for ``--resume``. Under torchrun the same code runs DDP.
+ladders plus a within-ladder ranking loss, see ``glia_edge.losses``). After every epoch the model
+is scored on the split's *validation* part (carved from its training part, see
+``glia_edge.data.splits``) with the evaluation-crop protocol (LoDa's 15 seeded random crops by
+default); ``best`` is the epoch with the highest validation SRCC. The test part is never loaded
+here: ``glia-edge eval`` or ``glia-edge reproduce`` score it afterwards, at the selected and at
+the last epoch. ``last`` and ``best`` checkpoints are written with the full config and the split
+sizes, the score scale folded into the model so it outputs MOS directly. The learning rate is a
+pure function of the step (cosine to 0 over the run's steps): a resumed run follows the same
+schedule without stored scheduler state, and one resumed with more epochs stretches it. Optimizer
+and random-stream state sit beside ``last`` in ``last.state.pt`` for ``--resume``. Under torchrun
+the same code runs DDP.
 """
 from __future__ import annotations
 
@@ -30,48 +34,17 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from glia_edge.data.torch_dataset import LadderCrops, collate_skip_failed
 from glia_edge.distributed import DistContext
-from glia_edge.errors import CheckpointError
+from glia_edge.errors import BackboneWeightsError, CheckpointError
 from glia_edge.losses import IQALoss
 from glia_edge.models import GLIA, GliaConfig, create_model
 from glia_edge.models.backbone import looks_like_path
+from glia_edge.models.glia import ResNetLocalStream
+from glia_edge.train_config import TrainConfig
 from glia_edge.train_data import TrainData, copy_splits, prepare_data, predict_records
 
 log = logging.getLogger(__name__)
 
 STATE_SUFFIX = ".state.pt"
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a run; saved in the checkpoint so it can be repeated."""
-
-    dataset: str
-    root: str | None = None
-    csv: str | None = None
-    preset: str = "glia_vit_small"
-    backbone_weights: str = "pretrained"  # path, timm name, "pretrained" (the preset's tag) or "none"
-    split: int | str = 0
-    splits_file: str | None = None
-    output: str | None = None
-    epochs: int = 10
-    batch_size: int = 128  # global: divided between DDP processes
-    lr: float = 3e-4
-    weight_decay: float = 1e-2
-    crops_per_image: int | None = None  # None: the dataset's protocol value (3; 5 on LIVE Challenge)
-    eval_crops: int = 1
-    l1_weight: float = 0.1
-    rank_weight: float = 0.0  # > 0: ladder ranking loss on a graded synthetic set (see losses.py)
-    seed: int = 3407
-    device: str = "auto"
-    workers: int = 4
-    amp: bool = False  # bfloat16 autocast on CUDA
-    resume: str | None = None
-    max_steps: int | None = None
-    limit: int | None = None
-    short_side: int = 384
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    dataset_options: dict[str, Any] = field(default_factory=dict)
-    progress: bool = True
 
 
 @dataclass
@@ -127,17 +100,28 @@ def default_output(cfg: TrainConfig) -> Path:
     return Path("runs") / cfg.dataset / cfg.preset / f"split{cfg.split}"
 
 
+def _weights_source(value: str) -> str | None:
+    return None if value.strip().lower() in ("none", "random", "") else value
+
+
 def _backbone_source(cfg: TrainConfig) -> str | None:
-    return None if cfg.backbone_weights.strip().lower() in ("none", "random", "") else cfg.backbone_weights
+    return _weights_source(cfg.backbone_weights)
 
 
 def build_model(cfg: TrainConfig) -> GLIA:
-    """The preset with its backbone weights; "none" gives a random (logged) backbone."""
-    weights = _backbone_source(cfg)
+    """The preset with its backbone weights; "none" gives a random (logged) ViT.
+
+    A frozen ResNet-50 local stream gets its weights from ``cfg.local_weights`` whatever the ViT's
+    come from; a random one would stay random (it is frozen), so training refuses it.
+    """
     overrides = dict(cfg.model_overrides)
-    if weights and not looks_like_path(weights):
-        overrides.setdefault("local_weights", "pretrained")  # LoDa's ResNet stream, where the preset has one
-    return create_model(cfg.preset, backbone_weights=weights, **overrides)
+    overrides.setdefault("local_weights", _weights_source(cfg.local_weights))
+    model = create_model(cfg.preset, backbone_weights=_backbone_source(cfg), **overrides)
+    if isinstance(model.local, ResNetLocalStream) and overrides["local_weights"] is None:
+        raise BackboneWeightsError(f"{cfg.preset} has a frozen ResNet-50 local stream and no weights were given "
+                                   "for it: it would stay random. Pass --local-weights FILE (a timm resnet50 "
+                                   "checkpoint) or a timm name")
+    return model
 
 
 def seed_everything(seed: int) -> None:
@@ -255,11 +239,16 @@ def _save(model: GLIA, data: TrainData, cfg: TrainConfig, ctx: DistContext, out:
 
     training = {**{k: v for k, v in asdict(cfg).items() if k not in ("progress", "resume")},
                 "loss": IQALoss(cfg.l1_weight, cfg.rank_weight).describe(), "world_size": ctx.world_size,
-                "annotation": data.dataset.source, "splits_file": str(data.splits_path), "eval_part": data.eval_name,
-                "n_train": len(data.train.records), "n_eval": len(data.eval.records),
-                "epoch": state.epoch, "step": state.step, "metrics": row, "best_selected_on": f"{data.eval_name} SRCC"}
+                "annotation": data.dataset.source, "splits_file": str(data.splits_path), "eval_part": "val",
+                "eval_crops": data.eval_crops.name, "split_sizes": data.sizes,
+                "n_train": len(data.train.records), "n_val": len(data.val.records),
+                "epoch": state.epoch, "step": state.step, "metrics": row, "best_selected_on": "val SRCC",
+                "best_epoch": _best_epoch(state.history)}
     meta = checkpoint_meta(model, data.score, data.preprocess, training=training,
                            backbone_weights=_backbone_source(cfg))
+    local = model.local if isinstance(model.local, ResNetLocalStream) else None
+    if local is not None and overrides_path(cfg.local_weights):
+        meta.training["weights_saved"] = "full"  # a local-file ResNet cannot be fetched again by name
     last = save_checkpoint(out / "last.safetensors", model, meta)
     payload = {"optimizer": opt.state_dict(), "epoch": state.epoch,
                "step": state.step, "best": state.best, "history": state.history, "config": asdict(cfg),
@@ -267,6 +256,18 @@ def _save(model: GLIA, data: TrainData, cfg: TrainConfig, ctx: DistContext, out:
     atomic_write(_state_path(last), lambda tmp: torch.save(payload, tmp))
     if is_best:
         save_checkpoint(out / "best.safetensors", model, meta)
+
+
+def overrides_path(value: str) -> bool:
+    """Whether a weights setting names a local file (not a timm name, "pretrained" or "none")."""
+    source = _weights_source(value)
+    return bool(source) and source != "pretrained" and looks_like_path(source)
+
+
+def _best_epoch(history: list[dict[str, Any]]) -> int | None:
+    """The epoch ``best`` holds: highest validation SRCC, the earliest on ties (NaN never wins)."""
+    scored = [(r["val_srcc"], -r["epoch"]) for r in history if not math.isnan(r.get("val_srcc", math.nan))]
+    return -max(scored)[1] if scored else (history[0]["epoch"] if history else None)
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -285,7 +286,8 @@ def _wrap(model: GLIA, ctx: DistContext) -> nn.Module:
         return net
     # The depthwise conv's CPU gradient layout differs from DDP's bucket view: harmless, only noisy.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-    return nn.parallel.DistributedDataParallel(net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    devices = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(net, device_ids=devices)
 
 
 def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
@@ -305,9 +307,10 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
     state = _resume(resume, model, opt, cfg) if resume else _State()
     net = _wrap(model, ctx)
     counts = model.param_counts()
-    log.info("training %s (%.2fM trainable of %.1fM) on %d %s images (%d crops each), evaluating on %d (%s)",
-             cfg.preset, counts["trainable"] / 1e6, counts["total"] / 1e6, len(data.train.records), cfg.dataset,
-             data.train_set.crops_per_image, len(data.eval.records), data.eval_name)
+    log.info("training %s (%.2fM trainable of %.1fM) on %d %s images (%d crops each), selecting on %d "
+             "validation images (%s); %d test images left unread", cfg.preset, counts["trainable"] / 1e6,
+             counts["total"] / 1e6, len(data.train.records), cfg.dataset, data.train_set.crops_per_image,
+             len(data.val.records), data.eval_crops.describe(), data.sizes["test"])
     metrics_log = MetricsLog(out, state.history) if ctx.is_main else None
     loss_fn = IQALoss(cfg.l1_weight, cfg.rank_weight)
     while state.epoch < cfg.epochs and state.step < total_steps:
@@ -318,7 +321,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
         state.epoch += 1
         row = {"epoch": state.epoch, "step": state.step, "train_loss": train_loss,
                "lr": cosine_lr(cfg.lr, state.step, total_steps),
-               **{f"{data.eval_name}_{k}": v for k, v in metrics.items()}, "seconds": time.perf_counter() - started}
+               **{f"val_{k}": v for k, v in metrics.items()}, "seconds": time.perf_counter() - started}
         state.history.append(row)
         is_best = state.epoch == 1 or metrics["srcc"] > state.best  # NaN never beats a number
         if is_best and not math.isnan(metrics["srcc"]):
@@ -326,7 +329,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
         if metrics_log is not None:
             metrics_log.write(row)
             _save(model, data, cfg, ctx, out, state, row, opt, is_best)
-            log.info("epoch %d: loss %.4f, %s SRCC %.4f PLCC %.4f", state.epoch, train_loss, data.eval_name,
+            log.info("epoch %d: loss %.4f, val SRCC %.4f PLCC %.4f", state.epoch, train_loss,
                      metrics["srcc"], metrics["plcc"])
         ctx.barrier()
     return TrainResult(out, out / "last.safetensors", out / "best.safetensors", state.history, model)
@@ -336,12 +339,12 @@ def _evaluate(model: GLIA, data: TrainData, cfg: TrainConfig, ctx: DistContext) 
     from glia_edge.metrics import iqa_metrics
 
     model.eval()
-    pred = predict_records(model, data.eval.records, data.preprocess, cfg.eval_crops, cfg.batch_size, ctx,
+    pred = predict_records(model, data.val.records, data.preprocess, data.eval_crops, cfg.batch_size, ctx,
                            workers=cfg.workers, progress=cfg.progress)
-    mos = np.array(data.eval.scores())
+    mos = np.array(data.val.scores())
     ok = np.isfinite(pred)
     if ok.sum() < 3:
-        log.warning("only %d held-out image(s) scored; metrics are undefined", int(ok.sum()))
+        log.warning("only %d validation image(s) scored; metrics are undefined", int(ok.sum()))
         return {**{k: float("nan") for k in ("srcc", "plcc", "krcc", "rmse")}, "n": int(ok.sum())}
     return iqa_metrics(pred[ok], mos[ok]).to_dict()
 

@@ -1,6 +1,9 @@
-"""The data side of a training run: dataset, split, checks, standardisation, held-out scoring.
+"""The data side of a training run: dataset, split, checks, standardisation, validation scoring.
 
-Rank 0 reads the dataset first (it may build SPAQ's resized cache and write the split file);
+Training sees only a split's ``train`` and ``val`` parts: the best epoch is chosen on ``val``,
+and the ``test`` part is neither loaded nor scored here (only its size is reported), so no test
+label can steer a run. The test part is scored afterwards by ``glia-edge eval`` or
+``glia-edge reproduce``. Rank 0 reads the dataset first (it may build SPAQ's resized cache and write the split file);
 the other ranks follow once it is done, so nothing is built twice or read half-written. The
 split file is copied into the run folder, so the run and a later ``glia-edge eval`` name the same
 images even if the cache moves.
@@ -11,7 +14,7 @@ import logging
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -19,6 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from glia_edge.data import dataset_spec, load_dataset, validate
 from glia_edge.data.base import IQADataset, IQARecord
+from glia_edge.data.crop_protocol import CropProtocol, parse_crops
 from glia_edge.data.splits import ALL, SplitFile, load_or_create_splits, parse_split, select
 from glia_edge.data.torch_dataset import EvalCrops, LadderCrops, TrainCrops, collate_skip_failed
 from glia_edge.distributed import DistContext
@@ -26,9 +30,7 @@ from glia_edge.errors import DatasetError
 from glia_edge.meta import ScoreSpec
 from glia_edge.models import GLIA
 from glia_edge.preprocess import PreprocessConfig
-
-if TYPE_CHECKING:
-    from glia_edge.train import TrainConfig
+from glia_edge.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +39,18 @@ SPLITS_COPY = "splits.json"
 
 @dataclass
 class TrainData:
+    """What a run trains and selects on; the test part appears only as a count."""
+
     dataset: IQADataset
     train: IQADataset
-    eval: IQADataset
-    eval_name: str  # "val" where the split has one, else "test"
+    val: IQADataset
     score: ScoreSpec  # the set's scale plus the training split's mean/std
     preprocess: PreprocessConfig
     splits_path: Path
     train_set: TrainCrops
+    eval_crops: CropProtocol
+    sizes: dict[str, int]  # images per part as the split lists them (before unreadable files drop out)
+    split_source: str = "glia"
 
 
 def limit_records(dataset: IQADataset, limit: int | None, seed: int) -> IQADataset:
@@ -55,13 +61,14 @@ def limit_records(dataset: IQADataset, limit: int | None, seed: int) -> IQADatas
     return dataset.with_records(dataset.records[i] for i in keep)
 
 
-def _load_in_turn(cfg: "TrainConfig", ctx: DistContext) -> tuple[IQADataset, SplitFile, Path]:
+def _load_in_turn(cfg: TrainConfig, ctx: DistContext) -> tuple[IQADataset, SplitFile, Path]:
     """The dataset and its splits; rank 0 first, as it may write caches and the split file."""
     if not ctx.is_main:
         ctx.barrier()
     try:
         dataset = load_dataset(cfg.dataset, cfg.root, cfg.csv, short_side=cfg.short_side, **cfg.dataset_options)
-        splits, path = load_or_create_splits(dataset, Path(cfg.splits_file) if cfg.splits_file else None)
+        splits, path = load_or_create_splits(dataset, Path(cfg.splits_file) if cfg.splits_file else None,
+                                             source=cfg.split_source)
     finally:
         if ctx.is_main:
             ctx.barrier()
@@ -83,19 +90,25 @@ def standardisation(scores: Sequence[float]) -> tuple[float, float]:
     return float(arr.mean()), std if std > 1e-12 else 1.0
 
 
-def prepare_data(cfg: "TrainConfig", ctx: DistContext, crop_size: int) -> TrainData:
-    """Load, split, check and standardise the data of a run."""
+def prepare_data(cfg: TrainConfig, ctx: DistContext, crop_size: int) -> TrainData:
+    """Load, split, check and standardise the data of a run (train and validation parts only)."""
     if parse_split(cfg.split) == ALL:
-        raise DatasetError("training needs a split with a held-out part: pass --split N or --split official")
+        raise DatasetError("training needs a split with held-out parts: pass --split N or --split official")
+    eval_crops = parse_crops(cfg.eval_crops, cfg.seed)
     dataset, splits, splits_path = _load_in_turn(cfg, ctx)
     parts = select(dataset, splits, cfg.split)
-    eval_name = "val" if parts.get("val") and parts["val"].records else "test"
+    sizes = {part: len(parts[part].records) if part in parts else 0 for part in ("train", "val", "test")}
+    if not sizes["val"]:
+        raise DatasetError(f"split {cfg.split} of {dataset.name} has no validation part to select the best epoch on")
     progress = cfg.progress and ctx.is_main
     train = validate(limit_records(parts["train"], cfg.limit, cfg.seed), progress=progress)
-    held = validate(limit_records(parts[eval_name], cfg.limit, cfg.seed + 1), progress=progress)
+    val = validate(limit_records(parts["val"], cfg.limit, cfg.seed + 1), progress=progress)
+    del parts  # the test part stays unread: not validated, not scored
+    log.info("split %s of %s (%s splits): %d train / %d val / %d test images", cfg.split, dataset.name,
+             cfg.split_source, sizes["train"], sizes["val"], sizes["test"])
     mean, std = standardisation(train.scores())
     crops = cfg.crops_per_image or dataset_spec(cfg.dataset).crops_per_image
-    preprocess = PreprocessConfig(short_side=cfg.short_side, crop_size=crop_size, crops=cfg.eval_crops)
+    preprocess = PreprocessConfig(short_side=cfg.short_side, crop_size=crop_size)
     options = dict(crops_per_image=crops, seed=cfg.seed, score_mean=mean, score_std=std)
     if cfg.rank_weight:
         if cfg.dataset != "csv" or not cfg.csv:
@@ -106,8 +119,8 @@ def prepare_data(cfg: "TrainConfig", ctx: DistContext, crop_size: int) -> TrainD
         train_set: TrainCrops = LadderCrops(ladders, preprocess, **options)
     else:
         train_set = TrainCrops(train.records, preprocess, **options)
-    return TrainData(dataset, train, held, eval_name, replace(dataset.score, mean=mean, std=std), preprocess,
-                     splits_path, train_set)
+    return TrainData(dataset, train, val, replace(dataset.score, mean=mean, std=std), preprocess,
+                     splits_path, train_set, eval_crops, sizes, cfg.split_source)
 
 
 def synthetic_ladders(records: Sequence[IQARecord], labels_csv: Path) -> list[list[IQARecord]]:
@@ -116,10 +129,10 @@ def synthetic_ladders(records: Sequence[IQARecord], labels_csv: Path) -> list[li
     (a level lost to a bad file drops its ladder, with a warning)."""
     from collections import defaultdict
 
-    from glia_edge.ranking import read_labels
+    from glia_edge.ranking import read_ladder_rows
 
     root = labels_csv.parent
-    row_of = {(root / r["path"]).resolve(): r for r in read_labels(labels_csv)}
+    row_of = {(root / r["path"]).resolve(): r for r in read_ladder_rows(labels_csv)}
     refs: dict[tuple[str, str], IQARecord] = {}
     levels: dict[tuple[str, str, str], dict[int, IQARecord]] = defaultdict(dict)
     for rec in records:
@@ -143,16 +156,17 @@ def synthetic_ladders(records: Sequence[IQARecord], labels_csv: Path) -> list[li
 
 
 @torch.inference_mode()
-def predict_records(model: GLIA, records: Sequence[IQARecord], preprocess: PreprocessConfig, crops: int,
-                    batch_size: int, ctx: DistContext, *, workers: int = 0, progress: bool = False) -> np.ndarray:
-    """Mean grid-crop score per record (NaN where an image failed), sharded over DDP ranks."""
+def predict_records(model: GLIA, records: Sequence[IQARecord], preprocess: PreprocessConfig,
+                    crops: "int | str | CropProtocol", batch_size: int, ctx: DistContext, *, workers: int = 0,
+                    progress: bool = False) -> np.ndarray:
+    """Mean score over each record's protocol crops (NaN where an image failed), sharded over DDP ranks."""
     from tqdm import tqdm
 
     data = EvalCrops(records, preprocess, crops=crops)
     sampler = DistributedSampler(data, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=False) \
         if ctx.enabled else None
-    loader = DataLoader(data, batch_size=max(1, batch_size // crops), sampler=sampler, num_workers=workers,
-                        collate_fn=collate_skip_failed)
+    loader = DataLoader(data, batch_size=max(1, batch_size // data.protocol.count), sampler=sampler,
+                        num_workers=workers, collate_fn=collate_skip_failed)
     ids: list[int] = []
     preds: list[float] = []
     for batch in tqdm(loader, desc="evaluating", unit="batch", leave=False, disable=not (progress and ctx.is_main)):

@@ -329,15 +329,15 @@ def test_bench_rejects_bad_options(tmp_path: Path) -> None:
 
 
 def test_preset_without_model_builds_a_random_weight_checkpoint_once(tmp_path: Path) -> None:
-    from glia_edge.benchmarks.runner import BenchOptions, resolve_checkpoint
+    from glia_edge.benchmarks.runner import BenchOptions, checkpoint_to_bench
     from glia_edge.checkpoint import read_checkpoint_meta
 
     opts = BenchOptions(preset="glia_vit_tiny")
-    path, name, random_weights = resolve_checkpoint(opts, tmp_path)
+    path, name, random_weights = checkpoint_to_bench(opts, tmp_path)
     assert random_weights and name == "glia_vit_tiny (random weights)" and path.parent == tmp_path
     assert read_checkpoint_meta(path).preset == "glia_vit_tiny"
     stamp = path.stat().st_mtime_ns
-    assert resolve_checkpoint(opts, tmp_path)[0] == path and path.stat().st_mtime_ns == stamp  # reused
+    assert checkpoint_to_bench(opts, tmp_path)[0] == path and path.stat().st_mtime_ns == stamp  # reused
 
 
 def test_export_options_are_parsed_as_literals() -> None:

@@ -87,7 +87,9 @@ def test_kadid_records_distorted_images_grouped_by_reference(tmp_path: Path) -> 
     for i in range(10):
         parts = select(ds, splits, i)
         train_refs, test_refs = {r.ref for r in parts["train"].records}, {r.ref for r in parts["test"].records}
-        assert not train_refs & test_refs and len(train_refs) + len(test_refs) == 6
+        val_refs = {r.ref for r in parts["val"].records}
+        assert not train_refs & test_refs and not val_refs & (train_refs | test_refs)
+        assert (len(train_refs), len(val_refs), len(test_refs)) == (4, 1, 1)  # 80/20, validation from train
 
 
 def test_csv_reads_the_synthetic_labels_file_relative_to_its_folder(tmp_path: Path) -> None:
@@ -147,8 +149,9 @@ def test_ten_seeded_80_20_splits_saved_and_reloaded(tmp_path: Path) -> None:
     groups = [f"img{i:03d}" for i in range(50)]
     splits = make_splits(groups)
     assert len(splits) == 10 and splits == make_splits(groups)  # seeded: repeatable
-    assert all(len(s["train"]) == 40 and len(s["test"]) == 10 for s in splits)
-    assert all(set(s["train"]).isdisjoint(s["test"]) for s in splits)
+    assert all((len(s["train"]), len(s["val"]), len(s["test"])) == (36, 4, 10) for s in splits)
+    assert all(set(s["train"]).isdisjoint(s["test"]) and set(s["val"]).isdisjoint(set(s["train"]) | set(s["test"]))
+               for s in splits)
     assert len({tuple(s["test"]) for s in splits}) == 10  # the splits differ
     labels = make_blur_set(tmp_path / "set", photos=("astronaut", "coffee", "chelsea", "rocket", "camera"),
                            size=(64, 48))

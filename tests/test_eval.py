@@ -16,7 +16,7 @@ from conftest import PHOTOS, image_level
 from glia_edge.cli import app
 from glia_edge.data.splits import read_splits
 from glia_edge.errors import CheckpointError
-from glia_edge.evaluate import evaluate, evaluate_splits, resolve_checkpoint
+from glia_edge.evaluate import evaluate, evaluate_splits, split_checkpoint
 from glia_edge.metrics import iqa_metrics
 
 
@@ -44,13 +44,13 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     cfg = TrainConfig(dataset="csv", csv=str(labels), preset="glia_vit_tiny", backbone_weights="none",
                       model_overrides=dict(TINY_OVERRIDES), short_side=64, epochs=1, batch_size=8, workers=0,
                       device="cpu", progress=False, output=str(root / "run"), split=3,
-                      splits_file=str(root / "splits.json"))
+                      splits_file=str(root / "splits.json"), eval_crops="grid1")
     train(cfg)
     return root / "run", labels
 
 
 def test_metrics_come_from_the_runtime_scores(tiny_checkpoint: Path, blur_csv: Path, image_dir: Path) -> None:
-    result = evaluate(tiny_checkpoint, "csv", csv=blur_csv, split="all")
+    result = evaluate(tiny_checkpoint, "csv", csv=blur_csv, split="all", crops="grid1")
     paths = sorted(image_dir.glob("*.jpg"))
     with glia_edge.load(tiny_checkpoint) as backend:
         direct = backend.predict(paths)
@@ -63,7 +63,7 @@ def test_metrics_come_from_the_runtime_scores(tiny_checkpoint: Path, blur_csv: P
 
 def test_eval_defaults_to_the_split_the_run_trained_on(tiny_run: tuple[Path, Path]) -> None:
     run, labels = tiny_run
-    result = evaluate(run / "best.safetensors", "csv", csv=labels)
+    result = evaluate(run / "best.safetensors", "csv", csv=labels, crops="grid1")
     test_refs = read_splits(run / "splits.json").splits[3]["test"]
     assert result.split == 3 and {key.split("/")[1].split("-")[0] for key, _, _ in result.predictions} == set(test_refs)
     assert result.metrics.n == 4 * len(test_refs)
@@ -71,7 +71,7 @@ def test_eval_defaults_to_the_split_the_run_trained_on(tiny_run: tuple[Path, Pat
 
 def test_another_set_is_scored_whole_by_default(tiny_run: tuple[Path, Path], blur_csv: Path) -> None:
     run, _ = tiny_run  # trained on another csv set: its split file does not apply here
-    result = evaluate(run / "best.safetensors", "csv", csv=blur_csv)
+    result = evaluate(run / "best.safetensors", "csv", csv=blur_csv, crops="grid1")
     assert result.split == "all" and result.metrics.n == len(PHOTOS) * 5
 
 
@@ -81,21 +81,21 @@ def test_one_checkpoint_per_split_gives_medians(tiny_run: tuple[Path, Path], tmp
         folder = tmp_path / "runs" / f"split{split}"
         folder.mkdir(parents=True)
         shutil.copy(run / "best.safetensors", folder / "best.safetensors")
-    results, median = evaluate_splits(tmp_path / "runs", "csv", [0, 1, 2], csv=labels)
+    results, median = evaluate_splits(tmp_path / "runs", "csv", [0, 1, 2], csv=labels, crops="grid1")
     assert [r.split for r in results] == [0, 1, 2] and all(r.metrics.n == 4 for r in results)
     assert median["srcc"] == pytest.approx(np.median([r.metrics.srcc for r in results]))
     pattern = str(tmp_path / "runs" / "split{split}" / "best.safetensors")
-    _, median_again = evaluate_splits(pattern, "csv", [0, 1, 2], csv=labels)
+    _, median_again = evaluate_splits(pattern, "csv", [0, 1, 2], csv=labels, crops="grid1")
     assert median_again == median
 
 
 def test_checkpoint_resolution_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="pass --split"):
-        resolve_checkpoint(str(tmp_path / "split{split}.safetensors"), None)
+        split_checkpoint(str(tmp_path / "split{split}.safetensors"), None)
     with pytest.raises(CheckpointError, match="not found"):
-        resolve_checkpoint(tmp_path / "nothing.safetensors", 0)
+        split_checkpoint(tmp_path / "nothing.safetensors", 0)
     with pytest.raises(CheckpointError, match="no best.safetensors"):
-        resolve_checkpoint(tmp_path, 0)
+        split_checkpoint(tmp_path, 0)
 
 
 def test_eval_cli_prints_a_table_json_and_predictions(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
@@ -103,14 +103,16 @@ def test_eval_cli_prints_a_table_json_and_predictions(tiny_run: tuple[Path, Path
     runner = CliRunner()
     base = ["eval", "--checkpoint", str(run), "--dataset", "csv", "--csv", str(labels), "--split", "all",
             "--no-progress"]
-    table = runner.invoke(app, base)
+    table = runner.invoke(app, [*base, "--crops", "grid1", "--which", "best"])
     assert table.exit_code == 0, table.output
     assert all(word in table.stdout for word in ("SRCC", "PLCC", "KRCC", "RMSE"))
     preds = tmp_path / "preds.csv"
-    as_json = runner.invoke(app, [*base, "--format", "json", "--predictions", str(preds)])
+    as_json = runner.invoke(app, [*base, "--format", "json", "--predictions", str(preds), "--crops", "random3"])
     assert as_json.exit_code == 0, as_json.output
     payload = json.loads(as_json.stdout)
-    expected = evaluate(run / "best.safetensors", "csv", csv=labels, split="all").metrics
+    assert set(payload["checkpoints"]) == {"best", "last"} and payload["crops"] == "random3"  # selected and last
+    assert [r["epoch"] for r in payload["checkpoints"]["last"]["results"]] == [1]
+    expected = evaluate(run / "best.safetensors", "csv", csv=labels, split="all", crops="random3").metrics
     assert payload["results"][0]["srcc"] == pytest.approx(expected.srcc) and payload["results"][0]["n"] == 20
     assert len(preds.read_text().splitlines()) == 1 + 20
     bad = runner.invoke(app, [*base[:-3], "--crops", "4"])

@@ -10,7 +10,7 @@ import glia_edge
 from glia_edge.cli import app
 from glia_edge.distortions import make_dataset, reference_images
 from glia_edge.errors import DatasetError
-from glia_edge.ranking import level_ranking, read_labels
+from glia_edge.ranking import level_ranking, read_ladder_rows
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +29,10 @@ def test_blur_levels_rank_below_reference(tiny_checkpoint, synth_csv) -> None:
 
 
 def test_filters_and_bad_rows(tiny_checkpoint, synth_csv) -> None:
-    rows = read_labels(synth_csv, refs=["coffee"], types=["contrast"])
+    rows = read_ladder_rows(synth_csv, refs=["coffee"], types=["contrast"])
     assert {r["ref"] for r in rows} == {"coffee"} and {r["distortion"] for r in rows} == {"none", "contrast"}
     with pytest.raises(DatasetError, match="no rows"):
-        read_labels(synth_csv, refs=["nobody"])
+        read_ladder_rows(synth_csv, refs=["nobody"])
     (synth_csv.parent / rows[1]["path"]).write_bytes(b"")  # one broken image: reported, the rest ranked
     report = level_ranking(glia_edge.load(tiny_checkpoint), synth_csv, refs=["coffee"], types=["contrast"])
     assert len(report.failed) == 1 and "empty file" in report.failed[0][1]

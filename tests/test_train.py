@@ -35,7 +35,8 @@ def blur_labels(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_config(out: Path, labels: Path, **changes: object) -> TrainConfig:
     cfg = TrainConfig(dataset="csv", csv=str(labels), preset="glia_vit_tiny", backbone_weights="none",
                       model_overrides=dict(TINY_OVERRIDES), short_side=64, epochs=2, batch_size=8, workers=0,
-                      device="cpu", progress=False, output=str(out), splits_file=str(out.parent / "splits.json"))
+                      device="cpu", progress=False, output=str(out), splits_file=str(out.parent / "splits.json"),
+                      eval_crops="random3")
     return replace(cfg, **changes)
 
 
@@ -50,17 +51,20 @@ def test_short_cpu_training_writes_checkpoints_metrics_and_config(tmp_path: Path
         assert (out / name).is_file(), name
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and all(np.isfinite(r["train_loss"]) for r in rows)
-    assert rows[-1]["step"] == 2 * 8  # 20 training images x 3 crops / batch 8 -> 8 steps per epoch
-    assert "test_srcc" in (out / "metrics.csv").read_text().splitlines()[0]
+    assert rows[-1]["step"] == 2 * 6  # 16 training images x 3 crops / batch 8 -> 6 steps per epoch
+    header = (out / "metrics.csv").read_text().splitlines()[0]
+    assert "val_srcc" in header and "test" not in header  # selection reads the validation part only
 
     meta = read_checkpoint_meta(out / "last.safetensors")
-    train_scores = [100.0, 80.0, 60.0, 40.0] * 5  # 5 of the 6 references train (80/20 by reference)
+    train_scores = [100.0, 80.0, 60.0, 40.0] * 4  # 6 refs: 1 test (20%), 1 validation, 4 train
     assert meta.preset == "glia_vit_tiny" and meta.preprocess["short_side"] == 64
     assert meta.score["min"] == 40.0 and meta.score["max"] == 100.0 and meta.score["higher_is_better"]
     assert meta.score["mean"] == pytest.approx(np.mean(train_scores))
     assert meta.score["std"] == pytest.approx(np.std(train_scores))
     t = meta.training
-    assert (t["dataset"], t["split"], t["seed"], t["epoch"], t["n_train"], t["n_eval"]) == ("csv", 0, 3407, 2, 20, 4)
+    assert (t["dataset"], t["split"], t["seed"], t["epoch"], t["n_train"], t["n_val"]) == ("csv", 0, 3407, 2, 16, 4)
+    assert t["split_sizes"] == {"train": 16, "val": 4, "test": 4} and t["eval_part"] == "val"
+    assert t["eval_crops"] == "random3" and t["best_selected_on"] == "val SRCC" and t["best_epoch"] in (1, 2)
     assert t["loss"]["name"] == "plcc+l1" and t["weights_saved"] == "full" and t["backbone_weights"] is None
 
     # The saved model outputs MOS directly: the runtime API reproduces the in-memory model.
@@ -90,13 +94,13 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path: Path, blur_lab
         train(tiny_config(tmp_path / "resumed", blur_labels))
     monkeypatch.setattr(train_module, "_evaluate", real_evaluate)
     resumed = train(tiny_config(tmp_path / "resumed", blur_labels, resume=str(tmp_path / "resumed")))
-    assert [r["epoch"] for r in resumed.history] == [1, 2] and resumed.history[-1]["step"] == 16
+    assert [r["epoch"] for r in resumed.history] == [1, 2] and resumed.history[-1]["step"] == 12
     a, b = trainable(straight.model), trainable(resumed.model)
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], msg=key)
     state = torch.load(tmp_path / "resumed" / "last.state.pt", weights_only=False)
-    assert state["epoch"] == 2 and state["step"] == 16
+    assert state["epoch"] == 2 and state["step"] == 12
     assert len((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()) == 2
 
 
@@ -112,9 +116,13 @@ def test_bad_files_are_reported_and_the_run_goes_on(tmp_path: Path, blur_labels:
     good = (folder / "images" / "coffee-blur-0.png").read_bytes()
     (tmp_path / "truncated.png").write_bytes(good[: len(good) // 2])  # header fine, pixels cut off
     (tmp_path / "empty.png").write_bytes(b"")
+    from _data_fixtures import PHOTOS
+    from glia_edge.data.splits import make_splits
+
+    ref = make_splits(list(PHOTOS))[0]["train"][0]  # a training reference: the test part is never read
     labels = tmp_path / "labels.csv"
-    labels.write_text(blur_labels.read_text() + f"{tmp_path / 'truncated.png'},90,coffee,blur,0\n"
-                      f"{tmp_path / 'empty.png'},70,coffee,blur,1\n")
+    labels.write_text(blur_labels.read_text() + f"{tmp_path / 'truncated.png'},90,{ref},blur,0\n"
+                      f"{tmp_path / 'empty.png'},70,{ref},blur,1\n")
     with caplog.at_level(logging.WARNING):
         result = train(tiny_config(tmp_path / "run", labels, epochs=1, root=str(folder),
                                    splits_file=str(tmp_path / "bad_splits.json")))
@@ -206,8 +214,8 @@ def test_ladder_training_records_its_loss_and_batches_whole_ladders(tmp_path: Pa
     result = train(tiny_config(tmp_path / "run", blur_labels, rank_weight=1.0, epochs=1))
     meta = read_checkpoint_meta(tmp_path / "run" / "last.safetensors")
     assert meta.training["loss"]["name"] == "plcc+l1+ladder-rank" and meta.training["rank_weight"] == 1.0
-    # 5 training references x 1 type = 5 ladders x 3 crops; batch 8 images -> 2 ladders of 4 -> 8 steps.
-    assert result.history[-1]["step"] == 8 and np.isfinite(result.history[-1]["train_loss"])
+    # 4 training references x 1 type = 4 ladders x 3 crops; batch 8 images -> 2 ladders of 4 -> 6 steps.
+    assert result.history[-1]["step"] == 6 and np.isfinite(result.history[-1]["train_loss"])
 
 
 def test_ladder_training_needs_a_graded_synthetic_csv(tmp_path: Path, blur_labels: Path) -> None:

@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "glia_edge.cli.export_cmd",
     "glia_edge.cli.train_cmd",
     "glia_edge.cli.eval_cmd",
+    "glia_edge.cli.reproduce_cmd",
     "glia_edge.cli.rank_cmd",
     "glia_edge.cli.synth_cmd",
     "glia_edge.cli.watch_cmd",

@@ -2,6 +2,9 @@
 
 ``--checkpoint`` takes a checkpoint, an exported model (.onnx, .xml, .engine), a run folder, or
 a pattern with ``{split}``; ``--splits 0-9`` evaluates one artifact per split and adds the medians.
+In run folders both the selected epoch (``best``, chosen on the validation part) and the last
+epoch are scored unless ``--which`` picks one. ``--crops`` names the evaluation-crop protocol:
+LoDa's ``random15`` by default, or the grid (``grid1``, ``grid5``, ``grid9``; ``1``/``5``/``9``).
 """
 from __future__ import annotations
 
@@ -26,17 +29,21 @@ def _backend_options(device: Optional[str], threads: Optional[int], batch_size: 
     return options
 
 
-def _print_table(dataset: str, results: list[Any], median: dict[str, float] | None) -> None:
+def _print_table(dataset: str, which: str, results: list[Any], median: dict[str, float] | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("split", "images", "SRCC", "PLCC", "KRCC", "RMSE", "failed", title=f"{dataset}: held-out agreement")
+    crops = results[0].crops if results else ""
+    table = Table("split", "epoch", "images", "SRCC", "PLCC", "KRCC", "RMSE", "failed",
+                  title=f"{dataset} test part, {which} checkpoint, crops {crops}")
     for res in results:
         m = res.metrics
-        table.add_row(str(res.split), str(m.n), *[f"{getattr(m, k):.4f}" for k in METRIC_COLUMNS], str(res.failed))
+        table.add_row(str(res.split), str(res.epoch if res.epoch is not None else "-"), str(m.n),
+                      *[f"{getattr(m, k):.4f}" for k in METRIC_COLUMNS], str(res.failed))
     if median is not None:
         table.add_section()
-        table.add_row(f"median of {len(results)}", "", *[f"{median[k]:.4f}" for k in METRIC_COLUMNS], "", style="bold")
+        table.add_row(f"median of {len(results)}", "", "", *[f"{median[k]:.4f}" for k in METRIC_COLUMNS], "",
+                      style="bold")
     Console().print(table)
 
 
@@ -58,45 +65,86 @@ def eval_command(
     split: Optional[str] = typer.Option(None, "--split", help="N, 'official' or 'all' [the split trained on]."),
     splits: Optional[str] = typer.Option(None, "--splits", help="Several splits, e.g. 0-9: reports medians."),
     splits_file: Optional[Path] = typer.Option(None, "--splits-file", help="Split JSON [beside the checkpoint]."),
-    crops: int = typer.Option(1, "--crops", help="Grid crops per image: 1, 5 or 9."),
-    which: str = typer.Option("best", "--which", help="In run folders: best or last."),
+    crops: str = typer.Option("random15", "--crops",
+                              help="Evaluation crops: random15 (LoDa's, seeded per image), grid1, grid5, grid9."),
+    which: str = typer.Option("both", "--which",
+                              help="In run folders: best (epoch chosen on validation), last, or both."),
+    split_source: Optional[str] = typer.Option(None, "--split-source",
+                                               help="glia or loda, when no split file is beside the run."),
     device: Optional[str] = typer.Option(None, "--device", help="Backend device (cpu, cuda, GPU ...)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Crops per inference call."),
     output_format: str = typer.Option("table", "--format", help="table or json."),
-    predictions: Optional[Path] = typer.Option(None, "--predictions", help="Write per-image predictions (CSV)."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions",
+                                               help="Write per-image predictions (CSV) of the first checkpoint."),
     lower_is_better: bool = typer.Option(False, "--lower-is-better", help="csv set: scores are DMOS-like."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Evaluate an artifact on a dataset split (or the median over several splits)."""
-    from glia_edge.data.splits import parse_split, parse_split_range
-    from glia_edge.evaluate import evaluate, evaluate_splits, resolve_checkpoint
+    from glia_edge.data.crop_protocol import parse_crops
+    from glia_edge.errors import DatasetError
 
-    if crops not in (1, 5, 9):
-        raise typer.BadParameter("must be 1, 5 or 9", param_hint="--crops")
     if output_format not in ("table", "json"):
         raise typer.BadParameter("must be table or json", param_hint="--format")
-    common: dict[str, Any] = dict(root=root, csv=csv, splits_file=splits_file, crops=crops, progress=progress,
+    if which not in ("best", "last", "both"):
+        raise typer.BadParameter("must be best, last or both", param_hint="--which")
+    try:
+        protocol = parse_crops(crops)
+    except DatasetError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--crops") from None
+    common: dict[str, Any] = dict(root=root, csv=csv, splits_file=splits_file, crops=protocol, progress=progress,
+                                  split_source=split_source,
                                   dataset_options={"higher_is_better": False} if lower_is_better else None,
                                   **_backend_options(device, threads, batch_size))
     with cli_errors():
-        if splits:
-            results, median = evaluate_splits(checkpoint, dataset.lower(), parse_split_range(splits), which=which,
-                                              **common)
-        else:
-            chosen = parse_split(split) if split is not None else None
-            results = [evaluate(resolve_checkpoint(checkpoint, chosen, which), dataset.lower(), split=chosen,
-                                **common)]
-            median = None
+        runs = _evaluate_runs(checkpoint, dataset.lower(), split, splits, which, common)
     if predictions:
-        _write_predictions(predictions, results)
+        _write_predictions(predictions, runs[0][1])  # the selected (first) checkpoint's predictions
     if output_format == "json":
-        payload: dict[str, Any] = {"dataset": dataset.lower(), "crops": crops, "results": [r.to_dict() for r in results]}
-        if median is not None:
-            payload["median"] = median
+        payload: dict[str, Any] = {"dataset": dataset.lower(), "crops": protocol.name,
+                                   "crops_protocol": protocol.describe(),
+                                   "checkpoints": {name: {"results": [r.to_dict() for r in results],
+                                                          **({"median": median} if median is not None else {})}
+                                                   for name, results, median in runs}}
+        first = runs[0]
+        payload["results"] = [r.to_dict() for r in first[1]]  # the first checkpoint kind, for simple readers
+        if first[2] is not None:
+            payload["median"] = first[2]
         typer.echo(json.dumps(payload, indent=2))
     else:
-        _print_table(dataset.lower(), results, median)
+        for name, results, median in runs:
+            _print_table(dataset.lower(), name, results, median)
+
+
+def _evaluate_runs(checkpoint: str, dataset: str, split: Optional[str], splits: Optional[str], which: str,
+                   common: dict[str, Any]) -> list[tuple[str, list[Any], dict[str, float] | None]]:
+    """(checkpoint kind, per-split results, medians or None) for ``best`` and/or ``last``.
+
+    ``both`` scores ``last`` only where run folders hold one; artifacts named directly are scored once.
+    """
+    from glia_edge.data.splits import parse_split, parse_split_range
+    from glia_edge.errors import CheckpointError
+    from glia_edge.evaluate import evaluate, split_checkpoint
+    from glia_edge.metrics import median_metrics
+
+    kinds = ["best", "last"] if which == "both" else [which]
+    chosen: list[Any] = parse_split_range(splits) if splits else [parse_split(split) if split is not None else None]
+    out: list[tuple[str, list[Any], dict[str, float] | None]] = []
+    seen: list[list[Path]] = []
+    for kind in kinds:
+        try:
+            paths = [split_checkpoint(checkpoint, s, kind) for s in chosen]
+        except CheckpointError:
+            if kind == kinds[0]:
+                raise
+            continue  # runs without this checkpoint kind
+        if paths in seen:
+            continue  # artifacts given directly: scored once
+        seen.append(paths)
+        results = [evaluate(p, dataset, split=s, **common) for p, s in zip(paths, chosen)]
+        label = kind if all(p.stem == kind for p in paths) else "given"
+        out.append((label, results, median_metrics([r.metrics for r in results]) if splits else None))
+    return out
 
 
 def register(app: typer.Typer) -> None:

@@ -37,7 +37,12 @@ def train(
     preset: str = typer.Option("glia_vit_small", "--preset", "-p", help="GLIA preset (glia-edge presets)."),
     backbone_weights: str = typer.Option("pretrained", "--backbone-weights",
                                          help="Local file, timm name, 'pretrained' (preset's timm tag) or 'none'."),
+    local_weights: str = typer.Option("pretrained", "--local-weights",
+                                      help="Presets with a frozen ResNet-50 local stream: its weights (local timm "
+                                           "checkpoint file, timm name, or 'pretrained' = the preset's timm tag)."),
     split: str = typer.Option("0", "--split", help="Split 0-9, or 'official' (KonIQ-10k's own)."),
+    split_source: str = typer.Option("glia", "--split-source",
+                                     help="glia (this project's seeded splits) or loda (LoDa's, regenerated)."),
     splits_file: Optional[Path] = typer.Option(None, "--splits-file", help="Split JSON (made if missing)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder [runs/SET/PRESET/splitN]."),
     epochs: int = typer.Option(10, "--epochs", min=1),
@@ -46,7 +51,8 @@ def train(
     weight_decay: float = typer.Option(1e-2, "--weight-decay"),
     crops_per_image: Optional[int] = typer.Option(None, "--crops-per-image", min=1,
                                                   help="Random crops per image per epoch [3; 5 on livec]."),
-    eval_crops: int = typer.Option(1, "--eval-crops", help="Grid crops for held-out scoring: 1, 5 or 9."),
+    eval_crops: str = typer.Option("random15", "--eval-crops",
+                                   help="Validation crops: random15 (LoDa's, seeded), grid1, grid5 or grid9."),
     l1_weight: float = typer.Option(0.1, "--l1-weight", help="Weight of the L1 term beside the PLCC loss."),
     rank_weight: float = typer.Option(0.0, "--rank-weight", min=0.0,
                                       help="Graded synthetic csv sets: weight of the ladder ranking loss "
@@ -67,7 +73,7 @@ def train(
     lower_is_better: bool = typer.Option(False, "--lower-is-better", help="csv set: scores are DMOS-like."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Train GLIA: AdamW, cosine, PLCC+L1, random crops with flips; best/last checkpoints per epoch."""
+    """Train GLIA: AdamW, cosine, PLCC+L1, random crops with flips; best (on validation)/last checkpoints."""
     from glia_edge.data.splits import parse_split
     from glia_edge.train import TrainConfig
     from glia_edge.train import train as run_training
@@ -77,7 +83,8 @@ def train(
     with cli_errors():
         cfg = TrainConfig(
             dataset=dataset.lower(), root=str(root) if root else None, csv=str(csv) if csv else None, preset=preset,
-            backbone_weights=backbone_weights, split=parse_split(split),
+            backbone_weights=backbone_weights, local_weights=local_weights, split=parse_split(split),
+            split_source=split_source,
             splits_file=str(splits_file) if splits_file else None, output=str(output) if output else None,
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, crops_per_image=crops_per_image,
             eval_crops=eval_crops, l1_weight=l1_weight, rank_weight=rank_weight, seed=seed, device=device,

@@ -1,7 +1,9 @@
 """IQA datasets in their real on-disk formats, looked up by name in one ``DATASETS`` table.
 
 ``load_dataset("koniq", root)`` returns an :class:`IQADataset` (records + score scale);
-``validate`` drops unreadable files; ``glia_edge.data.splits`` makes the seeded 80/20 splits and
+``validate`` drops unreadable files; ``glia_edge.data.splits`` makes the seeded 80/20 splits (with a
+validation part carved from each training part; LoDa's own splits via ``glia_edge.data.loda_splits``),
+``glia_edge.data.crop_protocol`` fixes the evaluation crops, and
 ``glia_edge.data.torch_dataset`` turns records into training crops (the only part needing torch).
 """
 from __future__ import annotations

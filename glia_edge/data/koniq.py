@@ -4,10 +4,15 @@ Two official annotation files are understood:
 
 - ``koniq10k_distributions_sets.csv`` from the dataset's code repository: ``image_name, c1..c5,
   c_total, MOS, SD, set`` with MOS on 0-100 and ``set`` the official training / validation /
-  test split (7,058 / 1,000 / 2,015). Preferred when present (pyiqa and LoDa use this scale).
+  test split (7,058 / 1,000 / 2,015). Preferred when present; pyiqa's meta-info uses this 0-100
+  scale.
 - ``koniq10k_scores_and_distributions.csv`` from the download: ``image_name, c1..c5, c_total,
-  MOS, SD, MOS_zscore`` with MOS on 1-5.
+  MOS, SD, MOS_zscore`` with MOS on 1-5. LoDa builds its meta-info from this file, so LoDa's
+  scores (and RMSE) are on the 1-5 scale; its split indices also follow this file's row order
+  (``glia_edge.data.loda_splits``).
 
+RMSE is reported on the scale of the file the set was loaded from (after the logistic fit), and
+the checkpoint and ``glia-edge reproduce``'s table name that scale; pass ``--csv`` to choose.
 Images are read from ``1024x768/`` (or the half-size ``512x384/``).
 """
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Both build on the one preprocessing definition (:mod:`glia_edge.preprocess`): decode with EXIF
 orientation, resize the short side, then ``random_crop`` (training: a random crop with random
-horizontal and vertical flips) or the crop grid (evaluation). Training shows every image
+horizontal and vertical flips) or the evaluation-crop protocol
+(:mod:`glia_edge.data.crop_protocol`: the crop grid or LoDa's seeded random crops). Training shows every image
 ``crops_per_image`` times per epoch as separate samples (LoDa's protocol). The random stream of a
 sample depends only on (seed, epoch, index), so results do not change with the number of loader
 workers or processes. An image that fails to decode yields ``None``; :func:`collate_skip_failed`
@@ -21,8 +22,9 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from glia_edge.data.base import IQARecord
+from glia_edge.data.crop_protocol import CropProtocol, parse_crops
 from glia_edge.errors import ImageLoadError
-from glia_edge.preprocess import PreprocessConfig, load_resized, preprocess, random_crop
+from glia_edge.preprocess import PreprocessConfig, load_resized, random_crop
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +98,14 @@ class LadderCrops(TrainCrops):
 
 
 class EvalCrops(Dataset):
-    """The deterministic crop grid (1, 5 or 9 crops) of each record.
+    """Each record's evaluation crops under a crop protocol (``grid1/5/9`` or ``randomN``, seeded).
 
     Items are ``(crops float32 (n, 3, S, S), score on the dataset scale, record index)`` or ``None``.
     """
 
-    def __init__(self, records: Sequence[IQARecord], cfg: PreprocessConfig, *, crops: int = 1) -> None:
-        self.records, self.cfg, self.crops = list(records), cfg, crops
+    def __init__(self, records: Sequence[IQARecord], cfg: PreprocessConfig, *,
+                 crops: "int | str | CropProtocol" = 1) -> None:
+        self.records, self.cfg, self.protocol = list(records), cfg, parse_crops(crops)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -110,10 +113,11 @@ class EvalCrops(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int] | None:
         rec = self.records[index]
         try:
-            crops = preprocess(rec.path, self.cfg, crops=self.crops)
+            img = load_resized(rec.path, self.cfg)
         except ImageLoadError as exc:
             log.warning("skipping %s: %s", rec.path, exc.reason)
             return None
+        crops = self.protocol.crops(img, self.cfg, rec.key)
         return torch.from_numpy(crops), torch.tensor(rec.score, dtype=torch.float64), index
 
 

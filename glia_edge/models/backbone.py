@@ -1,7 +1,9 @@
 """Frozen pretrained networks for GLIA: build a timm model and load its weights explicitly.
 
-Weights come from a local file (safetensors or a timm/PyTorch checkpoint) or a timm pretrained
-name. Either way a failure raises :class:`BackboneWeightsError`; a random backbone happens only
+Weights come from a local file or a timm pretrained name. Files: safetensors (timm's
+``model.safetensors``), a PyTorch state dict (``pytorch_model.bin``), or a training checkpoint
+whose ``state_dict`` / ``model`` / ``state_dict_ema`` holds the weights (timm's ``train.py``
+output, its ``args`` record included), always loaded with ``weights_only``. Either way a failure raises :class:`BackboneWeightsError`; a random backbone happens only
 when the caller passes ``None``, and it is logged.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ from glia_edge.errors import BackboneWeightsError
 
 log = logging.getLogger(__name__)
 
-WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".tar")
 #: ``backbone_weights`` value for "a checkpoint supplies these weights next" (no random-init warning).
 FROM_CHECKPOINT = "checkpoint"
 
@@ -32,7 +34,12 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    import argparse
+
+    # timm's train.py stores its argparse options beside the weights; allow that plain record and
+    # nothing else (weights_only: no arbitrary code runs while loading).
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
     for key in ("state_dict", "model", "state_dict_ema"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]

@@ -1,18 +1,29 @@
 """GLIA: a frozen ViT adapted for blind IQA by global-local interaction adapters.
 
-Architecture as fixed in shared/GLIA_DESIGN.md (after "Unleashing Vision Transformer Potential
-in IQA via Global-Local Adaptive Interaction", ICASSP 2026, and LoDa, CVPR 2024):
+After "Unleashing Vision Transformer Potential in IQA via Global-Local Adaptive Interaction"
+(ICASSP 2026; only its abstract is public, so where it is silent these are this project's
+choices, each a config switch) and its closest published relative LoDa (Xu et al., CVPR 2024):
 
 - global stream: a frozen timm ViT;
 - local stream: a light trainable conv pyramid (strides 4, 8, 16) pooled to the ViT's patch grid
-  as tokens of width r, or (``local_stream="resnet50"``) a frozen timm ResNet-50 as in LoDa;
+  as tokens of width r, or (``local_stream="resnet50"``) LoDa's local stream: a frozen timm
+  ResNet-50 fed ImageNet-normalised pixels, its BatchNorm layers in training mode while the model
+  trains (as LoDa's, their running statistics follow the IQA data and are saved), and per stage
+  LoDa's extractor (1x1 conv, GELU, 3x3 conv, average pooling to 7x7), the four stages' 49
+  tokens concatenated into 196 local tokens;
 - an ``InteractionAdapter`` before every k-th ViT block: local->global and global->local
-  cross-attention in width r, a depthwise 3x3 refinement of the local tokens on the grid, an
-  input-dependent per-channel gate fusing the two directions, and an up-projection scaled by a
+  cross-attention in width r, a depthwise 3x3 refinement of the local tokens on their grid(s),
+  an input-dependent per-channel gate fusing the two directions, and an up-projection scaled by a
   learnable per-channel factor started near 0;
 - head: final norm, CLS + mean patch token + mean local token, a small MLP to one score.
 
-The input is float RGB in [0, 1], NCHW: ImageNet normalisation and the score's affine map back to
+``glia_vit_base_resnet50`` is GLIA with LoDa's local stream, not LoDa: its adapters and head are
+GLIA's (LoDa projects down and up with two-layer MLPs, cross-attends from the ViT tokens only,
+keeps its local tokens fixed, and regresses from the CLS token with a cosine-normalised linear
+layer), and its ViT keeps the normalisation its own weights expect (LoDa feeds the ViT the
+ImageNet mean/std too).
+
+The input is float RGB in [0, 1], NCHW: input normalisation and the score's affine map back to
 the training MOS scale are buffers inside the graph, so exported models need neither.
 The adapters' attention is ``scaled_dot_product_attention`` (OpenVINO's PyTorch frontend makes it
 its ScaledDotProductAttention op); ONNX export gets plain MatMul/Softmax, which every exporter and
@@ -44,6 +55,9 @@ class GliaConfig:
     local_stream: str = "conv"  # "conv" (trainable pyramid) or "resnet50" (frozen timm CNN, LoDa)
     local_channels: tuple[int, ...] = (32, 48, 96, 128)
     local_pretrained: str = "resnet50.a1_in1k"
+    local_arch: str = "resnet50"  # the timm CNN of the "resnet50" stream (tests use smaller ones)
+    local_grid: int = 7  # LoDa's pooling of each CNN stage to local_grid x local_grid tokens
+    local_bn: str = "train"  # "train": BatchNorm as LoDa (batch statistics while training); "frozen": eval mode
     adapter_dim: int = 64
     adapter_heads: int = 4
     adapter_every: int = 1
@@ -89,6 +103,7 @@ class ConvLocalStream(nn.Module):
         self.proj = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in (c1, c2, c3))
         self.norm = nn.LayerNorm(dim)
         self.grid = grid
+        self.layout = (1, grid)  # (maps, side) of the local tokens: one map on the patch grid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f4 = self.stem(x)
@@ -98,20 +113,29 @@ class ConvLocalStream(nn.Module):
         return self.norm(fused.flatten(2).transpose(1, 2))
 
 
+#: The ImageNet mean/std LoDa normalises its input with (and ResNet-50's timm weights expect).
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
 class ResNetLocalStream(nn.Module):
-    """LoDa's local stream: a frozen timm CNN's four stages projected to width r and summed."""
+    """LoDa's local stream on pixels in [0, 1]: ImageNet normalisation, a frozen timm CNN's four
+    stages, and per stage a 1x1 conv, GELU, a 3x3 conv and average pooling to ``grid`` x ``grid``;
+    the stages' tokens are concatenated, (B, 4 * grid * grid, dim)."""
 
     def __init__(self, arch: str, weights: str | None, dim: int, grid: int) -> None:
         super().__init__()
         self.cnn = freeze(create_timm(arch, weights, "local-stream CNN", features_only=True, out_indices=(1, 2, 3, 4)))
-        self.proj = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in self.cnn.feature_info.channels())
-        self.norm = nn.LayerNorm(dim)
-        self.grid = grid
+        self.extract = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, dim, 1), nn.GELU(), nn.Conv2d(dim, dim, 3, padding=1, bias=False),
+                          nn.AdaptiveAvgPool2d(grid))
+            for c in self.cnn.feature_info.channels())
+        self.register_buffer("input_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("input_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.layout = (len(self.extract), grid)  # (maps, side) of the local tokens
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.cnn(x)
-        fused = sum(_to_grid(p(f), self.grid) for p, f in zip(self.proj, feats))
-        return self.norm(fused.flatten(2).transpose(1, 2))
+        feats = self.cnn((x - self.input_mean) / self.input_std)
+        return torch.cat([e(f).flatten(2).transpose(1, 2) for e, f in zip(self.extract, feats)], dim=1)
 
 
 class CrossAttention(nn.Module):
@@ -147,7 +171,8 @@ class CrossAttention(nn.Module):
 class InteractionAdapter(nn.Module):
     """Global-local interaction before one ViT block; returns updated ViT tokens and local tokens."""
 
-    def __init__(self, dim: int, r: int, heads: int, grid: int, num_prefix: int, init_scale: float) -> None:
+    def __init__(self, dim: int, r: int, heads: int, grid: int, num_prefix: int, init_scale: float,
+                 local_layout: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.down = nn.Linear(dim, r)
@@ -158,17 +183,30 @@ class InteractionAdapter(nn.Module):
         self.up = nn.Linear(r, dim)
         self.scale = nn.Parameter(torch.full((dim,), init_scale))
         self.grid, self.num_prefix = grid, num_prefix
+        #: The local tokens as ``maps`` square maps of ``side`` x ``side`` (conv stream: one map on the patch grid).
+        self.local_layout = local_layout or (1, grid)
+
+    def _on_patch_grid(self, local: torch.Tensor) -> torch.Tensor:
+        """Local tokens as one token per ViT patch: the maps' mean, resized (nearest) to the patch grid."""
+        maps, side = self.local_layout
+        if maps == 1 and side == self.grid:
+            return local
+        b, _, r = local.shape
+        mean_map = local.reshape(b, maps, side * side, r).mean(dim=1).transpose(1, 2).reshape(b, r, side, side)
+        return F.interpolate(mean_map, size=(self.grid, self.grid), mode="nearest").flatten(2).transpose(1, 2)
 
     def forward(self, tokens: torch.Tensor, local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         g = self.down(self.norm(tokens))
         g_from_local = self.local_to_global(g, local)
         local = local + self.global_to_local(local, g)
         b, n, r = local.shape
-        grid = local.transpose(1, 2).reshape(b, r, self.grid, self.grid)
-        local = local + self.local_conv(grid).flatten(2).transpose(1, 2)
-        # Local tokens sit on the patch grid one-to-one; prefix (CLS) tokens take their mean.
+        maps, side = self.local_layout
+        grids = local.reshape(b, maps, side * side, r).permute(0, 1, 3, 2).reshape(b * maps, r, side, side)
+        refined = self.local_conv(grids).reshape(b, maps, r, side * side).permute(0, 1, 3, 2).reshape(b, n, r)
+        local = local + refined
+        # One local token per patch token; prefix (CLS) tokens take their mean.
         local_mean = local.mean(dim=1, keepdim=True)
-        local_on_tokens = torch.cat([local_mean.expand(-1, self.num_prefix, -1), local], dim=1)
+        local_on_tokens = torch.cat([local_mean.expand(-1, self.num_prefix, -1), self._on_patch_grid(local)], dim=1)
         gate = torch.sigmoid(self.gate(torch.cat([g_from_local.mean(dim=1), local_mean[:, 0]], dim=-1)))
         gate = gate.unsqueeze(1)
         fused = gate * g_from_local + (1.0 - gate) * local_on_tokens
@@ -192,14 +230,17 @@ class GLIA(nn.Module):
         if cfg.local_stream == "conv":
             self.local = ConvLocalStream(cfg.local_channels, r, grid)
         elif cfg.local_stream == "resnet50":
+            if cfg.local_bn not in ("train", "frozen"):
+                raise ValueError(f"local_bn must be 'train' (LoDa) or 'frozen', got {cfg.local_bn!r}")
             lw = cfg.local_pretrained if local_weights == "pretrained" else local_weights
-            self.local = ResNetLocalStream("resnet50", lw, r, grid)
+            self.local = ResNetLocalStream(cfg.local_arch, lw, r, cfg.local_grid)
         else:
             raise ValueError(f"local_stream must be 'conv' or 'resnet50', got {cfg.local_stream!r}")
         depth = len(self.vit.blocks)
         self.adapter_blocks = [i for i in range(depth) if i % cfg.adapter_every == 0]
         self.adapters = nn.ModuleList(
-            InteractionAdapter(dim, r, cfg.adapter_heads, grid, prefix, cfg.init_scale) for _ in self.adapter_blocks)
+            InteractionAdapter(dim, r, cfg.adapter_heads, grid, prefix, cfg.init_scale, self.local.layout)
+            for _ in self.adapter_blocks)
         feat = dim * (2 if prefix else 1) + r
         self.head = nn.Sequential(nn.LayerNorm(feat), nn.Linear(feat, cfg.head_hidden), nn.GELU(),
                                   nn.Dropout(cfg.head_dropout), nn.Linear(cfg.head_hidden, 1))
@@ -216,14 +257,16 @@ class GLIA(nn.Module):
     def train(self, mode: bool = True) -> "GLIA":
         super().train(mode)
         self.vit.eval()  # frozen: dropout/BN-free anyway, but keep it deterministic
-        if isinstance(self.local, ResNetLocalStream):
-            self.local.cnn.eval()
+        if isinstance(self.local, ResNetLocalStream) and self.cfg.local_bn != "train":
+            self.local.cnn.eval()  # "frozen": running statistics as loaded; LoDa's "train" leaves BN training
         return self
 
     def forward_standardised(self, x: torch.Tensor) -> torch.Tensor:
         """Score in training units (standardised), shape (B,)."""
+        raw = x
         x = (x - self.pixel_mean) / self.pixel_std
-        local = self.local(x)
+        # LoDa's ResNet stream normalises its own input (ImageNet mean/std); the conv pyramid takes the ViT's.
+        local = self.local(raw if isinstance(self.local, ResNetLocalStream) else x)
         vit = self.vit
         tokens = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
         adapters = iter(self.adapters)
@@ -251,8 +294,8 @@ class GLIA(nn.Module):
         """Trainable parameters plus every non-backbone buffer (BN statistics, score scale)."""
         frozen = {n for n, p in self.named_parameters() if not p.requires_grad}
         frozen |= {n for n, _ in self.vit.named_buffers(prefix="vit")}
-        if isinstance(self.local, ResNetLocalStream):
-            frozen |= {n for n, _ in self.local.cnn.named_buffers(prefix="local.cnn")}
+        if isinstance(self.local, ResNetLocalStream) and self.cfg.local_bn != "train":
+            frozen |= {n for n, _ in self.local.cnn.named_buffers(prefix="local.cnn")}  # unchanged by training
         return {k: v for k, v in self.state_dict().items() if k not in frozen}
 
 
@@ -305,7 +348,8 @@ def glia_vit_base(backbone_weights: str | None = None, **overrides: Any) -> GLIA
 
 @register_model
 def glia_vit_base_resnet50(backbone_weights: str | None = None, **overrides: Any) -> GLIA:
-    """ViT-B/16 with LoDa's frozen ResNet-50 local stream, for comparison."""
+    """ViT-B/16 with LoDa's local stream (frozen ResNet-50, ImageNet-normalised input, BatchNorm as
+    LoDa, 1x1-GELU-3x3-pool-7x7 extractor, 196 concatenated tokens); GLIA's adapters and head."""
     return _build(_preset("glia_vit_base_resnet50", "base", local_stream="resnet50"), backbone_weights, overrides)
 
 
