@@ -28,7 +28,15 @@ from glia_edge.errors import ImageLoadError
 #: Images above this many pixels are refused (decompression-bomb guard); 100 MP covers any camera.
 MAX_PIXELS_DEFAULT = 100_000_000
 CROP_COUNTS = (1, 5, 9)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+#: Suffixes of the raster formats Pillow decodes itself (animations and multi-page files score
+#: their first frame). Left out: formats Pillow hands to outside programs (EPS/PS: Ghostscript;
+#: WMF/EMF: Windows), can only identify (MPEG; BUFR, GRIB, HDF5 without a handler) or only
+#: writes (PDF, Palm). ``tests/test_score_cli.py`` checks this list against Pillow's registry.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".gif",
+                  ".avif", ".avifs", ".jp2", ".j2k", ".jpc", ".jpf", ".jpx", ".j2c", ".mpo", ".pbm", ".pgm", ".ppm",
+                  ".pnm", ".pfm", ".qoi", ".tga", ".icb", ".vda", ".vst", ".ico", ".cur", ".icns", ".dds", ".blp",
+                  ".pcx", ".dcx", ".psd", ".sgi", ".bw", ".rgb", ".rgba", ".ras", ".im", ".msp", ".xbm", ".xpm",
+                  ".fli", ".flc", ".ftc", ".ftu", ".gbr", ".pcd", ".pxr", ".fit", ".fits")
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
@@ -156,6 +164,8 @@ def load_image(source: ImageInput, *, bgr: bool = False, max_pixels: int = MAX_P
             if opened.width * opened.height > max_pixels:
                 raise ImageLoadError(name, f"image has {opened.width * opened.height} pixels, "
                                      f"over the limit of {max_pixels} (decompression bomb guard)")
+            if getattr(opened, "is_animated", False):
+                opened.seek(0)  # an animation or multi-page file: its first frame
             opened.load()
             img = ImageOps.exif_transpose(opened) or opened
             if img is opened:
