@@ -64,7 +64,7 @@ def test_minimal_install_scores_the_samples_without_torch(tmp_path: Path, extra:
     assert json.loads(check.stdout) == [False, extra == "onnxruntime", extra == "openvino"], check.stderr
     samples = subprocess.run([python, "-c", "from glia_edge.weights import sample_images as s; "
                               "print(s()[0].parent)"], capture_output=True, text=True, timeout=120).stdout.strip()
-    count = len([p for p in Path(samples).iterdir() if p.suffix in (".jpg", ".png")])
+    count = len([p for p in Path(samples).iterdir() if p.is_file()])
 
     # The console script, as a user runs it, with its peak memory.
     proc = subprocess.run([python, "-c", MEASURE, str(bin_dir / "glia-edge"), samples], capture_output=True,
@@ -75,7 +75,7 @@ def test_minimal_install_scores_the_samples_without_torch(tmp_path: Path, extra:
     assert doc["runtime"] == runtime and doc["precision"] == "fp32" and doc["failed"] == 0
     assert len(doc["results"]) == count >= 3 and all(r["status"] == "ok" for r in doc["results"])
     scores = {Path(r["path"]).name: r["score"] for r in doc["results"]}
-    assert scores["coffee.jpg"] > max(scores["coffee_blur.jpg"], scores["coffee_noise.jpg"])
+    assert scores["coffee.jpg"] > max(scores["coffee_blur.jpg"], scores["coffee_noise.png"])
     peak_mb = run["peak_kib"] / 1024
     print(f"{extra}: peak RSS of glia-edge score {samples} = {peak_mb:.0f} MB")
     assert peak_mb < PEAK_RSS_MB, f"peak RSS {peak_mb:.0f} MB"
