@@ -58,17 +58,20 @@ def _venv(root: Path, extra: str) -> Path:
 def test_minimal_install_scores_the_samples_without_torch(tmp_path: Path, extra: str, runtime: str) -> None:
     bin_dir = _venv(tmp_path / f"venv-{extra}", extra)
     python = str(bin_dir / "python")
+    # Run outside the checkout, so that `python -c` imports the installed package, not the source tree.
     check = subprocess.run([python, "-c", "import importlib.util as u, json; print(json.dumps("
                             "[u.find_spec(m) is not None for m in ('torch', 'onnxruntime', 'openvino')]))"],
-                           capture_output=True, text=True, timeout=120)
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert json.loads(check.stdout) == [False, extra == "onnxruntime", extra == "openvino"], check.stderr
     samples = subprocess.run([python, "-c", "from glia_edge.weights import sample_images as s; "
-                              "print(s()[0].parent)"], capture_output=True, text=True, timeout=120).stdout.strip()
+                              "print(s()[0].parent)"], capture_output=True, text=True, timeout=120,
+                             cwd=tmp_path).stdout.strip()
+    assert samples.startswith(str(tmp_path)), samples  # the installed copy
     count = len([p for p in Path(samples).iterdir() if p.is_file()])
 
     # The console script, as a user runs it, with its peak memory.
     proc = subprocess.run([python, "-c", MEASURE, str(bin_dir / "glia-edge"), samples], capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=600, cwd=tmp_path)
     run = json.loads(proc.stdout)
     assert run["rc"] == 0, run["stderr"]
     doc = json.loads(run["stdout"])
@@ -81,6 +84,7 @@ def test_minimal_install_scores_the_samples_without_torch(tmp_path: Path, extra:
     assert peak_mb < PEAK_RSS_MB, f"peak RSS {peak_mb:.0f} MB"
 
     # In-process, without any import blocker: the assertion on sys.modules can fail.
-    proc = subprocess.run([python, "-c", IN_PROCESS, samples], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([python, "-c", IN_PROCESS, samples], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["runtime"] == runtime

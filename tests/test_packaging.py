@@ -57,3 +57,44 @@ def test_the_wheel_holds_the_model_and_fits_the_budget() -> None:
     expected += [f"glia_edge/weights/samples/{p.name}" for p in sample_images()]
     missing = [n for n in expected if n not in names]
     assert not missing, missing
+
+
+def _pick(monkeypatch: pytest.MonkeyPatch, missing: set[str], **options: object) -> tuple[str, str]:
+    import importlib.util
+
+    from glia_edge.runtimes.base import pick_default
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a))
+    path, cls = pick_default(**options)
+    monkeypatch.undo()
+    return path.name, cls.format
+
+
+def test_default_pick_follows_the_fixed_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    from glia_edge.errors import BackendUnavailableError
+
+    fp32_onnx, ckpt = f"{DEFAULT_MODEL}.fp32.onnx", f"{DEFAULT_MODEL}.safetensors"
+    assert _pick(monkeypatch, set()) == (fp32_onnx, "openvino")
+    assert _pick(monkeypatch, {"openvino"}) == (fp32_onnx, "onnx")
+    assert _pick(monkeypatch, {"openvino", "onnxruntime"}) == (ckpt, "torch")
+    assert _pick(monkeypatch, set(), precision="int8") == (f"{DEFAULT_MODEL}.int8.openvino", "openvino")
+    assert _pick(monkeypatch, {"openvino"}, precision="int8") == (f"{DEFAULT_MODEL}.int8.onnx", "onnx")
+    assert _pick(monkeypatch, set(), providers=["CPUExecutionProvider"]) == (fp32_onnx, "onnx")  # ORT's option
+    with pytest.raises(BackendUnavailableError, match="pip install 'glia-edge\\[openvino\\]'"):
+        _pick(monkeypatch, {"openvino", "onnxruntime", "torch"})
+
+
+def test_every_fp32_pick_gives_the_checkpoints_scores() -> None:
+    """Whichever runtime an install has, the default model scores the same (float tolerance)."""
+    import glia_edge
+
+    images = sample_images()
+    scores = {}
+    for runtime in ("openvino", "onnx", "torch"):
+        with glia_edge.load(runtime=runtime) as model:
+            assert model.meta.precision == "fp32" and type(model).format == runtime
+            scores[runtime] = model.predict(images)
+            tol = 1e-5 * model.meta.score_spec.range
+    for runtime in ("openvino", "onnx"):
+        assert abs(scores[runtime] - scores["torch"]).max() <= tol, (runtime, scores)
