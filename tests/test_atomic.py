@@ -67,8 +67,9 @@ def _holder(target: Path) -> tuple[subprocess.Popen, Path]:
 def test_export_after_a_kill_removes_only_its_own_stale_folders(tmp_path: Path, tiny_checkpoint: Path) -> None:
     target = tmp_path / "model.onnx"
     # A real export, killed with SIGKILL while it works in its staging folder.
-    export = subprocess.Popen([sys.executable, "-m", "glia_edge", "export", "-c", str(tiny_checkpoint), "--target", "onnx",
-                               "--output", str(target)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [sys.executable, "-m", "glia_edge", "export", "-c", str(tiny_checkpoint), "--target", "onnx",
+               "--output", str(target)]
+    export = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600  # torch's import alone can take a minute on a busy machine
     while not list(tmp_path.glob(".model.onnx.*.tmp")) and time.monotonic() < deadline and export.poll() is None:
         time.sleep(0.05)
