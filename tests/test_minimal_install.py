@@ -34,7 +34,7 @@ print(json.dumps({"rc": proc.returncode, "stdout": proc.stdout, "stderr": proc.s
 IN_PROCESS = """
 import sys
 from glia_edge.cli import main
-sys.argv = ["glia-edge", "score", "-q", "-f", "json", *sys.argv[1:]]
+sys.argv = ["glia-edge", "-q", "score", "-f", "json", *sys.argv[1:]]
 try:
     main()
 except SystemExit as exc:
