@@ -4,15 +4,37 @@ Checkpoints, exports and the ``score`` command's ``--output`` all write through 
 box without torch can write results the same way training writes weights. Folders (an export,
 a synthetic set) are built in a temporary folder beside the target and put in place with
 :func:`replace_path`.
+
+A process killed outright (``kill -9``, power loss) cannot remove its temporary folder, so each
+one holds a lock file (:data:`LOCK_NAME`, ``flock``-ed for the folder's whole life, with the
+owner's pid) and the next build of the same target removes the folders of its own naming pattern
+whose lock nobody holds any more (:func:`remove_stale`). Nothing else beside the target is touched.
 """
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: fall back to checking the owner's pid
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+#: The lock file inside every staging folder: "pid host", locked while its owner lives.
+LOCK_NAME = ".glia-edge.lock"
+#: An owner-less folder of the pattern (its owner died before writing the lock) is removed only
+#: when it is older than this, so a build that has just created its folder is never raced.
+ORPHAN_GRACE_S = 60.0
 
 
 def _umask() -> int:
@@ -45,6 +67,8 @@ def replace_path(src: Path, dst: Path) -> None:
     A file is replaced in one rename. A folder cannot be, so an older folder at ``dst`` is renamed
     aside first and deleted after: ``dst`` is never a mix of old and new files.
     """
+    if src.is_dir():  # a whole staging folder: its lock file is not part of the result
+        (src / LOCK_NAME).unlink(missing_ok=True)
     old = None
     if dst.is_dir():
         old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
@@ -55,16 +79,87 @@ def replace_path(src: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    try:  # a zombie (killed, not yet reaped) holds nothing any more
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _held(folder: Path) -> bool:
+    """Whether a live process still owns staging folder ``folder`` (unsure counts as held)."""
+    lock = folder / LOCK_NAME
+    try:
+        with open(lock, "r+") as fh:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return True
+                return False  # nobody holds the lock: its owner is gone
+            pid, host = (fh.read().split() + ["", ""])[:2]
+            return host != socket.gethostname() or not pid.isdigit() or _pid_alive(int(pid))
+    except FileNotFoundError:  # no lock (yet): held only while young
+        try:
+            return time.time() - folder.stat().st_mtime < ORPHAN_GRACE_S
+        except FileNotFoundError:
+            return True  # already gone
+    except OSError:
+        return True
+
+
+def remove_stale(target: Path) -> list[Path]:
+    """Remove the staging folders ``.NAME.XXXXXXXX.tmp`` of ``target`` that no live process holds,
+    and aside folders ``.NAME.old-PID`` whose process is gone; returns what was removed."""
+    pattern = re.compile(re.escape(f".{target.name}.") + r"(?:[a-z0-9_]{8}\.tmp|old-(\d+))")
+    removed = []
+    try:
+        entries = list(target.parent.iterdir())
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if not match or entry.is_symlink() or not entry.is_dir():
+            continue
+        stale = not _pid_alive(int(match.group(1))) if match.group(1) else not _held(entry)
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True)
+            log.info("removed %s, left by an interrupted build of %s", entry, target.name)
+            removed.append(entry)
+    return removed
+
+
+def _lock(folder: Path) -> IO[str]:
+    fh = open(folder / LOCK_NAME, "w")
+    if fcntl is not None:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+    fh.write(f"{os.getpid()} {socket.gethostname()}\n")
+    fh.flush()
+    return fh
+
+
 @contextmanager
 def staging_dir(target: Path) -> Iterator[Path]:
     """A temporary folder ``.NAME.XXXXXXXX.tmp`` beside ``target``, removed on exit whatever happens.
 
     Build a multi-file result in it and :func:`replace_path` the finished part onto ``target``
-    before the block ends; being beside the target keeps that a same-filesystem rename.
+    before the block ends; being beside the target keeps that a same-filesystem rename. Stale
+    folders of the same pattern (their owner was killed) are removed first (:func:`remove_stale`);
+    the lock file inside is not part of the result (move a subfolder, or the files you wrote).
     """
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(target)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    lock = _lock(work)
     try:
         yield work
     finally:
+        lock.close()
         shutil.rmtree(work, ignore_errors=True)

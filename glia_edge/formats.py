@@ -90,9 +90,13 @@ def set_openvino_meta(model: Any, meta: ArtifactMeta) -> None:
 
 
 def openvino_meta_from_model(model: Any, path: Path) -> ArtifactMeta:
-    if not model.has_rt_info([META_KEY]):
-        raise UnsupportedArtifactError(f"{path}: OpenVINO IR has no glia-edge metadata in rt_info")
-    return ArtifactMeta.from_json(model.get_rt_info([META_KEY]).astype(str))
+    """The metadata of a model OpenVINO read: an IR's rt_info, or an ONNX model's metadata_props
+    (which OpenVINO's ONNX reader puts under rt_info ``framework``)."""
+    for key in ([META_KEY], ["framework", META_KEY]):
+        if model.has_rt_info(key):
+            return ArtifactMeta.from_json(model.get_rt_info(key).astype(str))
+    kind = "ONNX model" if Path(path).suffix.lower() == ".onnx" else "OpenVINO IR"
+    raise UnsupportedArtifactError(f"{path}: {kind} has no glia-edge metadata (not exported by glia-edge)")
 
 
 def _read_openvino_meta(path: Path) -> ArtifactMeta:

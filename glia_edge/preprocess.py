@@ -45,7 +45,15 @@ CROP_COUNTS = (1, 5, 9)
 #: The current preprocessing definition (see the module docstring); 1 is the earlier exact one.
 PREPROCESS_VERSION = 2
 PREPROCESS_VERSIONS = (1, 2)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+#: Suffixes of the raster formats Pillow decodes itself (animations and multi-page files score
+#: their first frame). Left out: formats Pillow hands to outside programs (EPS/PS: Ghostscript;
+#: WMF/EMF: Windows), can only identify (MPEG; BUFR, GRIB, HDF5 without a handler) or only
+#: writes (PDF, Palm). ``tests/test_score_cli.py`` checks this list against Pillow's registry.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".gif",
+                  ".avif", ".avifs", ".jp2", ".j2k", ".jpc", ".jpf", ".jpx", ".j2c", ".mpo", ".pbm", ".pgm", ".ppm",
+                  ".pnm", ".pfm", ".qoi", ".tga", ".icb", ".vda", ".vst", ".ico", ".cur", ".icns", ".dds", ".blp",
+                  ".pcx", ".dcx", ".psd", ".sgi", ".bw", ".rgb", ".rgba", ".ras", ".im", ".msp", ".xbm", ".xpm",
+                  ".fli", ".flc", ".ftc", ".ftu", ".gbr", ".pcd", ".pxr", ".fit", ".fits")
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
@@ -190,6 +198,8 @@ def _decode_file(source: ImageInput, name: str, max_pixels: int, draft_short_sid
     try:
         opened = Image.open(fp)
         _check_pixels(opened.width, opened.height, max_pixels, name, " (decompression bomb guard)")
+        if getattr(opened, "is_animated", False):
+            opened.seek(0)  # an animation or multi-page file: its first frame
         if draft_short_side:
             _draft(opened, draft_short_side)
         opened.load()

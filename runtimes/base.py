@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from glia_edge.errors import ImageLoadError
+from glia_edge.errors import BackendUnavailableError, ImageLoadError, UnsupportedArtifactError
 from glia_edge.formats import format_of
 from glia_edge.meta import ArtifactMeta
 from glia_edge.preprocess import ImageInput, PreprocessConfig, aggregate, preprocess
@@ -168,6 +168,16 @@ class Backend(ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def describe(self) -> str:
+        """Which artifact runs, on which runtime, at which precision (for outputs and status lines)."""
+        from glia_edge.formats import FORMATS
+
+        runs = getattr(self, "inference_precision", None)
+        folder = not format_of(self.path).single_file  # e.g. an IR: name its folder too
+        name = f"{self.path.parent.name}/{self.path.name}" if folder else self.path.name
+        return (f"{name} on {FORMATS[self.format].label}, {self.meta.precision}"
+                + (f" (runs {runs})" if runs and runs != self.meta.precision else ""))
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, precision={self.meta.precision!r})"
 
@@ -179,23 +189,65 @@ def backend_class(fmt_name: str) -> type[Backend]:
     return getattr(importlib.import_module(module), cls)
 
 
-def load(path: str | Path | None = None, **options: Any) -> Backend:
+def accepted_options(cls: type[Backend]) -> list[str]:
+    """The keyword options a backend class takes."""
+    return [name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "path")]
+
+
+def pick_default(runtime: str | None = None, **options: Any) -> tuple[Path, type[Backend]]:
+    """The packaged default-model file and the backend to run it, per :data:`glia_edge.weights.PACKAGED`.
+
+    The first entry, in that fixed order, of the precision asked for (``options["precision"]``,
+    fp32 by default) whose runtime is installed and whose backend takes every option given
+    (``runtime`` restricts the choice to one format-table row's backend).
+    """
+    from glia_edge.formats import FORMATS
+    from glia_edge.weights import DEFAULT_MODEL, PACKAGED, packaged_artifacts
+
+    precision = options.get("precision") or "fp32"
+    candidates = [a for a in packaged_artifacts(precision) if runtime is None or a.runtime == runtime]
+    if not candidates:
+        shipped = ", ".join(sorted({f"{FORMATS[a.runtime].label} {a.precision}" for a in PACKAGED if a.path.exists()}))
+        raise UnsupportedArtifactError(f"the default model {DEFAULT_MODEL} is not packaged for "
+                                       f"{FORMATS[runtime].label + ' ' if runtime else ''}{precision} (packaged: "
+                                       f"{shipped or 'nothing'}); pass a model (--model)")
+    refused = []
+    for art in candidates:
+        label = f"{FORMATS[art.runtime].label} ({art.file})"
+        if not art.installed:
+            refused.append(f"{label} needs the {art.module} package")
+            continue
+        cls = backend_class(art.runtime)
+        unknown = sorted(set(options) - set(accepted_options(cls)))
+        if unknown:
+            refused.append(f"{label} takes no option {', '.join(map(repr, unknown))}")
+            continue
+        return art.path, cls
+    raise BackendUnavailableError(f"no installed runtime can run the default model {DEFAULT_MODEL} at {precision}: "
+                                  + "; ".join(refused) + ". Install one: pip install 'glia-edge[openvino]' "
+                                  "or 'glia-edge[onnxruntime]'")
+
+
+def load(path: str | Path | None = None, *, runtime: str | None = None, **options: Any) -> Backend:
     """Open an artifact with the backend its format needs.
 
     ``.safetensors`` -> PyTorch, ``.onnx`` -> ONNX Runtime, ``.xml`` or an IR folder -> OpenVINO,
-    ``.engine``/``.plan`` -> TensorRT. ``None`` opens the packaged default model.
+    ``.engine``/``.plan`` -> TensorRT; ``runtime`` (a format name: ``openvino`` ...) picks another
+    backend that reads the file (OpenVINO reads ``.onnx`` too). ``None`` opens the packaged default
+    model: the first of :data:`glia_edge.weights.PACKAGED` that an installed runtime can run, FP32
+    unless ``precision`` asks for another packaged precision (int8).
     Options go to the backend (``threads``, ``batch_size``, ``device``, ``precision``, which must
     match the artifact's, ``inference_precision`` for OpenVINO and PyTorch ...); an option the
     backend does not take is a ``TypeError`` listing the ones it does.
     """
     if path is None:
-        from glia_edge.weights import default_checkpoint
-
-        path = default_checkpoint()
-    if not Path(path).exists():
-        raise FileNotFoundError(f"artifact not found: {path}")
-    cls = backend_class(format_of(path).name)
-    accepted = [name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "path")]
+        path, cls = pick_default(runtime, **options)
+        log.info("default model: %s on %s", Path(path).name, cls.__name__)
+    else:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"artifact not found: {path}")
+        cls = backend_class(runtime or format_of(path).name)
+    accepted = accepted_options(cls)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise TypeError(f"{cls.__name__} has no option {', '.join(map(repr, unknown))}; "

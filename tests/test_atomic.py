@@ -1,11 +1,17 @@
-"""Atomic writes: a failed write leaves nothing; a finished folder replaces an older one whole."""
+"""Atomic writes: a failed write leaves nothing; a finished folder replaces an older one whole; a build
+killed with SIGKILL leaves a staging folder that the next build of the same target removes."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from glia_edge.atomic import atomic_write, replace_path
+from glia_edge.atomic import atomic_write, remove_stale, replace_path, staging_dir
 
 
 def test_failed_write_leaves_nothing_and_keeps_the_old_file(tmp_path: Path) -> None:
@@ -35,3 +41,68 @@ def test_replace_path_swaps_whole_folders_and_files(tmp_path: Path) -> None:
     (tmp_path / "b.onnx").write_text("v2")
     replace_path(tmp_path / "b.onnx", tmp_path / "a.onnx")
     assert (tmp_path / "a.onnx").read_text() == "v2" and not (tmp_path / "b.onnx").exists()
+
+
+# -- stale staging folders after a kill -9 -------------------------------------------------------
+HOLD_STAGING = """
+import sys, time
+from pathlib import Path
+from glia_edge.atomic import staging_dir
+with staging_dir(Path(sys.argv[1])) as work:
+    (work / "part.bin").write_bytes(b"half-written")
+    print(work, flush=True)
+    time.sleep(120)
+"""
+
+
+def _holder(target: Path) -> tuple[subprocess.Popen, Path]:
+    """A real process inside ``staging_dir(target)``; returns it and its staging folder."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_STAGING, str(target)], stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().strip()  # type: ignore[union-attr]
+    assert line, "the holder process did not start"
+    return proc, Path(line)
+
+
+@pytest.mark.timeout(900)
+def test_export_after_a_kill_removes_only_its_own_stale_folders(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    target = tmp_path / "model.onnx"
+    # A real export, killed with SIGKILL while it works in its staging folder.
+    command = [sys.executable, "-m", "glia_edge", "export", "-c", str(tiny_checkpoint), "--target", "onnx",
+               "--output", str(target)]
+    export = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600  # torch's import alone can take a minute on a busy machine
+    while not list(tmp_path.glob(".model.onnx.*.tmp")) and time.monotonic() < deadline and export.poll() is None:
+        time.sleep(0.05)
+    assert export.poll() is None, "the export ended before it could be killed"
+    os.kill(export.pid, signal.SIGKILL)
+    export.wait(30)
+    killed = list(tmp_path.glob(".model.onnx.*.tmp"))
+    assert len(killed) == 1 and not target.exists()  # what kill -9 leaves behind
+    live, live_dir = _holder(target)  # a build of the same target that is still running
+    dead, dead_dir = _holder(target)
+    os.kill(dead.pid, signal.SIGKILL)
+    dead.wait(30)
+    others = [tmp_path / ".other.onnx.abcd1234.tmp", tmp_path / ".model.onnx.short.tmp", tmp_path / "model.onnx.bak"]
+    for folder in others:
+        folder.mkdir()
+    (tmp_path / ".model.onnx.abcd1234.tmp").write_text("a file, not a staging folder")
+    try:
+        from glia_edge.export import export as run_export
+
+        run_export(tiny_checkpoint, target="onnx", output=target)
+        left = sorted(p.name for p in tmp_path.iterdir())
+        assert target.is_file() and not killed[0].exists() and not dead_dir.exists()
+        assert live_dir.is_dir() and (live_dir / "part.bin").is_file()  # held by a live process: kept
+        assert all(p.exists() for p in others) and (tmp_path / ".model.onnx.abcd1234.tmp").is_file(), left
+    finally:
+        live.kill()
+        live.wait(30)
+
+
+def test_staging_folder_lock_does_not_end_up_in_the_result(tmp_path: Path) -> None:
+    target = tmp_path / "set"
+    with staging_dir(target) as work:
+        (work / "labels.csv").write_text("path,score\n")
+        replace_path(work, target)
+    assert sorted(p.name for p in target.iterdir()) == ["labels.csv"]
+    assert remove_stale(target) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["set"]

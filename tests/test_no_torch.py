@@ -87,6 +87,19 @@ def test_score_command_runs_without_torch(artifacts: dict[str, Path], image_dir:
         assert all(np.isfinite(r["score"]) for r in doc["results"])
 
 
+@pytest.mark.parametrize("block", [False, True], ids=["torch-installed", "torch-missing"])
+def test_default_score_never_imports_torch(block: bool) -> None:
+    """No --model: the packaged default runs on an installed runtime; torch is installed here, so
+    without the blocker the check on sys.modules is a real one."""
+    from glia_edge.weights import sample_images
+
+    samples = sample_images()
+    proc = run_python((BLOCK_TORCH if block else "") + SCORE_CLI, *map(str, samples))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["failed"] == 0 and len(doc["results"]) == len(samples) and doc["runtime"] != "PyTorch"
+
+
 def test_checkpoint_without_torch_is_a_clear_error(tiny_checkpoint: Path, image_dir: Path) -> None:
     proc = run_python(BLOCK_TORCH + SCORE_CLI, "-m", str(tiny_checkpoint), str(sorted(image_dir.glob("*.jpg"))[0]))
     assert proc.returncode == 2

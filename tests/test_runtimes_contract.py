@@ -1,15 +1,19 @@
 """The runtime contract, after NNCF's template tests: one class of tests that every backend passes.
 
 Each backend's subclass only says how to build its artifact (and with which load options):
-PyTorch checkpoint, ONNX Runtime, OpenVINO ``.xml`` pinned to f32, an OpenVINO IR folder, and a
-TensorRT engine (skipped with a reason where there is no GPU or TensorRT). FP32 artifacts must
+PyTorch checkpoint, ONNX Runtime, OpenVINO ``.xml`` pinned to f32, an OpenVINO IR folder, OpenVINO
+running the ONNX model (how the packaged model runs on an OpenVINO-only install), and a TensorRT
+engine (skipped with a reason where there is no GPU or TensorRT). Every backend is shared by
+threads: results equal the serial ones and at least two runtime calls are in flight at once. FP32 artifacts must
 match the PyTorch reference within 1e-4 of the score range. The ONNX Runtime and OpenVINO options
 (threads, precision pinning, BF16, throughput mode) are tested at the end.
 """
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import pytest
@@ -57,6 +61,43 @@ def corrupt_copy(src: Path, dest: Path) -> Path:
     return dest
 
 
+class InFlight:
+    """Counts calls in flight through wrapped runtime calls; the first callers wait (up to
+    ``timeout`` s) for a second one to enter, so overlap is proven, not left to luck. A backend that
+    serialises its runtime calls never reaches two: the first caller's wait times out, peak stays 1."""
+
+    def __init__(self, timeout: float = 10.0) -> None:
+        self.cond = threading.Condition()
+        self.now = self.peak = self.calls = 0
+        self.timeout = timeout
+
+    def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            with self.cond:
+                self.now += 1
+                self.calls += 1
+                self.peak = max(self.peak, self.now)
+                self.cond.notify_all()
+                self.cond.wait_for(lambda: self.peak >= 2, timeout=self.timeout)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self.cond:
+                    self.now -= 1
+        return counted
+
+
+class Proxy:
+    """Delegates every attribute to ``target`` except the ones given."""
+
+    def __init__(self, target: Any, **overrides: Any) -> None:
+        self._target = target
+        self.__dict__.update(overrides)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
+
+
 class RuntimeContract:
     """What every backend guarantees. Subclasses set the class attributes and ``build``."""
 
@@ -67,6 +108,18 @@ class RuntimeContract:
 
     def build(self, checkpoint: Path, static: bool) -> Path:
         raise NotImplementedError
+
+    @contextmanager
+    def instrument(self, model: Any, inflight: InFlight) -> Iterator[None]:
+        """Route the backend's innermost runtime call through ``inflight.wrap`` while the block runs.
+
+        This default wraps ``_infer``; a backend whose runtime call lies deeper overrides it, so a
+        lock inside ``_infer`` would show as calls that never overlap."""
+        model._infer = inflight.wrap(model._infer)
+        try:
+            yield
+        finally:
+            del model._infer
 
     @pytest.fixture(scope="class")
     def artifact(self, tiny_checkpoint: Path) -> Path:
@@ -152,11 +205,51 @@ class RuntimeContract:
         assert out.mean() == pytest.approx(model.predict(images[0], crops=5)[0], abs=self.tol(model))
 
 
+    def test_shared_by_threads(self, model: Any, images: list[Path]) -> None:
+        """N threads x M calls on one backend: no errors, scores equal to serial calls, and at least
+        two runtime calls in flight at once."""
+        threads, calls, per_call = 4, 3, 2
+        jobs = [[images[(t * calls + c) * per_call % len(images):][:per_call] for c in range(calls)]
+                for t in range(threads)]
+        serial = [[model.predict(job) for job in thread_jobs] for thread_jobs in jobs]
+        inflight, errors = InFlight(), []
+        results: list[list[np.ndarray]] = [[] for _ in range(threads)]
+        start = threading.Barrier(threads)
+
+        def worker(t: int) -> None:
+            try:
+                start.wait()
+                results[t] = [model.predict(job) for job in jobs[t]]
+            except BaseException as exc:  # reported below, with the thread's number
+                errors.append(f"thread {t}: {exc!r}")
+
+        with self.instrument(model, inflight):
+            pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+            for thread in pool:
+                thread.start()
+            for thread in pool:
+                thread.join(120)
+        assert not errors, errors
+        assert inflight.calls >= threads * calls and inflight.peak >= 2, (inflight.calls, inflight.peak)
+        for t in range(threads):
+            for got, want in zip(results[t], serial[t], strict=True):
+                np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * model.meta.score_spec.range)
+
+
 class TestTorchRuntime(RuntimeContract):
     backend, fmt, has_static = "TorchBackend", "torch", False
 
     def build(self, checkpoint: Path, static: bool) -> Path:
         return checkpoint
+
+    @contextmanager
+    def instrument(self, model: Any, inflight: InFlight) -> Iterator[None]:
+        module = model._module
+        model._module = inflight.wrap(module)  # the forward pass itself
+        try:
+            yield
+        finally:
+            model._module = module
 
 
 class TestOnnxRuntime(RuntimeContract):
@@ -164,6 +257,15 @@ class TestOnnxRuntime(RuntimeContract):
 
     def build(self, checkpoint: Path, static: bool) -> Path:
         return exported(checkpoint, "onnx", static)
+
+    @contextmanager
+    def instrument(self, model: Any, inflight: InFlight) -> Iterator[None]:
+        session = model.session
+        model.session = Proxy(session, run=inflight.wrap(session.run))  # InferenceSession.run
+        try:
+            yield
+        finally:
+            model.session = session
 
 
 class TestOpenVinoXml(RuntimeContract):
@@ -177,6 +279,32 @@ class TestOpenVinoXml(RuntimeContract):
 
     def test_fp32_runs_in_f32(self, model: Any) -> None:
         assert model.inference_precision == "f32"
+
+    @contextmanager
+    def instrument(self, model: Any, inflight: InFlight) -> Iterator[None]:
+        """Each infer request's ``infer``: the pool must hand concurrent callers separate requests."""
+        def counted(request: Any) -> Any:
+            return Proxy(request, infer=inflight.wrap(request.infer))
+
+        compiled, idle = model.compiled, list(model._idle)
+        model.compiled = Proxy(compiled, create_infer_request=lambda: counted(compiled.create_infer_request()))
+        model._idle = [counted(r) for r in idle]
+        try:
+            yield
+        finally:
+            model.compiled = compiled
+            model._idle = [r._target if isinstance(r, Proxy) else r for r in model._idle]
+        assert model.requests_created <= model.max_requests and len(model._idle) == model.requests_created
+
+
+class TestOpenVinoOnnx(TestOpenVinoXml):
+    """OpenVINO running the ONNX model itself: the packaged FP32 model on an OpenVINO-only install."""
+
+    fmt = "onnx"
+    options: ClassVar[dict[str, Any]] = {"runtime": "openvino"}
+
+    def build(self, checkpoint: Path, static: bool) -> Path:
+        return exported(checkpoint, "onnx", static)
 
 
 class TestOpenVinoIrFolder(TestOpenVinoXml):

@@ -122,6 +122,63 @@ def test_folder_is_searched_recursively(tmp_path: Path, image_dir: Path, tiny_ch
     assert result.exit_code == 0, result.output
     rows = csv_rows(result.stdout)
     assert sorted(rows) == names and all(r["status"] == "ok" for r in rows.values())
+    assert "skipped 1 file(s) in folders with an unsupported suffix" in result.stderr  # not silently
+    doc = json.loads(score(tmp_path / "a", "-m", tiny_checkpoint, "-f", "json").stdout)
+    assert doc["skipped"] == [str(tmp_path / "a" / "notes.txt")] and len(doc["results"]) == len(names)
+
+
+#: Pillow formats it writes but that are not photos at heart (1-bit, tiny icons): written from L/1 modes.
+_SAVE_MODES = {"XBM": "1", "MSP": "1"}
+_SAVE_OPTIONS = {"ICNS": {"sizes": [(256, 256)]}, "ICO": {"sizes": [(256, 256)]}, "SGI": {}, "TGA": {}}
+
+
+def test_every_raster_format_pillow_writes_is_scored_from_a_folder(tmp_path: Path, image_dir: Path,
+                                                                   tiny_checkpoint: Path) -> None:
+    from PIL import Image as PILImage
+
+    from glia_edge.preprocess import IMAGE_SUFFIXES
+
+    PILImage.init()
+    source = PILImage.open(image_dir / GOOD).convert("RGB").resize((256, 256))
+    written = []
+    for suffix in IMAGE_SUFFIXES:
+        fmt = PILImage.registered_extensions().get(suffix)
+        if fmt is None or fmt not in PILImage.SAVE or fmt in ("PALM", "PDF"):
+            continue  # Pillow reads but cannot write it (or this Pillow lacks the plugin)
+        path = tmp_path / "all" / f"img_{suffix.lstrip('.')}{suffix}"
+        path.parent.mkdir(exist_ok=True)
+        try:
+            source.convert(_SAVE_MODES.get(fmt, "RGB")).save(path, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)  # an encoder this Pillow build lacks
+            continue
+        written.append(path)
+    frames = [source.rotate(a) for a in (0, 90, 180)]
+    frames[0].save(tmp_path / "all" / "animated.gif", save_all=True, append_images=frames[1:], duration=100)
+    written.append(tmp_path / "all" / "animated.gif")
+    assert {".gif", ".png", ".jpg", ".webp", ".tif", ".bmp", ".ppm", ".tga"} <= {p.suffix for p in written}
+    result = score(tmp_path / "all", "-m", tiny_checkpoint, "-f", "json")
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 0, [r for r in doc["results"] if r["status"] != "ok"]
+    assert sorted(r["path"] for r in doc["results"]) == sorted(map(str, written)) and doc["skipped"] == []
+    frames[0].save(tmp_path / "first.png")
+    first = json.loads(score(tmp_path / "first.png", "-m", tiny_checkpoint, "-f", "json").stdout)
+    gif_alone = first["results"][0]["score"]
+    by_name = {Path(r["path"]).name: r["score"] for r in doc["results"]}
+    assert by_name["animated.gif"] == pytest.approx(gif_alone, abs=0.5)  # the first frame (GIF palette aside)
+
+
+def test_image_suffixes_cover_what_pillow_decodes_itself() -> None:
+    from PIL import Image as PILImage
+
+    from glia_edge.preprocess import IMAGE_SUFFIXES
+
+    PILImage.init()
+    outside = {"EPS", "WMF", "MPEG", "BUFR", "GRIB", "HDF5", "IPTC"}  # outside programs, or identify only
+    decoded = {ext for ext, fmt in PILImage.registered_extensions().items()
+               if (fmt in PILImage.OPEN or fmt == "MPO") and fmt not in outside}
+    assert decoded <= set(IMAGE_SUFFIXES), sorted(decoded - set(IMAGE_SUFFIXES))
+    assert len(set(IMAGE_SUFFIXES)) == len(IMAGE_SUFFIXES) and all(s == s.lower() for s in IMAGE_SUFFIXES)
 
 
 def test_glob_and_unmatched_glob(image_dir: Path, tiny_checkpoint: Path) -> None:
@@ -142,7 +199,9 @@ def test_csv_scores_match_the_python_api(image_dir: Path, tiny_checkpoint: Path)
     paths = sorted(image_dir.glob("rocket_*.jpg"))
     result = score(*paths, "-m", tiny_checkpoint, "--format", "csv", "--crops", "5", "--batch-size", "3")
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[0] == "path,score,crops,status,error"
+    assert result.stdout.splitlines()[0] == "path,score,crops,status,error,model,runtime,precision"
+    assert {(r["model"], r["runtime"], r["precision"]) for r in csv.DictReader(io.StringIO(result.stdout))} == {
+        (tiny_checkpoint.name, "PyTorch", "fp32")}
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [r["path"] for r in rows] == [str(p) for p in paths] and {r["crops"] for r in rows} == {"5"}
     with glia_edge.load(tiny_checkpoint) as model:
@@ -168,6 +227,7 @@ def test_table_format(inputs: Path, tiny_checkpoint: Path) -> None:
     result = score(inputs / GOOD, inputs / "text.jpg", "-m", tiny_checkpoint, "-f", "table")
     assert result.exit_code == 1
     assert "score (MOS)" in result.stdout and GOOD in result.stdout and "not an image" in result.stdout
+    assert f"scored by {tiny_checkpoint.name} on PyTorch, fp32" in result.stdout
 
 
 def test_usage_and_model_errors_exit_2(inputs: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
@@ -180,6 +240,18 @@ def test_usage_and_model_errors_exit_2(inputs: Path, tmp_path: Path, tiny_checkp
 
 
 def test_score_without_model_uses_the_packaged_default(inputs: Path) -> None:
-    result = score(inputs / GOOD, "-f", "csv")
+    from glia_edge.weights import DEFAULT_MODEL
+
+    result = score(inputs / GOOD, "-f", "json")
     assert result.exit_code == 0, result.stderr
-    assert csv_rows(result.stdout)[GOOD]["status"] == "ok"
+    doc = json.loads(result.stdout)
+    assert doc["results"][0]["status"] == "ok" and doc["precision"] == "fp32"
+    # openvino is installed here, so the first pick (OpenVINO running the FP32 ONNX, pinned to f32) runs
+    assert Path(doc["model"]).name == f"{DEFAULT_MODEL}.fp32.onnx" and doc["runtime"] == "OpenVINO"
+    assert doc["inference_precision"] == "f32" and "on OpenVINO, fp32" in result.stderr
+    int8 = json.loads(score(inputs / GOOD, "-f", "json", "--precision", "int8").stdout)
+    assert Path(int8["model"]).parent.name == f"{DEFAULT_MODEL}.int8.openvino"
+    assert (int8["runtime"], int8["precision"]) == ("OpenVINO", "int8")
+    assert abs(int8["results"][0]["score"] - doc["results"][0]["score"]) < 0.2 * (doc["score"]["max"] - doc["score"]["min"])
+    result = score(inputs / GOOD, "--precision", "fp16")
+    assert result.exit_code == 2 and "not packaged for fp16" in result.stderr

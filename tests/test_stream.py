@@ -233,3 +233,44 @@ def test_monitor_over_a_video_source_stops_cleanly(tmp_path: Path) -> None:
     assert [r.index for r in results] == list(range(0, 30, 2))
     assert results[3].timestamp == pytest.approx(6 / 30)
     assert _no_monitor_threads()
+
+
+# -- several streams, one model ------------------------------------------------------------------
+
+def test_four_streams_share_one_openvino_model() -> None:
+    """Four monitors (four cameras) on one loaded OpenVINO model, all at once: no errors, and each
+    stream's results equal to that stream scored alone."""
+    import glia_edge
+
+    pytest.importorskip("openvino")
+    clips = [frames(12, 3 + k, 9 + k, size=(256, 224), seed=k) for k in range(4)]
+
+    def run(model: object, clip: list[np.ndarray]) -> list[tuple[int, float | None, str, str | None]]:
+        monitor = QualityMonitor(model, smoothing=0.3, block=True)
+        out = [(r.index, r.score, r.state, r.error) for r in monitor.run((f, i / 10) for i, f in enumerate(clip))]
+        assert monitor.error is None and monitor.stats.errors == 0
+        return out
+
+    with glia_edge.load(runtime="openvino") as model:  # the packaged default model on OpenVINO
+        alone = [run(model, clip) for clip in clips]
+        shared: list[list[tuple[int, float | None, str, str | None]]] = [[] for _ in clips]
+        failures: list[BaseException] = []
+
+        def stream(k: int) -> None:
+            try:
+                shared[k] = run(model, clips[k])
+            except BaseException as exc:  # reported below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=stream, args=(k,)) for k in range(len(clips))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not failures, failures
+        assert model.requests_created >= 2  # the streams really ran at once, each on its own request
+    tol = 1e-6 * model.meta.score_spec.range
+    for k, (one, together) in enumerate(zip(alone, shared, strict=True)):
+        assert [r[0] for r in together] == list(range(12)) and all(r[3] is None for r in together), k
+        assert [r[2] for r in together] == [r[2] for r in one], k
+        np.testing.assert_allclose([r[1] for r in together], [r[1] for r in one], rtol=0, atol=tol)

@@ -4,7 +4,10 @@ The artifact is opened with :func:`glia_edge.load` (the packaged default model w
 ``--model``) and images are scored through :meth:`Backend.iter_scores`, so one unreadable input
 (missing, empty, corrupt, not an image, over the pixel limit, unsupported mode) becomes a row with
 ``status=error`` and its reason, a one-line message on stderr, and a non-zero exit code, while the
-rest are still scored. Nothing here imports torch unless the artifact is a PyTorch checkpoint.
+rest are still scored. Files in folders with a suffix no image format has (see
+``IMAGE_SUFFIXES``) are skipped and reported: a count on stderr, their paths in JSON output.
+Every output names the artifact, runtime and precision that scored (table title, JSON fields,
+CSV columns). Nothing here imports torch unless the artifact is a PyTorch checkpoint.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ log = logging.getLogger(__name__)
 
 #: Exit code when some inputs could not be scored (2 is for usage and model errors).
 EXIT_SOME_FAILED = 1
-COLUMNS = ("path", "score", "crops", "status", "error")
+COLUMNS = ("path", "score", "crops", "status", "error", "model", "runtime", "precision")
 
 
 class OutputFormat(str, Enum):
@@ -40,15 +43,18 @@ class CropCount(str, Enum):
     nine = "9"
 
 
-def expand_inputs(patterns: Iterable[str]) -> tuple[list[str], list[str]]:
-    """Files, folders (recursive, image suffixes only) and globs -> (paths, patterns matching nothing).
+def expand_inputs(patterns: Iterable[str]) -> tuple[list[str], list[str], list[str]]:
+    """Files, folders (recursive, image suffixes only) and globs -> (paths, patterns matching
+    nothing, files in folders skipped for their suffix).
 
-    A path that does not exist and is not a glob is kept, so it is reported as not found.
+    A path that does not exist and is not a glob is kept, so it is reported as not found; a file
+    named explicitly is always tried, whatever its suffix.
     """
-    from glia_edge.preprocess import IMAGE_SUFFIXES, find_images
+    from glia_edge.preprocess import is_image_file
 
     paths: list[str] = []
     unmatched: list[str] = []
+    skipped: list[str] = []
     for pattern in patterns:
         is_glob = not Path(pattern).exists() and any(ch in pattern for ch in "*?[")
         matches = sorted(glob.glob(pattern, recursive=True)) if is_glob else [pattern]
@@ -57,13 +63,15 @@ def expand_inputs(patterns: Iterable[str]) -> tuple[list[str], list[str]]:
         for match in matches:
             path = Path(match)
             if path.is_dir():
-                found = [str(p) for p in find_images(path)]
+                files = sorted(p for p in path.rglob("*") if p.is_file())
+                found = [str(p) for p in files if is_image_file(p)]
+                skipped.extend(str(p) for p in files if not is_image_file(p))
                 if not found:
-                    log.warning("%s: folder holds no image files (%s)", match, " ".join(IMAGE_SUFFIXES))
+                    log.warning("%s: folder holds no image files", match)
                 paths.extend(found)
             else:
                 paths.append(match)
-    return list(dict.fromkeys(paths)), unmatched
+    return list(dict.fromkeys(paths)), unmatched, list(dict.fromkeys(skipped))
 
 
 def _run(backend: Any, paths: list[str], unmatched: list[str], crops: int | None) -> list[Any]:
@@ -93,33 +101,44 @@ def _rows(results: list[Any]) -> list[dict[str, Any]]:
              "error": r.error or ""} for r in results]
 
 
-def render(results: list[Any], fmt: OutputFormat, meta: Any, model: str) -> str:
+def ran_with(backend: Any) -> dict[str, Any]:
+    """Which artifact scored, on which runtime, at which precision (and what the device really ran)."""
+    from glia_edge.formats import FORMATS
+
+    return {"model": str(backend.path), "runtime": FORMATS[backend.format].label, "format": backend.meta.format,
+            "precision": backend.meta.precision,
+            "inference_precision": getattr(backend, "inference_precision", None) or backend.meta.precision}
+
+
+def render(results: list[Any], fmt: OutputFormat, backend: Any, skipped: list[str] | None = None) -> str:
     """The results as text in ``fmt`` (a table is rendered without colour)."""
-    rows = _rows(results)
+    rows, meta, ran = _rows(results), backend.meta, ran_with(backend)
     if fmt is OutputFormat.csv:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows({**r, "score": "" if r["score"] is None else f"{r['score']:.6f}"} for r in rows)
+        extra = {"model": Path(ran["model"]).name, "runtime": ran["runtime"], "precision": ran["precision"]}
+        writer.writerows({**r, **extra, "score": "" if r["score"] is None else f"{r['score']:.6f}"} for r in rows)
         return buf.getvalue()
     if fmt is OutputFormat.json:
         spec = meta.score_spec
-        doc = {"model": model, "preset": meta.preset, "format": meta.format, "precision": meta.precision,
+        doc = {**ran, "preset": meta.preset,
                "score": {"name": spec.name, "min": spec.min, "max": spec.max,
                          "higher_is_better": spec.higher_is_better},
-               "failed": sum(r["status"] == "error" for r in rows), "results": rows}
+               "failed": sum(r["status"] == "error" for r in rows), "skipped": list(skipped or []),
+               "results": rows}
         return json.dumps(doc, indent=2) + "\n"
     from rich.console import Console
 
     buf = io.StringIO()
-    Console(file=buf, width=200, color_system=None, soft_wrap=True).print(_table(rows, meta))
+    Console(file=buf, width=200, color_system=None, soft_wrap=True).print(_table(rows, meta, backend.describe()))
     return buf.getvalue()
 
 
-def _table(rows: list[dict[str, Any]], meta: Any) -> Any:
+def _table(rows: list[dict[str, Any]], meta: Any, title: str) -> Any:
     from rich.table import Table
 
-    table = Table("path", f"score ({meta.score_spec.name})", "crops", "status", "error")
+    table = Table("path", f"score ({meta.score_spec.name})", "crops", "status", "error", title=f"scored by {title}")
     for r in rows:
         score = "" if r["score"] is None else f"{r['score']:.3f}"
         table.add_row(r["path"], score, str(r["crops"] or ""), r["status"], r["error"],
@@ -145,8 +164,9 @@ def score(
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Crops per inference call."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for the runtime."),
     precision: Optional[str] = typer.Option(None, "--precision",
-                                            help="The artifact's precision (fp32, fp16, bf16, int8): refused when "
-                                                 "the artifact is another."),
+                                            help="The artifact's precision (fp32, fp16, bf16, int8). Without --model: "
+                                                 "picks the packaged artifact of this precision (fp32 by default, "
+                                                 "int8); with --model: refused when the artifact is another."),
     inference_precision: Optional[str] = typer.Option(None, "--inference-precision",
                                                       help="Run float parts in this precision (OpenVINO: fp32, "
                                                            "bf16, fp16, device; PyTorch: fp32, bf16 autocast)."),
@@ -173,16 +193,19 @@ def score(
             if max_pixels:
                 backend.preprocess_config = backend.preprocess_config.replace(max_pixels=max_pixels)
             backend.decode_workers = decode_workers
-            found, unmatched = expand_inputs(paths)
+            found, unmatched, skipped = expand_inputs(paths)
+            if skipped:
+                typer.echo(f"skipped {len(skipped)} file(s) in folders with an unsupported suffix "
+                           "(their names are in --format json output)", err=True)
             results = _run(backend, found, unmatched, int(crops.value) if crops else None)
     fmt = _format_for(fmt, output)
-    text = render(results, fmt, backend.meta, str(backend.path))
+    text = render(results, fmt, backend, skipped)
     if output:
         atomic_write(output, lambda tmp: tmp.write_text(text))
     else:
         typer.echo(text, nl=False)
     failed = sum(not r.ok for r in results)
-    typer.echo(f"scored {len(results) - failed} of {len(results)} inputs"
+    typer.echo(f"scored {len(results) - failed} of {len(results)} inputs with {backend.describe()}"
                + (f"; {failed} could not be read" if failed else "")
                + (f"; results in {output}" if output else ""), err=True)
     if failed:

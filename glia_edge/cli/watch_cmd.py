@@ -18,16 +18,24 @@ from glia_edge.atomic import atomic_write
 from glia_edge.cli.common import cli_errors
 
 
-def _open_model(model: Optional[Path], crops: int, queue_size: int, threads: Optional[int]) -> Any:
+def _open_model(model: Optional[Path], crops: int, queue_size: int, threads: Optional[int],
+                precision: Optional[str] = None) -> Any:
     import glia_edge
     from glia_edge.formats import format_of
+    from glia_edge.runtimes.base import pick_default
 
     options: dict[str, Any] = {"batch_size": max(8, crops * queue_size)}
     if threads:
         options["threads"] = threads
-    if model is not None and format_of(model).name == "openvino" and crops * queue_size > 1:
+    if precision:
+        options["precision"] = precision
+    runtime = None
+    if model is None:  # the packaged default model, on the first runtime installed here
+        model, cls = pick_default(**options)
+        runtime = cls.format
+    if (runtime or format_of(model).name) == "openvino" and crops * queue_size > 1:
         options["mode"] = "throughput"  # batches of several crops or frames go over OpenVINO's async infer requests
-    return glia_edge.load(model, **options)
+    return glia_edge.load(model, runtime=runtime, **options)
 
 
 def _thresholds(model: Any, threshold: Optional[float], hysteresis: Optional[float], min_frames: int,
@@ -41,13 +49,13 @@ def _thresholds(model: Any, threshold: Optional[float], hysteresis: Optional[flo
     return Thresholds.around(threshold, margin, min_frames=min_frames, hold=hold)
 
 
-def _status(res: Any, stats: Any) -> str:
+def _status(res: Any, stats: Any, ran: str = "") -> str:
     score = "-" if res.score is None else f"{res.score:6.1f}"
     smoothed = "-" if res.smoothed is None else f"{res.smoothed:6.1f}"
     colour = {"ok": "green", "degraded": "bold red", "recovered": "yellow"}[res.state]
     return (f"frame {res.index:>7d}  t {res.timestamp:10.2f}  score {score}  smoothed {smoothed}  "
             f"[{colour}]{res.state:9s}[/]  {stats.scored_fps:5.1f} scored/s  dropped {res.dropped}  "
-            f"skipped {res.skipped}")
+            f"skipped {res.skipped}" + (f"  | {ran}" if ran else ""))
 
 
 def _alert_line(alert: Any) -> str:
@@ -129,7 +137,7 @@ def _consume(monitor: Any, source: Any, sink: Optional[IO[str]], console: Any, h
                 if res.alert is not None:
                     _emit(sink, res.alert.to_dict())
                     live.console.print(_alert_line(res.alert))
-                live.update(_status(res, monitor.stats))
+                live.update(_status(res, monitor.stats, monitor.model.describe()))
         except SourceError as exc:
             error = str(exc)
         except KeyboardInterrupt:
@@ -164,6 +172,8 @@ def watch(
                                   "scores every sampled frame as fast as possible."),
     queue_size: int = typer.Option(1, "--queue-size", min=1, help="Newest frames kept waiting for the model."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Inference threads."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="Without --model: the packaged artifact of "
+                                            "this precision (fp32 by default, int8); with --model: checked."),
     reconnect: int = typer.Option(5, "--reconnect", min=0, help="Reconnection attempts for a dropped live stream."),
 ) -> None:
     """Score a live stream or video, smooth the score and alert when quality degrades and recovers."""
@@ -178,14 +188,15 @@ def watch(
     with ExitStack() as stack:
         with cli_errors():
             sink = None if jsonl is None else sys.stdout if jsonl == "-" else stack.enter_context(open(jsonl, "w"))
-            backend = stack.enter_context(_open_model(model, crops, queue_size, threads))
+            backend = stack.enter_context(_open_model(model, crops, queue_size, threads, precision))
             limits = _thresholds(backend, threshold, hysteresis, min_frames, hold)
             video = VideoSource(source, realtime=realtime, reconnect_attempts=reconnect, max_frames=max_frames).open()
             stack.callback(video.close)
         monitor = QualityMonitor(backend, every_n=every_n, max_fps=max_fps, crops=crops, smoothing=smoothing,
                                  thresholds=limits, queue_size=queue_size, bgr=True,
                                  block=not video.spec.live and not realtime)
-        console.print(f"watching {video.spec.name} ({video.spec.kind}, {video.fps or '?'} fps) with {backend!r}; "
+        console.print(f"watching {video.spec.name} ({video.spec.kind}, {video.fps or '?'} fps) with "
+                      f"{backend.describe()}; "
                       f"degraded below {limits.degrade:.1f}, recovered at {limits.recover:.1f}")
         error = _consume(monitor, video, sink, console, history)
         summary = _summary(monitor, video.spec.name, error or video.end_reason)

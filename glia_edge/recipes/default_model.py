@@ -16,7 +16,8 @@
 3. The best checkpoint (validation SRCC on a held-out training reference) is stored with its
    frozen weights in float16 (the package's size limit; the model runs in float32) and checked
    with ``level_ranking`` on the held-out references, for the held-out and the trained types.
-   ``report.json`` lands in ``--work``; ``--install`` copies the model into the package.
+   ``report.json`` lands in ``--work``; ``--install`` copies the model into the package and
+   re-exports the packaged runtime artifacts from it (:mod:`glia_edge.recipes.package_artifacts`).
 
 The held-out and calibration sets are the package's data (:func:`glia_edge.weights.default_sets`),
 so export, the benchmark and the tests rebuild the same images without this recipe.
@@ -105,6 +106,9 @@ def main(argv: list[str] | None = None) -> None:
         for suffix in (".safetensors", ".json"):
             shutil.copy2(shipped.with_suffix(suffix), target / f"{DEFAULT_MODEL}{suffix}")
         log.info("installed %s into %s", DEFAULT_MODEL, target)
+        from glia_edge.recipes.package_artifacts import package
+
+        package()  # the runtime artifacts and their figures, from the checkpoint just installed
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """The default model shipped inside the package, and its evaluation data (see MODEL_CARD.md beside it).
 
-This module only locates packaged files: the checkpoint, and the default model's held-out and
-calibration sets, described as data in ``glia_vit_nano.synthetic.sets.json`` and written on
+This module only locates packaged files: the checkpoint, the artifacts exported from it
+(:data:`PACKAGED`, rebuilt with ``python -m glia_edge.recipes.package_artifacts``), the sample
+images, and the default model's held-out and calibration sets, described as data in ``glia_vit_nano.synthetic.sets.json`` and written on
 demand with :func:`glia_edge.distortions.make_dataset`. The recipe that trains the model lives in
 :mod:`glia_edge.recipes.default_model`.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from dataclasses import dataclass
@@ -44,6 +46,62 @@ def default_checkpoint() -> Path:
         raise CheckpointError(f"the default model {DEFAULT_MODEL} is not in this installation ({path}); "
                               "pass a model explicitly (--model / --checkpoint)")
     return path
+
+
+@dataclass(frozen=True)
+class PackagedArtifact:
+    """One way to run the default model: a packaged file and the runtime that opens it.
+
+    ``runtime`` is the format-table row whose backend runs the file (``openvino`` also runs the
+    ONNX model); ``module`` is the Python package that runtime needs.
+    """
+
+    runtime: str
+    precision: str
+    file: str
+    module: str
+
+    @property
+    def path(self) -> Path:
+        return _HERE / self.file
+
+    @property
+    def installed(self) -> bool:
+        """Whether the runtime's package is importable here (without importing it)."""
+        try:
+            return importlib.util.find_spec(self.module) is not None
+        except (ImportError, ValueError):
+            return False
+
+
+#: Files exported from the checkpoint by ``glia_edge.recipes.package_artifacts``: file -> (format, precision).
+EXPORTED = {f"{DEFAULT_MODEL}.fp32.onnx": ("onnx", "fp32"),
+            f"{DEFAULT_MODEL}.int8.onnx": ("onnx", "int8"),
+            f"{DEFAULT_MODEL}.int8.openvino": ("openvino", "int8")}
+
+#: The order in which ``glia_edge.load()`` (and ``score`` / ``watch`` without ``--model``) picks the
+#: default model: the first whose runtime is installed (and whose backend takes the options given),
+#: among those of the precision asked for (fp32 unless ``precision`` is given). OpenVINO runs the
+#: FP32 ONNX pinned to f32, so every FP32 pick gives the checkpoint's scores within float tolerance.
+PACKAGED: tuple[PackagedArtifact, ...] = (
+    PackagedArtifact("openvino", "fp32", f"{DEFAULT_MODEL}.fp32.onnx", "openvino"),
+    PackagedArtifact("onnx", "fp32", f"{DEFAULT_MODEL}.fp32.onnx", "onnxruntime"),
+    PackagedArtifact("torch", "fp32", f"{DEFAULT_MODEL}.safetensors", "torch"),
+    PackagedArtifact("openvino", "int8", f"{DEFAULT_MODEL}.int8.openvino", "openvino"),
+    PackagedArtifact("onnx", "int8", f"{DEFAULT_MODEL}.int8.onnx", "onnxruntime"),
+)
+
+
+def packaged_artifacts(precision: str = "fp32") -> list[PackagedArtifact]:
+    """The packaged ways to run the default model at ``precision``, in pick order (files present only)."""
+    return [a for a in PACKAGED if a.precision == precision and a.path.exists()]
+
+
+def sample_images() -> list[Path]:
+    """The small sample photos shipped with the package (``glia_edge/weights/samples``)."""
+    from glia_edge.preprocess import find_images
+
+    return find_images(_HERE / "samples")
 
 
 def default_sets() -> dict[str, SyntheticSet]:
