@@ -119,13 +119,13 @@ def test_no_test_image_is_scored_during_training(tmp_path: Path, blur_labels: Pa
     from glia_edge.train import train
 
     opened: list[Path] = []
-    real = torch_dataset.load_image
+    real = torch_dataset.load_resized  # every image training decodes goes through it
 
-    def spy(source, **kwargs):
+    def spy(source, *args, **kwargs):
         opened.append(Path(source).resolve())
-        return real(source, **kwargs)
+        return real(source, *args, **kwargs)
 
-    monkeypatch.setattr(torch_dataset, "load_image", spy)
+    monkeypatch.setattr(torch_dataset, "load_resized", spy)
     result = train(_tiny(tmp_path / "run", blur_labels))
     parts = read_splits(tmp_path / "run" / "splits.json").splits[0]
     ds = load_dataset("csv", csv=blur_labels)
