@@ -31,6 +31,7 @@ print(json.dumps({"rc": proc.returncode, "stdout": proc.stdout, "stderr": proc.s
 
 #: The score CLI in-process, no import blocker: torch must not end up in sys.modules.
 IN_PROCESS = """
+import sys
 from glia_edge.cli import main
 sys.argv = ["glia-edge", "-q", "score", "-f", "json", *sys.argv[1:]]
 try:
