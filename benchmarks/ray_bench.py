@@ -87,12 +87,14 @@ def serve_latency(model: Path | None, bodies: list[bytes], batching: bool, clien
     from glia_edge.scale.artifact import ArtifactBundle
     from glia_edge.scale.cluster import cluster_cpus, plan_resources
     from glia_edge.scale.serve import ServeSettings, build_app
-    from glia_edge.weights import default_checkpoint
+    from glia_edge.scale.artifact import default_model
 
     plan = plan_resources(cluster_cpus(), 1)
-    bundle = ArtifactBundle.from_path(model or default_checkpoint())
+    path, pick = (model, {}) if model else default_model()
+    bundle = ArtifactBundle.from_path(path)
     settings = ServeSettings(batching=batching, threads=plan.threads)
-    serve.run(build_app(bundle, settings, replicas=1, replica_cpus=plan.actor_cpus), name="bench", route_prefix="/")
+    serve.run(build_app(bundle, settings, replicas=1, replica_cpus=plan.actor_cpus, backend_options=pick),
+              name="bench", route_prefix="/")
     url = f"http://127.0.0.1:{port}/score"
 
     def post(body: bytes) -> float:

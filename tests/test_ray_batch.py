@@ -89,7 +89,9 @@ def assert_matches_reference(rows: list[dict], reference: dict[str, dict]) -> No
 
 def test_batch_equals_score(cluster: RayCluster, folder: Path, reference: dict, tmp_path: Path) -> None:
     from glia_edge.meta import sha256_file
-    from glia_edge.weights import default_checkpoint
+    from glia_edge.scale.artifact import default_model
+
+    default, _ = default_model()  # what `glia-edge score` runs on this install
 
     out = tmp_path / "scores.parquet"
     res = batch(folder, "-o", out, "--ray", cluster.address, "--commit-rows", 50)
@@ -100,9 +102,9 @@ def test_batch_equals_score(cluster: RayCluster, folder: Path, reference: dict, 
     rows = read_rows(out)
     assert [r["path"] for r in rows] == sorted(reference)  # input order: the folder's sorted files
     assert_matches_reference(rows, reference)
-    assert {r["artifact_sha256"] for r in rows} == {sha256_file(default_checkpoint())}
+    assert {r["artifact_sha256"] for r in rows} == {sha256_file(default)}
     assert {(r["model"], r["format"], r["precision"]) for r in rows} == {
-        (default_checkpoint().name, "torch", "fp32")}
+        (default.name, "onnx", "fp32")}
     assert not (tmp_path / ".scores.parquet.parts").exists()
     again = batch(folder, "-o", out, "--ray", cluster.address)
     assert again.exit_code == 2 and "--overwrite" in again.output  # a finished output is not clobbered

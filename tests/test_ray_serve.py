@@ -88,12 +88,14 @@ def request(url: str, body: bytes | None = None, method: str | None = None,
 
 def test_health(server: str) -> None:
     from glia_edge.meta import sha256_file
-    from glia_edge.weights import default_checkpoint
+    from glia_edge.scale.artifact import default_model
+
+    default, _ = default_model()  # what `glia-edge score` runs on this install
 
     status, body = request(f"{server}/healthz")
     assert status == 200 and body["status"] == "ok"
-    assert body["model"] == default_checkpoint().name and body["precision"] == "fp32"
-    assert body["artifact_sha256"] == sha256_file(default_checkpoint())
+    assert body["model"] == default.name and body["precision"] == "fp32"
+    assert body["artifact_sha256"] == sha256_file(default)
 
 
 def test_concurrent_clients_get_predict_scores_in_batches(server: str, images: list[Path]) -> None:

@@ -63,10 +63,11 @@ def _serve(model: Optional[Path], host: str, port: int, address: Optional[str], 
     from glia_edge.scale.cluster import cluster_cpus, connect, plan_resources
     from glia_edge.scale.serve import ServeSettings, build_app
 
-    if model is None:
-        from glia_edge.weights import default_checkpoint
+    pick: dict[str, Any] = {}
+    if model is None:  # the packaged model, on the runtime `glia-edge score` picks here
+        from glia_edge.scale.artifact import default_model
 
-        model = default_checkpoint()
+        model, pick = default_model(precision)
     read_artifact_meta(model)  # an unusable artifact is one line here, not a replica failing on the cluster
     bundle = ArtifactBundle.from_path(model)
     started_local = connect(address, num_cpus=num_cpus)
@@ -84,7 +85,7 @@ def _serve(model: Optional[Path], host: str, port: int, address: Optional[str], 
         settings = ServeSettings(max_body_bytes=int(max_body_mb * 2**20), max_pixels=max_pixels, crops=crops,
                                  batching=batching, max_batch_size=max_batch_size,
                                  batch_wait_s=batch_wait_ms / 1000.0, threads=plan.threads)
-        options = {"precision": precision} if precision else {}
+        options = {**pick, **({"precision": precision} if precision else {})}
         cpus = replica_cpus or plan.actor_cpus
         ray_serve.start(http_options={"host": host, "port": port})
         app = build_app(bundle, settings, replicas=replicas, replica_cpus=cpus, backend_options=options)

@@ -117,3 +117,12 @@ def read_artifact_meta(path: Path) -> Any:
         raise
     except Exception as exc:  # noqa: BLE001 - a runtime's own parse error (protobuf, XML ...)
         raise UnsupportedArtifactError(f"{path}: cannot read the artifact ({type(exc).__name__}: {exc})") from None
+
+
+def default_model(precision: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """The packaged default model as ``glia-edge score`` picks it on this install: its file, and the
+    ``load()`` options that choose the same runtime on the workers (which need the same install)."""
+    from glia_edge.runtimes.base import pick_default
+
+    path, cls = pick_default(**({"precision": precision} if precision else {}))
+    return path, {"runtime": cls.format}

@@ -20,7 +20,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -183,11 +183,12 @@ def run_batch(sources: list[str], unmatched: list[str], cfg: BatchConfig) -> Bat
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     started = time.perf_counter()
-    model_path = cfg.model
-    if model_path is None:
-        from glia_edge.weights import default_checkpoint
+    if cfg.model is None:  # the packaged model, on the runtime `glia-edge score` picks here
+        from glia_edge.scale.artifact import default_model
 
-        model_path = default_checkpoint()
+        path, pick = default_model(cfg.precision)
+        cfg = replace(cfg, model=path, backend_options={**cfg.backend_options, **pick})
+    model_path = cfg.model
     bundle = ArtifactBundle.from_path(model_path)
     meta = read_artifact_meta(Path(model_path))
     store = ResultStore(cfg.output, cfg.fmt, _job_settings(bundle, cfg))
