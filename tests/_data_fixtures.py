@@ -6,6 +6,8 @@ loaders are tested against the real layouts without the real data.
 """
 from __future__ import annotations
 
+import pytest
+
 import csv
 from pathlib import Path
 from typing import Sequence
@@ -131,3 +133,15 @@ def make_blur_set(root: Path, photos: Sequence[str] = PHOTOS, levels: Sequence[f
         writer.writeheader()
         writer.writerows(rows)
     return root / "labels.csv"
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test its own glia-edge cache (``GLIA_EDGE_CACHE``): training tests write into it."""
+    monkeypatch.setenv("GLIA_EDGE_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def blur_labels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 photos x 4 blur levels at 96x80, score 100/80/60/40 (synthetic-set layout)."""
+    return make_blur_set(tmp_path_factory.mktemp("blur"))

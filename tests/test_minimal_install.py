@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from _wheel import built_wheel
+from test_no_torch import SCORE_CLI  # the score CLI in-process; it asserts torch was not imported
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -29,18 +30,6 @@ print(json.dumps({"rc": proc.returncode, "stdout": proc.stdout, "stderr": proc.s
                   "peak_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
 """
 
-#: The score CLI in-process, no import blocker: torch must not end up in sys.modules.
-IN_PROCESS = """
-import sys
-from glia_edge.cli import main
-sys.argv = ["glia-edge", "-q", "score", "-f", "json", *sys.argv[1:]]
-try:
-    main()
-except SystemExit as exc:
-    code = exc.code
-assert "torch" not in sys.modules, "glia-edge score imported torch"
-sys.exit(code)
-"""
 
 
 def _venv(root: Path, extra: str) -> Path:
@@ -83,7 +72,7 @@ def test_minimal_install_scores_the_samples_without_torch(tmp_path: Path, extra:
     assert peak_mb < PEAK_RSS_MB, f"peak RSS {peak_mb:.0f} MB"
 
     # In-process, without any import blocker: the assertion on sys.modules can fail.
-    proc = subprocess.run([python, "-c", IN_PROCESS, samples], capture_output=True, text=True, timeout=600,
+    proc = subprocess.run([python, "-c", SCORE_CLI, samples], capture_output=True, text=True, timeout=600,
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["runtime"] == runtime

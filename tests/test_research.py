@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from _data_fixtures import _cache, blur_labels  # noqa: F401  (pytest fixtures)
 from _data_fixtures import PHOTOS, TINY_OVERRIDES, make_blur_set, make_koniq
 from glia_edge.data import load_dataset
 from glia_edge.data.crop_protocol import CropProtocol, parse_crops
@@ -24,16 +25,6 @@ torch.set_num_threads(1)
 #: glia_vit_base_resnet50 shrunk for CPU tests: a ViT-Ti block, ResNet-18 stages pooled to 2x2.
 TINY_RESNET = {"backbone": "vit_tiny_patch16_224", "depth": 1, "img_size": 64, "adapter_dim": 16, "adapter_heads": 2,
                "head_hidden": 32, "local_arch": "resnet18", "local_grid": 2}
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GLIA_EDGE_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def blur_labels(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_blur_set(tmp_path_factory.mktemp("blur"))
 
 
 @pytest.mark.parametrize("n, train, test", [(10073, 8058, 2015), (1162, 930, 232), (11125, 8900, 2225)])

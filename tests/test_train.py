@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import glia_edge
-from _data_fixtures import TINY_OVERRIDES, make_blur_set
+from _data_fixtures import _cache, blur_labels  # noqa: F401  (pytest fixtures)
+from _data_fixtures import TINY_OVERRIDES
 from glia_edge.checkpoint import read_checkpoint_meta
 from glia_edge.errors import BackboneWeightsError
 from glia_edge.preprocess import preprocess
@@ -19,17 +20,6 @@ from glia_edge import train as train_module
 from glia_edge.train import TrainConfig, train
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GLIA_EDGE_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def blur_labels(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """6 photos x 4 blur levels at 96x80, score 100/80/60/40 (synthetic-set layout)."""
-    return make_blur_set(tmp_path_factory.mktemp("blur"))
 
 
 def tiny_config(out: Path, labels: Path, **changes: object) -> TrainConfig:
