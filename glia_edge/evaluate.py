@@ -24,7 +24,7 @@ from glia_edge.data import load_dataset, validate
 from glia_edge.data.base import IQADataset
 from glia_edge.data.crop_protocol import DEFAULT_EVAL_CROPS, CropProtocol, parse_crops
 from glia_edge.data.splits import ALL, load_or_create_splits, select
-from glia_edge.errors import CheckpointError, DatasetError, ImageLoadError
+from glia_edge.errors import CheckpointError, DatasetError
 from glia_edge.meta import ArtifactMeta
 from glia_edge.metrics import IQAMetrics, iqa_metrics, median_metrics
 
@@ -69,36 +69,30 @@ def split_checkpoint(spec: str | Path, split: int | str | None, which: str = "be
 
 def score_dataset(artifact: Path, dataset: IQADataset, *, crops: "str | int | CropProtocol" = DEFAULT_EVAL_CROPS,
                   progress: bool = False, **backend_options: Any) -> np.ndarray:
-    """Mean protocol-crop score of every record through the runtime API; NaN (and a warning) where
-    an image fails. Crops of several images share one inference call up to the backend's batch size."""
+    """Mean protocol-crop score of every record through the runtime API (``Backend.iter_scores``,
+    with the protocol's crops); NaN (and a warning) where an image fails."""
     from tqdm import tqdm
 
     import glia_edge
-    from glia_edge.preprocess import aggregate, load_resized
+    from glia_edge.preprocess import load_resized
 
     protocol = parse_crops(crops)
-    preds = np.full(len(dataset.records), np.nan)
+    paths = [str(rec.path) for rec in dataset.records]
+    keys = {str(rec.path): rec.key for rec in dataset.records}  # seeds the protocol's random crops
+    preds = np.full(len(paths), np.nan)
     with glia_edge.load(artifact, **backend_options) as backend:
         cfg = backend.preprocess_config
-        pending: list[tuple[int, np.ndarray]] = []
 
-        def flush() -> None:
-            if pending:
-                scores = aggregate(backend.predict_batch(np.concatenate([a for _, a in pending])),
-                                   [len(a) for _, a in pending])
-                for (i, _), score in zip(pending, scores):
-                    preds[i] = score
-                pending.clear()
+        def cut(source: Any) -> np.ndarray:
+            return protocol.crops(load_resized(source, cfg), cfg, keys[str(source)])
 
-        for i, rec in enumerate(tqdm(dataset.records, desc=f"scoring {dataset.name}", unit="img",
+        results = backend.iter_scores(paths, cut=cut)
+        for i, res in enumerate(tqdm(results, total=len(paths), desc=f"scoring {dataset.name}", unit="img",
                                      disable=not progress, leave=False)):
-            try:
-                pending.append((i, protocol.crops(load_resized(rec.path, cfg), cfg, rec.key)))
-            except ImageLoadError as exc:
-                log.warning("skipping %s: %s", rec.path, exc.reason)
-            if len(pending) * protocol.count >= backend.batch_size:
-                flush()
-        flush()
+            if res.ok:
+                preds[i] = res.score
+            else:
+                log.warning("skipping %s: %s", res.source, res.error)
     return preds
 
 

@@ -15,7 +15,7 @@ import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -95,18 +95,21 @@ class Backend(ABC):
         return preprocess(image, self.preprocess_config, crops=crops, bgr=bgr)
 
     def iter_scores(self, images: Iterable[ImageInput], *, crops: int | None = None, bgr: bool = False,
-                    decode_workers: int | None = None) -> Iterator[ScoreResult]:
+                    decode_workers: int | None = None,
+                    cut: Callable[[ImageInput], np.ndarray] | None = None) -> Iterator[ScoreResult]:
         """Score images in input order; bad inputs yield a result with ``error`` set.
 
         Images are decoded and preprocessed on ``decode_workers`` threads (default: the
         backend's :attr:`decode_workers`, else ``decode_pool.DEFAULT_DECODE_WORKERS``) a few batches
-        ahead of inference; ``0`` decodes each image on this thread, serially.
+        ahead of inference; ``0`` decodes each image on this thread, serially. ``cut`` replaces
+        :meth:`crop_batch` as the way one input becomes its crops (evaluation protocols with
+        seeded random crops); an image's score is still the mean of its crops' scores.
         """
         workers = resolve_workers(self.decode_workers if decode_workers is None else decode_workers)
         # images in flight: about two batches' worth of crops, and work for every thread
         ahead = max(2 * workers, -(-2 * self.batch_size // (crops or self.preprocess_config.crops)))
-        decoded = decode_ahead(images, lambda image: self.crop_batch(image, crops=crops, bgr=bgr),
-                               workers=workers, ahead=ahead)
+        cut = cut or (lambda image: self.crop_batch(image, crops=crops, bgr=bgr))
+        decoded = decode_ahead(images, cut, workers=workers, ahead=ahead)
         pending: list[tuple[str, np.ndarray]] = []
         queued = 0
         for item in decoded:
