@@ -197,13 +197,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     started, deadline = time.monotonic(), Deadline(args.time_limit)
     from glia_edge.benchmarks.machine import machine_info
     from glia_edge.export.calibration import read_image_list
-    from glia_edge.weights import default_sets
+    from glia_edge.weights import default_set_csv
 
     work = args.out
     work.mkdir(parents=True, exist_ok=True)
-    labels = work / "held_out" / "labels.csv"
-    if not labels.is_file():
-        default_sets()["held_out"].write(labels.parent)
+    labels = default_set_csv("test")
     images = list(read_image_list(labels).paths)
     images = images[: args.eval_size] if args.eval_size else images
     results: list[Agreement] = []

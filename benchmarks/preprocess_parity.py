@@ -41,15 +41,13 @@ def run(work: Path, scale: int = 6, limit: int | None = None) -> dict[str, Any]:
 
     import glia_edge
     from glia_edge import metrics
-    from glia_edge.weights import default_sets
+    from glia_edge.weights import default_set_csv
 
-    held = work / "held_out"
-    if not (held / "labels.csv").is_file():
-        default_sets()["held_out"].write(held)
+    held = default_set_csv("test").parent  # the default model's test photos
     paths = sorted((held / "images").glob("*.png"))
     if limit:  # an even sample across photos, types and levels
         paths = [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, limit).round().astype(int))]
-    big = work / f"held_out_x{scale}"
+    big = work / f"test_x{scale}"
     big.mkdir(parents=True, exist_ok=True)
     jpegs = []
     for path in tqdm(paths, desc="camera-size copies", unit="img"):

@@ -121,18 +121,15 @@ def _eval_set(opts: BenchOptions, workdir: Path) -> tuple[accuracy.EvalSet, list
         return accuracy.load_eval_set(opts.images, opts.labels, opts.eval_size), []
     if opts.model is None and not opts.preset:
         from glia_edge.checkpoint import read_checkpoint_meta
-        from glia_edge.weights import default_checkpoint, default_sets
+        from glia_edge.weights import default_checkpoint, default_set_csv, default_sets
 
-        held_out = default_sets()["held_out"]
-        csv_path = workdir / "data" / "default-held-out" / "labels.csv"
-        if not csv_path.is_file():
-            held_out.write(csv_path.parent)
-        found = accuracy.load_eval_set(csv_path, opts.labels, opts.eval_size)
+        test = default_sets()["test"]
+        found = accuracy.load_eval_set(default_set_csv("test"), opts.labels, opts.eval_size)
         unseen = read_checkpoint_meta(default_checkpoint()).training.get("held_out_types", [])
-        what = (f"the default model's held-out set: {', '.join(held_out.photos)} at every level of "
-                f"{len(held_out.types)} distortion types ({', '.join(unseen)} never trained on)")
+        what = (f"the default model's test set: {', '.join(test.photos)} (and grey copies) at every level of "
+                f"{len(test.types)} distortion types ({', '.join(unseen)} never trained on)")
         return accuracy.EvalSet(found.paths, found.labels, what), [
-            f"held-out set: {what}; SRCC/PLCC are against distortion-level labels"]
+            f"test set: {what}; SRCC/PLCC are against distortion-level labels"]
     csv_path = accuracy.builtin_set(workdir / "data", "eval", accuracy.EVAL_PHOTOS)
     found = accuracy.load_eval_set(csv_path, opts.labels, opts.eval_size)
     evalset = accuracy.EvalSet(found.paths, found.labels,

@@ -170,6 +170,12 @@ def saturation(img: Image.Image, factor: float, rng: np.random.Generator) -> Ima
     return ImageEnhance.Color(img).enhance(factor)
 
 
+@_register("oversaturation", (1.6, 2.2, 3.0, 4.0, 5.5))
+def oversaturation(img: Image.Image, factor: float, rng: np.random.Generator) -> Image.Image:
+    """Colour over-saturation away from grey by ``factor`` (channels clip: hue shifts, flat colour areas)."""
+    return ImageEnhance.Color(img).enhance(factor)
+
+
 def score_for_level(level: int) -> float:
     """The quality label of a distortion level on 0-100 (higher is better).
 
@@ -201,9 +207,9 @@ OTHER_BUNDLED_PHOTOS = {"china": ("sklearn", "china.jpg"), "flower": ("sklearn",
                         "grace_hopper": ("matplotlib", "grace_hopper.jpg")}
 #: scikit-image's bundled grey-level photos and textures (used as RGB). Colour-only distortions
 #: (:data:`COLOUR_ONLY`) are skipped for them: desaturating a grey photo changes nothing.
-SKIMAGE_GREY_PHOTOS = ("camera", "moon", "coins", "clock", "brick", "grass", "gravel")
+SKIMAGE_GREY_PHOTOS = ("camera", "moon", "coins", "clock", "brick", "grass", "gravel", "cell")
 BUNDLED_PHOTOS = SKIMAGE_PHOTOS + tuple(OTHER_BUNDLED_PHOTOS) + SKIMAGE_GREY_PHOTOS
-COLOUR_ONLY = frozenset({"saturation"})
+COLOUR_ONLY = frozenset({"saturation", "oversaturation"})
 LABEL_COLUMNS = ("path", "score", "ref", "distortion", "level", "part")
 
 
@@ -294,18 +300,22 @@ def _folder_sources(folder: Path) -> Iterator[tuple[str, list[Image.Image]]]:
 
 
 def reference_images(source: str | Path | None = None, *, names: Sequence[str] | None = None, size: int = 384,
-                     max_tiles: int = 4) -> list[Reference]:
+                     max_tiles: int = 4, grey_copies: bool = False) -> list[Reference]:
     """Reference photos, short side resized to ``size``; large ones cut into up to ``max_tiles`` tiles.
 
     ``source`` is a folder of images (unreadable files are logged with their path and skipped) or
     ``None`` for scikit-image's bundled photos (``names`` picks some of :data:`SKIMAGE_PHOTOS`).
-    Raises :class:`DatasetError` when no usable image is found.
+    ``grey_copies`` adds a grey-level copy of every colour part as a further reference of the same
+    photo (numbered after its colour parts, same split group): a black-and-white photo is pristine
+    content, not a distortion. Raises :class:`DatasetError` when no usable image is found.
     """
     sources = _folder_sources(Path(source)) if source is not None else _skimage_sources(names or SKIMAGE_PHOTOS)
     refs: list[Reference] = []
     for ref, views in sources:
         parts = [t for view in views for t in (cut_tiles(view, size, max_tiles) or [view])]
-        refs += [Reference(ref, i, resize_short_side(p, size, "lanczos")) for i, p in enumerate(parts)]
+        colour = [resize_short_side(p, size, "lanczos") for p in parts]
+        grey = [p.convert("L").convert("RGB") for p in colour if not is_grey(p)] if grey_copies else []
+        refs += [Reference(ref, i, p) for i, p in enumerate(colour + grey)]
     if not refs:
         raise DatasetError(f"{source}: no usable reference images")
     return refs
@@ -326,7 +336,7 @@ def _check_types(types: Sequence[str] | None) -> list[str]:
     return chosen
 
 
-def _is_grey(img: Image.Image) -> bool:
+def is_grey(img: Image.Image) -> bool:
     arr = np.asarray(img.convert("RGB"), dtype=np.int16)
     return bool(np.abs(arr[..., 0] - arr[..., 1]).max() <= 2 and np.abs(arr[..., 1] - arr[..., 2]).max() <= 2)
 
@@ -339,7 +349,7 @@ def _write_images(root: Path, refs: Sequence[Reference], types: Sequence[str], l
     rows: list[dict[str, object]] = []
     for ref in track(refs, description="distorting", disable=not progress):
         stem = f"{ref.ref}-{ref.part}"
-        kept = [t for t in types if not (t in COLOUR_ONLY and _is_grey(ref.image))]
+        kept = [t for t in types if not (t in COLOUR_ONLY and is_grey(ref.image))]
         if len(kept) < len(types):
             log.info("%s is grey: no %s series", stem, ", ".join(sorted(set(types) - set(kept))))
         jobs = [("none", 0)] + [(t, lv) for t in kept for lv in range(1, levels + 1)]
@@ -383,4 +393,4 @@ def make_dataset(out_dir: str | Path, refs: Sequence[Reference] | str | Path | N
 
 
 __all__ = ["BUNDLED_PHOTOS", "COLOUR_ONLY", "DISTORTIONS", "LABEL_COLUMNS", "LEVELS", "SKIMAGE_PHOTOS",
-           "SKIMAGE_GREY_PHOTOS", "DistortionFn", "Reference", "cut_tiles", "distort", "encode", "make_dataset", "reference_images", "score_for_level"]
+           "SKIMAGE_GREY_PHOTOS", "DistortionFn", "is_grey", "Reference", "cut_tiles", "distort", "encode", "make_dataset", "reference_images", "score_for_level"]

@@ -14,6 +14,11 @@ On graded synthetic sets a third term can be added: a pairwise margin ranking lo
 :class:`glia_edge.data.torch_dataset.LadderCrops`), as in RankIQA (Liu et al., ICCV 2017). Only
 the distortion differs inside a ladder, so the model is pushed to score the distortion, not the
 content, which batch-level PLCC over mixed photos cannot separate.
+
+Ranking inside ladders alone leaves each photo its own offset: a level means different scores on
+different content. :func:`cross_rank_loss` ranks pairs drawn from *different* ladders of a batch
+(other photos, other types) with a margin that grows with their label gap, so a level-2 image of
+one photo must score below a level-1 image of another by about a level's worth.
 """
 from __future__ import annotations
 
@@ -46,13 +51,28 @@ def ladder_rank_loss(pred: torch.Tensor, target: torch.Tensor, margin: float = 0
     return (gaps * better).sum() / better.sum().clamp(min=1)
 
 
+def cross_rank_loss(pred: torch.Tensor, target: torch.Tensor, margin_scale: float = 0.5) -> torch.Tensor:
+    """Mean hinge ``relu(margin_scale * (t_i - t_j) - (p_i - p_j))`` over pairs from *different* ladders
+    with ``t_i > t_j``: the margin grows with the label gap. ``pred``/``target`` are (ladders, levels)."""
+    pred, target = pred.float(), target.float()
+    ladder = torch.arange(pred.shape[0], device=pred.device).repeat_interleave(pred.shape[1])
+    p, t = pred.reshape(-1), target.reshape(-1)
+    gap = t.unsqueeze(1) - t.unsqueeze(0)  # (N, N): how far i ranks above j
+    pairs = (gap > 0) & (ladder.unsqueeze(1) != ladder.unsqueeze(0))
+    hinge = torch.relu(margin_scale * gap - (p.unsqueeze(1) - p.unsqueeze(0)))
+    return (hinge * pairs).sum() / pairs.sum().clamp(min=1)
+
+
 class IQALoss(nn.Module):
     """``plcc_loss + l1_weight * L1`` on standardised scores (protocol default ``l1_weight=0.1``),
-    plus ``rank_weight * ladder_rank_loss`` when the batch comes as ladders (G, L)."""
+    plus, when the batch comes as ladders (G, L), ``rank_weight * ladder_rank_loss`` and
+    ``cross_weight * cross_rank_loss``."""
 
-    def __init__(self, l1_weight: float = 0.1, rank_weight: float = 0.0, rank_margin: float = 0.2) -> None:
+    def __init__(self, l1_weight: float = 0.1, rank_weight: float = 0.0, rank_margin: float = 0.2,
+                 cross_weight: float = 0.0, cross_margin_scale: float = 0.5) -> None:
         super().__init__()
         self.l1_weight, self.rank_weight, self.rank_margin = float(l1_weight), float(rank_weight), float(rank_margin)
+        self.cross_weight, self.cross_margin_scale = float(cross_weight), float(cross_margin_scale)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = plcc_loss(pred, target)
@@ -60,6 +80,8 @@ class IQALoss(nn.Module):
             loss = loss + self.l1_weight * torch.nn.functional.l1_loss(pred.float(), target.float())
         if self.rank_weight and pred.dim() == 2:
             loss = loss + self.rank_weight * ladder_rank_loss(pred, target, self.rank_margin)
+        if self.cross_weight and pred.dim() == 2:
+            loss = loss + self.cross_weight * cross_rank_loss(pred, target, self.cross_margin_scale)
         return loss
 
     def describe(self) -> dict[str, Any]:
@@ -68,4 +90,8 @@ class IQALoss(nn.Module):
         if self.rank_weight:
             desc.update(name="plcc+l1+ladder-rank", rank_weight=self.rank_weight, rank_margin=self.rank_margin,
                         rank="pairwise hinge inside each (reference crop, distortion type) ladder of levels")
+        if self.cross_weight:
+            desc.update(name=desc["name"] + "+cross-rank", cross_weight=self.cross_weight,
+                        cross_margin_scale=self.cross_margin_scale,
+                        cross_rank="pairwise hinge across ladders, margin = scale x label gap (standardised)")
         return desc

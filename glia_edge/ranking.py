@@ -53,29 +53,95 @@ def read_ladder_rows(csv_path: str | Path, refs: Sequence[str] | None = None,
     return keep
 
 
-def level_ranking(model: Any, csv_path: str | Path, *, refs: Sequence[str] | None = None,
-                  types: Sequence[str] | None = None, crops: int | None = None) -> RankingReport:
-    """Score the selected rows with ``model`` (a runtime Backend) and rank levels per group."""
-    rows = read_ladder_rows(csv_path, refs, types)
-    root = Path(csv_path).parent
+def _score_groups(model: Any, rows: list[dict[str, str]], root: Path, crops: int | None
+                  ) -> tuple[dict[tuple[str, str], dict[str, float]], list[tuple[str, str]]]:
+    """Scores per group (reference tile) keyed ``"type:level"`` (the reference is ``"none:0"``)."""
     results = model.iter_scores([root / r["path"] for r in rows], crops=crops)
     score_of: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     failed: list[tuple[str, str]] = []
     for row, res in zip(rows, results):
-        group = (row["ref"], row.get("part", "0"))
         if res.ok:
-            score_of[group][f"{row['distortion']}:{row['level']}"] = res.score
+            score_of[(row["ref"], row.get("part", "0"))][f"{row['distortion']}:{row['level']}"] = res.score
         else:
             failed.append((res.source, res.error or ""))
+    return score_of, failed
+
+
+def _series(scores: dict[str, float]) -> dict[str, tuple[list[int], list[float]]]:
+    """Each type's (levels, scores) of one group, the reference first as level 0."""
+    out = {}
+    ref_score = scores.get("none:0")
+    for dist in sorted({k.split(":")[0] for k in scores} - {"none"}):
+        levels = sorted(int(k.split(":")[1]) for k in scores if k.startswith(dist + ":"))
+        values = [scores[f"{dist}:{lv}"] for lv in levels]
+        if ref_score is not None:
+            levels, values = [0, *levels], [ref_score, *values]
+        out[dist] = (levels, values)
+    return out
+
+
+def level_ranking(model: Any, csv_path: str | Path, *, refs: Sequence[str] | None = None,
+                  types: Sequence[str] | None = None, crops: int | None = None) -> RankingReport:
+    """Score the selected rows with ``model`` (a runtime Backend) and rank levels per group."""
+    rows = read_ladder_rows(csv_path, refs, types)
+    return _ranking(*_score_groups(model, rows, Path(csv_path).parent, crops))
+
+
+def _ranking(score_of: dict[tuple[str, str], dict[str, float]], failed: list[tuple[str, str]]) -> RankingReport:
     per_group: dict[str, list[float]] = defaultdict(list)
-    for group, scores in score_of.items():
-        ref_score = scores.get("none:0")
-        for dist in sorted({k.split(":")[0] for k in scores} - {"none"}):
-            levels = sorted(int(k.split(":")[1]) for k in scores if k.startswith(dist + ":"))
-            values = [scores[f"{dist}:{lv}"] for lv in levels]
-            if ref_score is not None:
-                levels, values = [0, *levels], [ref_score, *values]
+    for scores in score_of.values():
+        for dist, (levels, values) in _series(scores).items():
             if len(levels) >= 3:
                 per_group[dist].append(srcc(np.array(values), np.array(levels, dtype=float)))
     per_type = {d: float(np.mean(v)) for d, v in sorted(per_group.items())}
     return RankingReport(per_type, {d: len(v) for d, v in per_group.items()}, failed)
+
+
+@dataclass
+class ScaleReport:
+    """What a score means across photos: within-series and pooled level ranking, pristine scores, range.
+
+    ``pooled`` is Spearman(level, score) over every image of every photo and type at once (a level
+    must mean about the same score on any content); ties (scores equal at a bound) count as ties.
+    ``pristine`` maps each reference tile (``ref-part``) to its score and whether it is grey-level.
+    """
+
+    ranking: RankingReport
+    pooled: float
+    pristine: dict[str, dict[str, Any]]
+    inside: float  # share of scores inside [lo, hi]
+    score_range: tuple[float, float]
+    n: int
+
+    @property
+    def pristine_floor(self) -> float:
+        """The lowest pristine score as a share of the range (0 = min, 1 = max)."""
+        lo, hi = self.score_range
+        return min((p["score"] - lo) / (hi - lo) for p in self.pristine.values()) if self.pristine else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.ranking.to_dict(), "pooled_srcc": self.pooled, "pristine": self.pristine,
+                "pristine_floor": self.pristine_floor, "inside_range": self.inside,
+                "score_range": list(self.score_range), "n": self.n}
+
+
+def scale_report(model: Any, csv_path: str | Path, score_range: tuple[float, float], *,
+                 refs: Sequence[str] | None = None, types: Sequence[str] | None = None,
+                 crops: int | None = None) -> ScaleReport:
+    """Score the selected rows once and report :class:`ScaleReport` over them."""
+    from glia_edge.distortions import is_grey
+    from glia_edge.preprocess import load_image
+
+    rows = read_ladder_rows(csv_path, refs, types)
+    root = Path(csv_path).parent
+    score_of, failed = _score_groups(model, rows, root, crops)
+    ranking = _ranking(score_of, failed)
+    flat = [(int(k.split(":")[1]), v) for scores in score_of.values() for k, v in scores.items()]
+    levels, values = (np.array(x, dtype=float) for x in zip(*flat)) if flat else (np.array([]), np.array([]))
+    ref_rows = {(r["ref"], r.get("part", "0")): r["path"] for r in rows if r["distortion"] == "none"}
+    pristine = {f"{ref}-{part}": {"score": scores["none:0"], "grey": is_grey(load_image(root / ref_rows[(ref, part)]))}
+                for (ref, part), scores in sorted(score_of.items()) if "none:0" in scores}
+    lo, hi = score_range
+    inside = float(((values >= lo) & (values <= hi)).mean()) if values.size else float("nan")
+    pooled = srcc(values, levels) if values.size >= 3 else float("nan")
+    return ScaleReport(ranking, float(pooled), pristine, inside, (float(lo), float(hi)), int(values.size))

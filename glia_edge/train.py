@@ -124,6 +124,10 @@ def build_model(cfg: TrainConfig) -> GLIA:
     return model
 
 
+def loss_of(cfg: TrainConfig) -> IQALoss:
+    return IQALoss(cfg.l1_weight, cfg.rank_weight, cross_weight=cfg.cross_rank_weight)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -238,7 +242,7 @@ def _save(model: GLIA, data: TrainData, cfg: TrainConfig, ctx: DistContext, out:
     from glia_edge.checkpoint import checkpoint_meta, save_checkpoint
 
     training = {**{k: v for k, v in asdict(cfg).items() if k not in ("progress", "resume")},
-                "loss": IQALoss(cfg.l1_weight, cfg.rank_weight).describe(), "world_size": ctx.world_size,
+                "loss": loss_of(cfg).describe(), "world_size": ctx.world_size,
                 "annotation": data.dataset.source, "splits_file": str(data.splits_path), "eval_part": "val",
                 "eval_crops": data.eval_crops.name, "split_sizes": data.sizes,
                 "n_train": len(data.train.records), "n_val": len(data.val.records),
@@ -298,7 +302,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
     data = prepare_data(cfg, ctx, int(cfg.model_overrides.get("img_size", GliaConfig.img_size)))
     model = build_model(cfg)
     data.splits_path = copy_splits(data.splits_path, out, ctx)
-    model.set_score_scale(data.score.mean, data.score.std)
+    model.set_score_scale(data.score.mean, data.score.std, data.score.min, data.score.max)
     model.to(ctx.device)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
@@ -312,7 +316,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
              counts["total"] / 1e6, len(data.train.records), cfg.dataset, data.train_set.crops_per_image,
              len(data.val.records), data.eval_crops.describe(), data.sizes["test"])
     metrics_log = MetricsLog(out, state.history) if ctx.is_main else None
-    loss_fn = IQALoss(cfg.l1_weight, cfg.rank_weight)
+    loss_fn = loss_of(cfg)
     while state.epoch < cfg.epochs and state.step < total_steps:
         started = time.perf_counter()
         train_loss = _run_epoch(net, loader, data, opt, loss_fn, state, total_steps, cfg, ctx)

@@ -32,6 +32,7 @@ class TrainConfig:
     eval_crops: str = DEFAULT_EVAL_CROPS  # validation crops: "random15" (LoDa's), "grid1", "grid5", "grid9"
     l1_weight: float = 0.1
     rank_weight: float = 0.0  # > 0: ladder ranking loss on a graded synthetic set (see losses.py)
+    cross_rank_weight: float = 0.0  # > 0: ranking across ladders (other photos), margin from the label gap
     seed: int = 3407
     device: str = "auto"
     workers: int = 4

@@ -110,7 +110,7 @@ def prepare_data(cfg: TrainConfig, ctx: DistContext, crop_size: int) -> TrainDat
     crops = cfg.crops_per_image or dataset_spec(cfg.dataset).crops_per_image
     preprocess = PreprocessConfig(short_side=cfg.short_side, crop_size=crop_size)
     options = dict(crops_per_image=crops, seed=cfg.seed, score_mean=mean, score_std=std)
-    if cfg.rank_weight:
+    if cfg.rank_weight or cfg.cross_rank_weight:
         if cfg.dataset != "csv" or not cfg.csv:
             raise DatasetError("--rank-weight trains on ladders of a graded synthetic set: "
                                "use --dataset csv --csv <glia-edge synth labels.csv>")

@@ -220,3 +220,22 @@ def test_synth_cli(tmp_path: Path, photo: Image.Image) -> None:
     assert res.exit_code == 2 and "already exists" in res.output
     res = runner.invoke(app, ["synth", "--list-types"])
     assert res.exit_code == 0 and "motion_blur" in res.output
+
+
+def test_grey_copies_join_their_photo_as_pristine_content_without_colour_series(tmp_path: Path) -> None:
+    import csv
+
+    from glia_edge.distortions import is_grey
+
+    refs = reference_images(names=["coffee", "coins"], size=96, max_tiles=1, grey_copies=True)
+    assert [(r.ref, r.part, is_grey(r.image)) for r in refs] == [("coffee", 0, False), ("coffee", 1, True),
+                                                                  ("coins", 0, True)]  # coins is grey already
+    labels = make_dataset(tmp_path / "s", refs, types=["oversaturation", "gaussian_blur"], seed=0)
+    series = {(r["ref"], r["part"], r["distortion"]) for r in csv.DictReader(open(labels))}
+    assert ("coffee", "0", "oversaturation") in series and ("coffee", "1", "oversaturation") not in series
+    assert ("coffee", "1", "none") in series and ("coffee", "1", "gaussian_blur") in series
+
+
+def test_oversaturation_raises_chroma_level_by_level(photo: Image.Image) -> None:
+    chroma = [float(np.ptp(_f(o), axis=2).mean()) for o in [photo, *_levels(photo, "oversaturation")]]
+    assert all(b > a for a, b in zip(chroma, chroma[1:])), chroma

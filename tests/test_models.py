@@ -154,3 +154,32 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path) -> None:
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.safetensors"):
         load_checkpoint(bad)
+
+
+def test_sigmoid_head_bounds_scores_to_the_range_and_standardises_consistently() -> None:
+    model = create_model("glia_vit_tiny", score_head="sigmoid", **SHALLOW).eval()
+    model.set_score_scale(55.0, 30.0, 10.0, 100.0)
+    with torch.no_grad():
+        model.head[-1].bias.fill_(50.0)  # a logit far past saturation still lands on the bound, not beyond
+        x = torch.rand(2, 3, 224, 224)
+        assert torch.all(model(x) <= 100.0) and torch.all(model(x) >= 99.9)
+        model.head[-1].bias.fill_(-50.0)
+        assert torch.all(model(x) >= 10.0) and torch.all(model(x) <= 10.1)
+        model.head[-1].bias.fill_(0.0)
+        torch.testing.assert_close(model(x), model.forward_standardised(x) * 30.0 + 55.0)
+    with pytest.raises(ValueError, match="range"):
+        model.set_score_scale(55.0, 30.0)
+    with pytest.raises(ValueError, match="score_head"):
+        create_model("glia_vit_tiny", score_head="tanh", **SHALLOW)
+
+
+def test_sigmoid_head_round_trips_through_a_checkpoint(tmp_path) -> None:
+    model = create_model("glia_vit_tiny", score_head="sigmoid", **SHALLOW).eval()
+    model.set_score_scale(55.0, 30.0, 10.0, 100.0)
+    meta = checkpoint_meta(model, ScoreSpec(min=10.0, max=100.0, mean=55.0, std=30.0), PreprocessConfig())
+    path = save_checkpoint(tmp_path / "m.safetensors", model, meta)
+    loaded, _ = load_checkpoint(path)
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    assert float(loaded.score_min) == 10.0 and float(loaded.score_max) == 100.0

@@ -45,3 +45,31 @@ def test_rank_levels_cli_json(tiny_checkpoint, synth_csv) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert list(data["per_type"]) == ["gaussian_blur"] and data["mean_srcc"] <= -0.8
+
+
+class _LevelModel:
+    """A stand-in backend scoring from the file name: ``100 - 18 * level`` plus an offset per photo."""
+
+    def __init__(self, offsets: dict[str, float]) -> None:
+        self.offsets = offsets
+
+    def iter_scores(self, paths, crops=None):
+        from glia_edge.runtimes.base import ScoreResult
+
+        for p in paths:
+            stem = p.stem
+            level = 0 if stem.endswith("-ref") else int(stem.rsplit("-", 1)[1])
+            yield ScoreResult(str(p), 100.0 - 18.0 * level + self.offsets[stem.split("-")[0]], None)
+
+
+def test_scale_report_pools_photos_and_flags_grey_pristine_references(synth_csv) -> None:
+    from glia_edge.ranking import scale_report
+
+    aligned = scale_report(_LevelModel({"astronaut": 0.0, "coffee": 0.0}), synth_csv, (10.0, 100.0))
+    assert aligned.pooled == pytest.approx(-1.0) and aligned.ranking.mean == pytest.approx(-1.0)
+    assert aligned.inside == 1.0 and aligned.pristine_floor == 1.0
+    assert {k: v["grey"] for k, v in aligned.pristine.items()} == {"astronaut-0": False, "coffee-0": False}
+    # One photo 40 points down: every series still ranks perfectly, the pooled figure and the floor do not.
+    shifted = scale_report(_LevelModel({"astronaut": 0.0, "coffee": -40.0}), synth_csv, (10.0, 100.0))
+    assert shifted.ranking.mean == pytest.approx(-1.0) and shifted.pooled > -0.95
+    assert shifted.pristine_floor == pytest.approx((60.0 - 10.0) / 90.0) and shifted.inside < 1.0

@@ -216,3 +216,30 @@ def test_ladder_training_needs_a_graded_synthetic_csv(tmp_path: Path, blur_label
                                              for i, p in enumerate(sorted((blur_labels.parent / "images").iterdir()))))
     with pytest.raises(DatasetError, match="needs columns"):
         train(tiny_config(tmp_path / "run", plain, rank_weight=1.0, epochs=1))
+
+
+def test_cross_rank_loss_compares_only_pairs_across_ladders_with_a_margin_from_the_label_gap() -> None:
+    from glia_edge.losses import cross_rank_loss
+
+    target = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    # Inside each ladder the order is reversed, across ladders it holds with room: within-ladder pairs are
+    # ladder_rank_loss's job, so this loss is 0.
+    assert cross_rank_loss(torch.tensor([[0.0, 0.5], [3.0, -3.0]]), target, margin_scale=1.0).item() == pytest.approx(
+        # (0,0)=0.0 vs (1,1)=-3.0: gap 3 >= 1 ok; (1,0)=3.0 vs (0,1)=0.5: gap 2.5 ok
+        0.0)
+    assert cross_rank_loss(torch.tensor([[2.0, 0.0], [2.0, 0.0]]), target, margin_scale=1.0).item() == 0.0
+    close = torch.tensor([[0.5, 0.0], [1.0, 0.45]])
+    # (0,0) vs (1,1): pred gap 0.05, short by 0.95; (1,0) vs (0,1): pred gap 1.0, ok -> mean over 2 pairs.
+    assert cross_rank_loss(close, target, margin_scale=1.0).item() == pytest.approx(0.95 / 2)
+
+
+def test_cross_ranking_is_recorded_and_trains(tmp_path: Path, blur_labels: Path) -> None:
+    result = train(tiny_config(tmp_path / "run", blur_labels, rank_weight=1.0, cross_rank_weight=1.0, epochs=1,
+                               model_overrides={**TINY_OVERRIDES, "score_head": "sigmoid"}))
+    meta = read_checkpoint_meta(tmp_path / "run" / "last.safetensors")
+    assert meta.training["loss"]["name"] == "plcc+l1+ladder-rank+cross-rank"
+    assert meta.model_config["score_head"] == "sigmoid" and np.isfinite(result.history[-1]["train_loss"])
+    lo, hi = meta.score_spec.min, meta.score_spec.max
+    scores = [r.score for r in glia_edge.load(tmp_path / "run" / "last.safetensors").iter_scores(
+        sorted((blur_labels.parent / "images").iterdir()))]
+    assert all(lo <= s <= hi for s in scores)

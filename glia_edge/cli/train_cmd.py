@@ -57,6 +57,11 @@ def train(
     rank_weight: float = typer.Option(0.0, "--rank-weight", min=0.0,
                                       help="Graded synthetic csv sets: weight of the ladder ranking loss "
                                            "(same crop, every level of one distortion; 0 = off)."),
+    cross_rank_weight: float = typer.Option(0.0, "--cross-rank-weight", min=0.0,
+                                            help="Graded synthetic csv sets: weight of the ranking loss across "
+                                                 "ladders (other photos; margin grows with the level gap; 0 = off)."),
+    score_head: Optional[str] = typer.Option(None, "--score-head",
+                                             help="linear (unbounded) or sigmoid (bounded to the labels' range)."),
     seed: int = typer.Option(3407, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     workers: int = typer.Option(4, "--workers", min=0, help="Data loader processes."),
@@ -79,7 +84,7 @@ def train(
     from glia_edge.train import train as run_training
 
     overrides = parse_overrides(model_opt, depth=depth, adapter_dim=adapter_dim, adapter_every=adapter_every,
-                                head_hidden=head_hidden)
+                                head_hidden=head_hidden, score_head=score_head)
     with cli_errors():
         cfg = TrainConfig(
             dataset=dataset.lower(), root=str(root) if root else None, csv=str(csv) if csv else None, preset=preset,
@@ -87,7 +92,8 @@ def train(
             split_source=split_source,
             splits_file=str(splits_file) if splits_file else None, output=str(output) if output else None,
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, crops_per_image=crops_per_image,
-            eval_crops=eval_crops, l1_weight=l1_weight, rank_weight=rank_weight, seed=seed, device=device,
+            eval_crops=eval_crops, l1_weight=l1_weight, rank_weight=rank_weight,
+            cross_rank_weight=cross_rank_weight, seed=seed, device=device,
             workers=workers, amp=amp,
             resume=str(resume) if resume else None, max_steps=max_steps, limit=limit, short_side=short_side,
             model_overrides=overrides, progress=progress,

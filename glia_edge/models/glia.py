@@ -15,7 +15,9 @@ choices, each a config switch) and its closest published relative LoDa (Xu et al
   cross-attention in width r, a depthwise 3x3 refinement of the local tokens on their grid(s),
   an input-dependent per-channel gate fusing the two directions, and an up-projection scaled by a
   learnable per-channel factor started near 0;
-- head: final norm, CLS + mean patch token + mean local token, a small MLP to one score.
+- head: final norm, CLS + mean patch token + mean local token, a small MLP to one score;
+  ``score_head="sigmoid"`` bounds it to the label range (``min + (max - min) * sigmoid``), so no
+  input can score outside the range a model declares (the default model's head).
 
 ``glia_vit_base_resnet50`` is GLIA with LoDa's local stream, not LoDa: its adapters and head are
 GLIA's (LoDa projects down and up with two-layer MLPs, cross-attends from the ViT tokens only,
@@ -64,6 +66,9 @@ class GliaConfig:
     init_scale: float = 1e-2
     head_hidden: int = 256
     head_dropout: float = 0.1
+    #: "linear": the head's output is the standardised score (unbounded; every model made before
+    #: this switch). "sigmoid": the score is ``min + (max - min) * sigmoid(head)``, bounded to the range.
+    score_head: str = "linear"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -249,10 +254,21 @@ class GLIA(nn.Module):
         # The head predicts standardised scores; these map them back to the training MOS scale.
         self.register_buffer("score_mean", torch.zeros(()))
         self.register_buffer("score_std", torch.ones(()))
+        if cfg.score_head not in ("linear", "sigmoid"):
+            raise ValueError(f"score_head must be 'linear' or 'sigmoid', got {cfg.score_head!r}")
+        if cfg.score_head == "sigmoid":  # the bounds live in the graph, like the affine map
+            self.register_buffer("score_min", torch.zeros(()))
+            self.register_buffer("score_max", torch.full((), 100.0))
 
-    def set_score_scale(self, mean: float, std: float) -> None:
+    def set_score_scale(self, mean: float, std: float, lo: float | None = None, hi: float | None = None) -> None:
+        """The training labels' mean/std (and, for a sigmoid head, the range ``lo``..``hi`` it is bounded to)."""
         self.score_mean.fill_(float(mean))
         self.score_std.fill_(float(std))
+        if self.cfg.score_head == "sigmoid":
+            if lo is None or hi is None or not hi > lo:
+                raise ValueError(f"a sigmoid score head needs a range lo < hi, got {lo}..{hi}")
+            self.score_min.fill_(float(lo))
+            self.score_max.fill_(float(hi))
 
     def train(self, mode: bool = True) -> "GLIA":
         super().train(mode)
@@ -263,6 +279,16 @@ class GLIA(nn.Module):
 
     def forward_standardised(self, x: torch.Tensor) -> torch.Tensor:
         """Score in training units (standardised), shape (B,)."""
+        out = self.head_output(x)
+        if self.cfg.score_head == "sigmoid":
+            return (self._bounded(out) - self.score_mean) / self.score_std
+        return out
+
+    def _bounded(self, logit: torch.Tensor) -> torch.Tensor:
+        return self.score_min + (self.score_max - self.score_min) * torch.sigmoid(logit)
+
+    def head_output(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's raw output, (B,): the standardised score (linear head) or the logit (sigmoid head)."""
         raw = x
         x = (x - self.pixel_mean) / self.pixel_std
         # LoDa's ResNet stream normalises its own input (ImageNet mean/std); the conv pyramid takes the ViT's.
@@ -282,7 +308,9 @@ class GLIA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Float RGB crops in [0, 1], (B, 3, S, S) -> scores on the training scale, (B,)."""
-        return self.forward_standardised(x) * self.score_std + self.score_mean
+        if self.cfg.score_head == "sigmoid":
+            return self._bounded(self.head_output(x))
+        return self.head_output(x) * self.score_std + self.score_mean
 
     def param_counts(self) -> dict[str, int]:
         """Trainable and total parameter counts."""

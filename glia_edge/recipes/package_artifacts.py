@@ -5,7 +5,7 @@
 Writes every file of :data:`glia_edge.weights.EXPORTED` (the FP32 ONNX that ONNX Runtime and
 OpenVINO both run, an INT8 ONNX for ONNX Runtime, an INT8 OpenVINO IR) with ``glia_edge.export``
 from the checkpoint (the packaged one by default), INT8 calibrated on the default model's own
-calibration photos, each gated against PyTorch on the held-out set. Each artifact's metadata
+calibration photos (training photos), each gated against PyTorch on its validation photos. Each artifact's metadata
 records the SHA-256 of the checkpoint it came from (``source_checkpoint_sha256``); a test fails
 when a shipped artifact and the shipped checkpoint disagree. ``ARTIFACTS.json`` beside them
 lists each file's size, checksum and gate figures (the model card's artifact table quotes it).
@@ -21,22 +21,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from glia_edge.weights import DEFAULT_MODEL, EXPORTED, default_calibration, default_checkpoint, default_sets
+from glia_edge.weights import EXPORTED, default_calibration, default_checkpoint, default_set_csv
 
 log = logging.getLogger(__name__)
 
 #: The summary written beside the artifacts.
 SUMMARY = "ARTIFACTS.json"
-
-
-def held_out_csv(cache: Path | None = None) -> Path:
-    """The default model's held-out set (its labels.csv), written once into the cache."""
-    from glia_edge.data.base import cache_root
-
-    csv_path = (cache or cache_root()) / f"{DEFAULT_MODEL}.held_out" / "labels.csv"
-    if not csv_path.is_file():
-        default_sets()["held_out"].write(csv_path.parent)
-    return csv_path
 
 
 def package(checkpoint: Path | None = None, dest: Path | None = None, *, val: Path | None = None) -> dict[str, Any]:
@@ -47,10 +37,10 @@ def package(checkpoint: Path | None = None, dest: Path | None = None, *, val: Pa
 
     checkpoint = checkpoint or default_checkpoint()
     dest = dest or default_checkpoint().parent
-    val = val or held_out_csv()
+    val = val or default_set_csv("validation")
     calib = default_calibration()
     summary: dict[str, Any] = {"checkpoint": checkpoint.name, "checkpoint_sha256": sha256_file(checkpoint),
-                               "validation": "the default model's held-out set (glia_edge.weights.default_sets)",
+                               "validation": "the default model's validation set (glia_edge.weights.default_sets)",
                                "artifacts": {}}
     for name, (target, precision) in EXPORTED.items():
         result = export(checkpoint, target=target, precision=precision, output=dest / name, val=val,
@@ -72,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint to export (default: packaged)")
     parser.add_argument("--dest", type=Path, default=None, help="folder to write into (default: the package's)")
-    parser.add_argument("--val", type=Path, default=None, help="gate images (default: the held-out set)")
+    parser.add_argument("--val", type=Path, default=None, help="gate images (default: the validation set)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     package(args.checkpoint, args.dest, val=args.val)

@@ -2,8 +2,9 @@
 
 This module only locates packaged files: the checkpoint, the artifacts exported from it
 (:data:`PACKAGED`, rebuilt with ``python -m glia_edge.recipes.package_artifacts``), the sample
-images, and the default model's held-out and calibration sets, described as data in ``glia_vit_nano.synthetic.sets.json`` and written on
-demand with :func:`glia_edge.distortions.make_dataset`. The recipe that trains the model lives in
+images, and the default model's training, validation, test and calibration sets, described as data
+in ``glia_vit_nano.synthetic.sets.json`` and written on demand with
+:func:`glia_edge.distortions.make_dataset`. The recipe that trains the model lives in
 :mod:`glia_edge.recipes.default_model`.
 """
 from __future__ import annotations
@@ -24,18 +25,20 @@ _HERE = Path(__file__).resolve().parent
 
 @dataclass(frozen=True)
 class SyntheticSet:
-    """Graded distortions of named bundled photos: ``photos`` x ``types`` x 5 levels (``tiles`` per photo)."""
+    """Graded distortions of named bundled photos: ``photos`` x ``types`` x 5 levels (``tiles`` per
+    photo, plus a grey-level copy of each colour part with ``grey_copies``)."""
 
     photos: tuple[str, ...]
     types: tuple[str, ...]
     seed: int
     tiles: int
+    grey_copies: bool = False
 
     def write(self, out_dir: Path, *, types: tuple[str, ...] | None = None, progress: bool = False) -> Path:
         """Write the set (or the subset of ``types``: the same images) into ``out_dir``; returns its labels.csv."""
         from glia_edge.distortions import make_dataset, reference_images
 
-        refs = reference_images(names=self.photos, max_tiles=self.tiles)
+        refs = reference_images(names=self.photos, max_tiles=self.tiles, grey_copies=self.grey_copies)
         return make_dataset(out_dir, refs, types=types or self.types, seed=self.seed, progress=progress)
 
 
@@ -105,19 +108,31 @@ def sample_images() -> list[Path]:
 
 
 def default_sets() -> dict[str, SyntheticSet]:
-    """The default model's ``held_out`` (its report and benchmark) and ``calibration`` sets."""
+    """The default model's ``train``, ``validation`` (epoch and recipe choice, export gate), ``test``
+    (the model card's figures) and ``calibration`` (INT8) sets; their photo lists are disjoint."""
     data = json.loads((_HERE / f"{DEFAULT_MODEL}.sets.json").read_text())
-    return {name: SyntheticSet(tuple(spec["photos"]), tuple(spec["types"]), int(spec["seed"]), int(spec["tiles"]))
+    return {name: SyntheticSet(tuple(spec["photos"]), tuple(spec["types"]), int(spec["seed"]), int(spec["tiles"]),
+                               bool(spec.get("grey_copies", False)))
             for name, spec in data.items() if not name.startswith("_")}
 
 
-def default_calibration() -> Path:
-    """INT8 calibration images for the default model (training photos, never held out), written
-    once into the cache (``$GLIA_EDGE_CACHE``); returns their ``labels.csv``."""
+def default_set_csv(name: str) -> Path:
+    """The default model's set ``name`` (see :func:`default_sets`), written once into the cache
+    (``$GLIA_EDGE_CACHE``, under a name that changes with the set's definition); its ``labels.csv``."""
+    import hashlib
+    from dataclasses import asdict
+
     from glia_edge.data.base import cache_root
 
-    csv_path = cache_root() / f"{DEFAULT_MODEL}.calibration" / "labels.csv"
+    spec = default_sets()[name]
+    tag = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:8]
+    csv_path = cache_root() / f"{DEFAULT_MODEL}.{name}-{tag}" / "labels.csv"
     if not csv_path.is_file():
-        log.info("writing calibration images for %s to %s", DEFAULT_MODEL, csv_path.parent)
-        default_sets()["calibration"].write(csv_path.parent)
+        log.info("writing the %s images of %s to %s", name, DEFAULT_MODEL, csv_path.parent)
+        spec.write(csv_path.parent)
     return csv_path
+
+
+def default_calibration() -> Path:
+    """INT8 calibration images for the default model (training photos), as :func:`default_set_csv`."""
+    return default_set_csv("calibration")
