@@ -127,6 +127,9 @@ def monitor_clip(model: Any, clip: Iterator[tuple[np.ndarray, float]], label: st
     results = []
     for res in monitor.run(clip):
         results.append(res)
+        if res.learned:
+            log.info("%s: baseline %.2f learned at frame %d (degraded below %.2f)", label, res.baseline, res.index,
+                     res.threshold)
         if res.alert is not None:
             log.info("%s: alert %s at frame %d", label, res.alert.kind, res.index)
         if len(results) % 1000 == 0:
@@ -215,7 +218,7 @@ def plot(path: Path, degraded: Sequence[Any], clean: Sequence[Any], title: str, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 1, figsize=(11, 7))
+    fig, axes = plt.subplots(2, 1, figsize=(12, 7))
     for ax, results, name in ((axes[0], degraded, "degraded clip"), (axes[1], clean, "clean clip")):
         t = np.array([r.timestamp for r in results])
 
@@ -234,7 +237,7 @@ def plot(path: Path, degraded: Sequence[Any], clean: Sequence[Any], title: str, 
         for a in _alerts(results):
             ax.axvline(a["t_s"], color="red" if a["kind"] == "degraded" else "green", alpha=0.7)
         ax.set(xlabel="clip time (s)", ylabel="quality score", title=f"{name}: {len(results)} frames at 30 fps")
-        ax.legend(loc="best", fontsize=7, ncol=4)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

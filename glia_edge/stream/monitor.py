@@ -217,7 +217,7 @@ class QualityMonitor:
         st = self._state
         if relearn:
             st.relearn()
-            log.info("re-learning the baseline from frame %d", item.index)
+            log.debug("re-learning the baseline from frame %d", item.index)
         if error is not None:
             log.warning("frame %d could not be scored: %s", item.index, error)
             smoothed, state, alert = st.ema.value, st.state, None
@@ -227,7 +227,7 @@ class QualityMonitor:
         limits = st.active
         degrade, recover = (None, None) if limits is None else (limits.degrade, limits.recover)
         if st.learned:
-            log.info("baseline %.2f learned from %d frames: degraded below %.2f, recovered at %.2f", st.baseline,
+            log.debug("baseline %.2f learned from %d frames: degraded below %.2f, recovered at %.2f", st.baseline,
                      st.baseline_frames, degrade, recover)
         with self._cond:
             self._scored += error is None
