@@ -1,4 +1,5 @@
-"""Helpers for the stream tests: test videos whose middle part degrades, and a light real Backend.
+"""Helpers for the stream tests: test videos whose middle part degrades (of a still photo, or of a
+pan over it so the content moves), and a light real Backend.
 
 ``SharpnessBackend`` implements the runtime contract (``Backend._infer``) with a Laplacian
 sharpness measure instead of a network, so the monitor's queueing, dropping and threading can be
@@ -47,6 +48,25 @@ def frames(n: int, start: int, end: int, size: tuple[int, int] = (320, 240), noi
     """``n`` BGR frames of a photo whose frames ``start..end-1`` are progressively degraded."""
     base, rng = photo(size), np.random.default_rng(seed)
     return [degraded_frame(base, severity(i, start, end), rng, noise)[:, :, ::-1].copy() for i in range(n)]
+
+
+def pan_frames(n: int, start: int = 0, end: int = 0, size: tuple[int, int] = (64, 48), noise: float = 0.0,
+               seed: int = 0) -> list[np.ndarray]:
+    """``n`` BGR frames of a window panning over a photo (1 px/frame across, 1/3 down, bouncing at the
+    edges), so the content moves; frames ``start..end-1`` progressively degraded as in :func:`frames`."""
+    w, h = size
+    big, rng = np.asarray(photo((w + w // 2, h + h // 2))), np.random.default_rng(seed)
+
+    def bounce(p: float, travel: int) -> int:
+        q = p % (2 * travel)
+        return int(q if q <= travel else 2 * travel - q)
+
+    out = []
+    for i in range(n):
+        x, y = bounce(i, w // 2), bounce(i / 3, h // 2)
+        window = Image.fromarray(big[y:y + h, x:x + w])
+        out.append(degraded_frame(window, severity(i, start, end), rng, noise)[:, :, ::-1].copy())
+    return out
 
 
 def write_video(path: Path, n: int = 90, start: int = 30, end: int = 60, size: tuple[int, int] = (320, 240),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -54,9 +55,69 @@ def test_watch_flags_the_degraded_span_and_its_recovery(tiny_checkpoint: Path, v
     assert scored[-1]["state"] == "ok" and all(r["dropped"] == 0 for r in scored)
     summary = records[-1]
     assert summary["event"] == "summary" and summary["frames"] == N and summary["scored"] == N // 3
+    assert summary["mode"] == "absolute" and summary["baseline"] is None and alerts[0]["baseline"] is None
+    assert summary["threshold"] == pytest.approx((clean + worst) / 2, abs=1e-3) == scored[0]["threshold"]
     assert "ALERT degraded at frame" in res.output and "ALERT recovered at frame" in res.output
     with Image.open(plot) as img:
         assert img.size[0] > 400
+
+
+def test_watch_defaults_to_baseline_mode(tiny_checkpoint: Path, video: Path, tmp_path: Path) -> None:
+    import glia_edge
+
+    with glia_edge.load(tiny_checkpoint) as model:
+        clean, worst = model.predict([f for f in frames(N, START, END)[::45][:2]], bgr=True)
+        span = model.meta.score_spec.range
+    drop = round((clean - worst) / 2 / span, 4)
+    out, plot = tmp_path / "auto.jsonl", tmp_path / "auto.png"
+    # no --threshold: auto; learn over the first 0.5 s (frames 0-15), degraded half-way to the worst frame
+    res = _watch(str(video), "--model", str(tiny_checkpoint), "--no-realtime", "--learn-s", "0.5",
+                 "--drop", str(drop), "--hysteresis", f"{(clean - worst) / 10:.3f}", "--jsonl", str(out),
+                 "--plot", str(plot))
+    assert res.exit_code == 0, res.output
+    records = _lines(out)
+    scored = [r for r in records if r["event"] == "frame"]
+    assert all(r["state"] == "learning" and r["baseline"] is None for r in scored[:15])
+    [learned] = [r for r in records if r["event"] == "baseline"]
+    assert learned["index"] == 15 and learned["frames"] == 16 and learned["baseline"] == pytest.approx(clean, abs=0.5)
+    assert learned["threshold"] == pytest.approx(learned["baseline"] - drop * span, abs=1e-3)
+    alerts = [r for r in records if r["event"] == "alert"]
+    assert [a["kind"] for a in alerts] == ["degraded", "recovered"]
+    assert START < alerts[0]["index"] <= (START + END) // 2 < alerts[1]["index"] <= END + 15
+    assert (alerts[0]["baseline"], alerts[0]["threshold"]) == pytest.approx((learned["baseline"], learned["threshold"]),
+                                                                          abs=1e-3)
+    summary = records[-1]
+    assert summary["mode"] == "auto" and summary["baseline"] == learned["baseline"] and summary["final_state"] == "ok"
+    assert "baseline mode" in res.output and "ALERT degraded" in res.output and "baseline " in res.output
+    assert plot.stat().st_size > 10_000
+
+
+def test_watch_threshold_is_auto_or_a_number(video: Path) -> None:
+    res = _watch(str(video), "--threshold", "high")
+    assert res.exit_code == 2 and "give 'auto' or a score" in res.output
+    assert "auto" in _watch("--help").output
+
+
+def test_sigusr1_relearns_in_baseline_mode() -> None:
+    import os
+    import signal
+
+    from glia_edge.cli.watch_cmd import _relearn_on_signal
+
+    if not hasattr(signal, "SIGUSR1"):
+        pytest.skip("no SIGUSR1 here")
+
+    class Monitor:
+        relative, calls = True, 0
+
+        def relearn(self) -> None:
+            self.calls += 1
+
+    monitor, before = Monitor(), signal.getsignal(signal.SIGUSR1)
+    with _relearn_on_signal(monitor):
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.05)  # the handler runs in the main thread between bytecodes
+    assert monitor.calls == 1 and signal.getsignal(signal.SIGUSR1) == before
 
 
 def test_watch_realtime_keeps_the_pace_by_sampling(tiny_checkpoint: Path, video: Path, tmp_path: Path) -> None:
@@ -110,6 +171,7 @@ def test_plot_history_stays_bounded() -> None:
     history = History(max_points=8)
     for i in range(100):
         alert = Alert("degraded", "ok", i, i / 10, 1.0, 2.0) if i == 57 else None
-        history.add(FrameResult(i, i / 10, 50.0, 50.0, "ok", 0, 0, 1.0, alert))
+        history.add(FrameResult(i, i / 10, 50.0, 50.0, "ok", 0, 0, 1.0, alert, baseline=60.0, threshold=42.0))
     assert 4 <= len(history.points) < 8 and history.points[0][0] == 0.0
     assert history.points[-1][0] > 8.0 and history.alerts == [(5.7, "degraded")]
+    assert history.points[-1][4:6] == (60.0, 42.0) and math.isnan(history.points[-1][6])

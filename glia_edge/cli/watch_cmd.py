@@ -1,21 +1,31 @@
 """``glia-edge watch SOURCE``: score a video file, camera, URL or GStreamer pipeline live.
 
 A one-line status updates as frames are scored; alerts are printed as they happen; ``--jsonl``
-writes one JSON line per scored frame (``event: frame``) and per alert (``event: alert``) plus a
-closing ``event: summary``; ``--plot`` draws score over time when the source ends or on Ctrl-C.
+writes one JSON line per scored frame (``event: frame``), per alert (``event: alert``) and per
+learned baseline (``event: baseline``) plus a closing ``event: summary``; ``--plot`` draws score,
+baseline and thresholds over time when the source ends or on Ctrl-C.
+
+``--threshold auto`` (the default) learns the stream's own normal level first and alerts on a drop
+below it (:class:`~glia_edge.stream.RelativeThresholds`); SIGUSR1 re-learns it. A number is an
+absolute threshold.
 """
 from __future__ import annotations
 
 import json
+import logging
+import signal
 import sys
-from contextlib import ExitStack
+import threading
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import IO, Any, Optional
+from typing import IO, Any, Iterator, Optional
 
 import typer
 
 from glia_edge.atomic import atomic_write
 from glia_edge.cli.common import cli_errors
+
+log = logging.getLogger(__name__)
 
 
 def _open_model(model: Optional[Path], crops: int, queue_size: int, threads: Optional[int],
@@ -38,30 +48,68 @@ def _open_model(model: Optional[Path], crops: int, queue_size: int, threads: Opt
     return glia_edge.load(model, runtime=runtime, **options)
 
 
+def parse_threshold(text: str) -> Optional[float]:
+    """``auto`` -> None (baseline mode); a number -> that absolute threshold."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: give 'auto' or a score", param_hint="--threshold") from None
+
+
 def _thresholds(model: Any, threshold: Optional[float], hysteresis: Optional[float], min_frames: int,
-                hold: int) -> Any:
-    from glia_edge.stream import Thresholds
+                hold: int, drop: float = 0.2, learn_s: float = 3.0, adapt_s: float = 0.0) -> Any:
+    from glia_edge.stream import RelativeThresholds, Thresholds
 
     spec = model.meta.score_spec
-    if threshold is None:
-        return Thresholds.for_score_range(spec.min, spec.max, min_frames=min_frames, hold=hold)
     margin = 0.05 * spec.range if hysteresis is None else hysteresis
+    if threshold is None:
+        if margin > drop * spec.range:
+            raise typer.BadParameter(f"must not exceed --drop ({drop * spec.range:.3g} score points)",
+                                     param_hint="--hysteresis")
+        return RelativeThresholds(drop=drop * spec.range, hysteresis=margin, learn_s=learn_s, adapt_s=adapt_s,
+                                  min_frames=min_frames, hold=hold)
     return Thresholds.around(threshold, margin, min_frames=min_frames, hold=hold)
 
 
+def _describe_rule(limits: Any) -> str:
+    from glia_edge.stream import RelativeThresholds
+
+    if isinstance(limits, RelativeThresholds):
+        adapt = f", following slow changes (time constant {limits.adapt_s:g} s)" if limits.adapt_s else ""
+        return (f"baseline mode: learning this stream's normal level over its first {limits.learn_s:g} s, then "
+                f"degraded below baseline - {limits.drop:.1f}, recovered at baseline - "
+                f"{limits.drop - limits.hysteresis:.1f}{adapt}")
+    return f"degraded below {limits.degrade:.1f}, recovered at {limits.recover:.1f}"
+
+
+def _num(x: Optional[float], fmt: str = "6.1f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
 def _status(res: Any, stats: Any, ran: str = "") -> str:
-    score = "-" if res.score is None else f"{res.score:6.1f}"
-    smoothed = "-" if res.smoothed is None else f"{res.smoothed:6.1f}"
-    colour = {"ok": "green", "degraded": "bold red", "recovered": "yellow"}[res.state]
-    return (f"frame {res.index:>7d}  t {res.timestamp:10.2f}  score {score}  smoothed {smoothed}  "
-            f"[{colour}]{res.state:9s}[/]  {stats.scored_fps:5.1f} scored/s  dropped {res.dropped}  "
-            f"skipped {res.skipped}" + (f"  | {ran}" if ran else ""))
+    colour = {"learning": "cyan", "ok": "green", "degraded": "bold red", "recovered": "yellow"}[res.state]
+    limit = "" if res.threshold is None else f"  below {res.threshold:6.1f}"
+    return (f"frame {res.index:>7d}  t {res.timestamp:10.2f}  score {_num(res.score)}  smoothed {_num(res.smoothed)}  "
+            f"[{colour}]{res.state:9s}[/]" + ("" if res.baseline is None else f"  baseline {res.baseline:6.1f}")
+            + f"{limit}  {stats.scored_fps:5.1f} scored/s  dropped {res.dropped}  skipped {res.skipped}"
+            + (f"  | {ran}" if ran else ""))
 
 
 def _alert_line(alert: Any) -> str:
     colour = "bold red" if alert.kind == "degraded" else "bold yellow"
+    base = "" if alert.baseline is None else f", baseline {alert.baseline:.1f}"
+    limit = f"below {alert.threshold:.1f}" if alert.kind == "degraded" else f"at {alert.recover:.1f}"
     return (f"[{colour}]ALERT {alert.kind}[/] at frame {alert.index} (t={alert.timestamp:.2f}): "
-            f"score {alert.score:.1f}, smoothed {alert.smoothed:.1f} (was {alert.previous})")
+            f"score {alert.score:.1f}, smoothed {alert.smoothed:.1f} ({alert.kind} {limit}{base}; "
+            f"was {alert.previous})")
+
+
+def _baseline_event(res: Any, frames: int) -> dict[str, Any]:
+    return {"event": "baseline", "index": res.index, "timestamp": round(res.timestamp, 6),
+            "baseline": round(res.baseline, 4), "threshold": round(res.threshold, 4),
+            "recover": round(res.recover, 4), "frames": frames}
 
 
 class History:
@@ -69,7 +117,8 @@ class History:
 
     def __init__(self, max_points: int = 100_000) -> None:
         self.max_points = max_points
-        self.points: list[tuple[float, float, float, bool]] = []  # t, score, smoothed, degraded
+        # t, score, smoothed, degraded, baseline, threshold (degraded below), recover (nan where none)
+        self.points: list[tuple[float, float, float, bool, float, float, float]] = []
         self.alerts: list[tuple[float, str]] = []
         self._stride, self._n = 1, 0
 
@@ -81,12 +130,13 @@ class History:
         self._n += 1
         if self._n % self._stride:
             return
-        self.points.append((res.timestamp, res.score, res.smoothed, res.state == "degraded"))
+        lines = [float("nan") if v is None else v for v in (res.baseline, res.threshold, res.recover)]
+        self.points.append((res.timestamp, res.score, res.smoothed, res.state == "degraded", *lines))
         if len(self.points) >= self.max_points:
             self.points, self._stride = self.points[::2], self._stride * 2
 
 
-def _write_plot(path: Path, history: History, thresholds: Any, title: str) -> None:
+def _write_plot(path: Path, history: History, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,8 +148,10 @@ def _write_plot(path: Path, history: History, thresholds: Any, title: str) -> No
     fig, ax = plt.subplots(figsize=(10, 4))
     ax.plot(t, [p[1] for p in pts], ".", ms=3, alpha=0.5, label="score")
     ax.plot(t, [p[2] for p in pts], "-", lw=1.5, label="smoothed")
-    ax.axhline(thresholds.degrade, color="red", ls="--", lw=1, label="degrade below")
-    ax.axhline(thresholds.recover, color="green", ls=":", lw=1, label="recover at")
+    if any(p[4] == p[4] for p in pts):  # some baseline (not nan)
+        ax.plot(t, [p[4] for p in pts], "-", color="grey", lw=1, drawstyle="steps-post", label="baseline")
+    ax.plot(t, [p[5] for p in pts], "--", color="red", lw=1, drawstyle="steps-post", label="degrade below")
+    ax.plot(t, [p[6] for p in pts], ":", color="green", lw=1, drawstyle="steps-post", label="recover at")
     for ts, kind in history.alerts:
         ax.axvline(ts - t0, color="red" if kind == "degraded" else "green", alpha=0.6)
     degraded = [p[3] for p in pts]
@@ -134,6 +186,12 @@ def _consume(monitor: Any, source: Any, sink: Optional[IO[str]], console: Any, h
             for res in monitor.run(source):
                 history.add(res)
                 _emit(sink, {"event": "frame", **res.to_dict()})
+                if res.learned:
+                    event = _baseline_event(res, monitor.baseline_frames)
+                    _emit(sink, event)
+                    live.console.print(f"baseline {event['baseline']:.1f} learned from {event['frames']} frames "
+                                       f"(frame {res.index}, t={res.timestamp:.2f}): degraded below "
+                                       f"{event['threshold']:.1f}, recovered at {event['recover']:.1f}")
                 if res.alert is not None:
                     _emit(sink, res.alert.to_dict())
                     live.console.print(_alert_line(res.alert))
@@ -155,10 +213,17 @@ def watch(
     max_fps: Optional[float] = typer.Option(None, "--max-fps", min=0.01, help="Score at most F frames per second "
                                             "(of stream time)."),
     crops: int = typer.Option(1, "--crops", help="Crops per frame: 1, 5 or 9."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="Degraded below this smoothed score "
-                                              "(default: 40% of the model's score range)."),
-    hysteresis: Optional[float] = typer.Option(None, "--hysteresis", min=0, help="Recover at threshold + this "
-                                               "(default: 5% of the score range)."),
+    threshold: str = typer.Option("auto", "--threshold", "-t", help="'auto': learn this stream's normal level "
+                                  "(baseline) over its first --learn-s seconds, then alert when the smoothed score "
+                                  "falls --drop below it. A number: degraded below this smoothed score (absolute)."),
+    drop: float = typer.Option(0.2, "--drop", min=0.001, max=1.0, help="Auto: degraded below baseline - DROP x the "
+                               "model's score range (0.2 = 18 points on a 10-100 model)."),
+    learn_s: float = typer.Option(3.0, "--learn-s", min=0.0, help="Auto: seconds of scored frames (stream time) whose "
+                                  "median smoothed score is the baseline. Send SIGUSR1 to learn it again."),
+    adapt_s: float = typer.Option(0.0, "--adapt-s", min=0.0, help="Auto: let the baseline follow slow changes "
+                                  "while the state is ok, with this time constant in seconds (0 = fixed)."),
+    hysteresis: Optional[float] = typer.Option(None, "--hysteresis", min=0, help="Recover at the degrade threshold "
+                                               "+ this, in score points (default: 5% of the score range)."),
     smoothing: float = typer.Option(0.5, "--smoothing", min=0.0, max=0.99, help="EMA weight of the past, per "
                                     "scored frame (0 = off)."),
     min_frames: int = typer.Option(2, "--min-frames", min=1, help="Scored frames past a threshold before the "
@@ -183,26 +248,27 @@ def watch(
 
     if crops not in (1, 5, 9):
         raise typer.BadParameter("must be 1, 5 or 9", param_hint="--crops")
+    absolute = parse_threshold(threshold)
     console = Console(stderr=jsonl == "-", highlight=False)
     history = History()
     with ExitStack() as stack:
         with cli_errors():
             sink = None if jsonl is None else sys.stdout if jsonl == "-" else stack.enter_context(open(jsonl, "w"))
             backend = stack.enter_context(_open_model(model, crops, queue_size, threads, precision))
-            limits = _thresholds(backend, threshold, hysteresis, min_frames, hold)
+            limits = _thresholds(backend, absolute, hysteresis, min_frames, hold, drop, learn_s, adapt_s)
             video = VideoSource(source, realtime=realtime, reconnect_attempts=reconnect, max_frames=max_frames).open()
             stack.callback(video.close)
         monitor = QualityMonitor(backend, every_n=every_n, max_fps=max_fps, crops=crops, smoothing=smoothing,
                                  thresholds=limits, queue_size=queue_size, bgr=True,
                                  block=not video.spec.live and not realtime)
         console.print(f"watching {video.spec.name} ({video.spec.kind}, {video.fps or '?'} fps) with "
-                      f"{backend.describe()}; "
-                      f"degraded below {limits.degrade:.1f}, recovered at {limits.recover:.1f}")
+                      f"{backend.describe()}; {_describe_rule(limits)}")
+        stack.enter_context(_relearn_on_signal(monitor))
         error = _consume(monitor, video, sink, console, history)
         summary = _summary(monitor, video.spec.name, error or video.end_reason)
         _emit(sink, summary)
     if plot is not None:
-        _write_plot(plot, history, limits, video.spec.name)
+        _write_plot(plot, history, video.spec.name)
     console.print(f"{summary['frames']} frames, {summary['scored']} scored ({summary['scored_fps']:.1f}/s over "
                   f"{summary['elapsed_s']:.1f} s), {summary['skipped']} skipped by sampling, {summary['dropped']} "
                   f"dropped, {summary['alerts']} alerts; final state {summary['final_state']}; {summary['end']}")
@@ -211,12 +277,34 @@ def watch(
         raise typer.Exit(130 if error == "interrupted" else 1)
 
 
+@contextmanager
+def _relearn_on_signal(monitor: Any) -> Iterator[None]:
+    """In baseline mode, SIGUSR1 (``kill -USR1 PID``) makes the monitor learn its baseline again."""
+    if not (monitor.relative and hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread()):
+        yield
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        log.info("SIGUSR1: re-learning the baseline")
+        monitor.relearn()
+
+    previous = signal.signal(signal.SIGUSR1, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
 def _summary(monitor: Any, source: str, end: str) -> dict[str, Any]:
     stats = monitor.stats
+    limits = monitor.active_thresholds
     return {"event": "summary", "source": source, "frames": stats.seen, "scored": stats.scored,
             "skipped": stats.skipped, "dropped": stats.dropped, "errors": stats.errors, "alerts": stats.alerts,
             "elapsed_s": round(stats.elapsed_s, 3), "scored_fps": round(stats.scored_fps, 2),
-            "final_state": monitor.state, "end": end}
+            "final_state": monitor.state, "mode": "auto" if monitor.relative else "absolute",
+            "baseline": None if monitor.baseline is None else round(monitor.baseline, 4),
+            "threshold": None if limits is None else round(limits.degrade, 4),
+            "recover": None if limits is None else round(limits.recover, 4), "end": end}
 
 
 def register(app: typer.Typer) -> None:

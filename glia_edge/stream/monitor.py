@@ -10,6 +10,11 @@ copy: :func:`glia_edge.preprocess.load_reduced`),
 smooths and classifies the score (:mod:`glia_edge.stream.states`) and publishes a
 :class:`FrameResult` to ``results()`` and the ``on_result`` / ``on_alert`` callbacks.
 
+By default the monitor runs in baseline mode (:class:`~glia_edge.stream.states.RelativeThresholds`
+for the model's score range): it learns the stream's normal level over its first seconds and
+alerts on a relative drop below it; ``relearn()`` (any thread) learns it again. Pass
+:class:`~glia_edge.stream.states.Thresholds` for absolute thresholds.
+
 When several frames are queued (``queue_size`` > 1) the worker scores them as one batch, which a
 backend with an asynchronous mode spreads over its requests (OpenVINO opened with
 ``mode="throughput"`` splits a batch across async infer requests). ``block=True`` is for
@@ -28,7 +33,7 @@ import numpy as np
 
 from glia_edge.errors import ImageLoadError
 from glia_edge.preprocess import aggregate
-from glia_edge.stream.states import Alert, QualityState, Thresholds
+from glia_edge.stream.states import Alert, QualityState, RelativeThresholds, Rule, Thresholds
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +41,10 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class FrameResult:
     """The outcome for one scored frame. ``dropped`` and ``skipped`` are running totals at the time
-    it was scored: frames lost to a full queue, and frames passed over by sampling."""
+    it was scored: frames lost to a full queue, and frames passed over by sampling. ``threshold``
+    (degraded below) and ``recover`` are the thresholds in force after this frame (None while
+    learning), ``baseline`` the learned level in baseline mode; ``learned`` marks the frame that
+    finished learning it."""
 
     index: int
     timestamp: float
@@ -48,13 +56,16 @@ class FrameResult:
     latency_ms: float
     alert: Alert | None = None
     error: str | None = None
+    baseline: float | None = None
+    threshold: float | None = None
+    recover: float | None = None
+    learned: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"index": self.index, "timestamp": round(self.timestamp, 6),
-               "score": None if self.score is None else round(self.score, 4),
-               "smoothed": None if self.smoothed is None else round(self.smoothed, 4),
-               "state": self.state, "dropped": self.dropped, "skipped": self.skipped,
-               "latency_ms": round(self.latency_ms, 2)}
+        out = {"index": self.index, "timestamp": round(self.timestamp, 6), "score": _round(self.score),
+               "smoothed": _round(self.smoothed), "state": self.state, "baseline": _round(self.baseline),
+               "threshold": _round(self.threshold), "recover": _round(self.recover), "dropped": self.dropped,
+               "skipped": self.skipped, "latency_ms": round(self.latency_ms, 2)}
         if self.error:
             out["error"] = self.error
         return out
@@ -87,15 +98,15 @@ class QualityMonitor:
     """Score frames on a worker thread; see the module docstring."""
 
     def __init__(self, model: Any, *, every_n: int = 1, max_fps: float | None = None, crops: int = 1,
-                 smoothing: float = 0.5, thresholds: Thresholds | None = None,
+                 smoothing: float = 0.5, thresholds: Rule | None = None,
                  on_alert: Callable[[Alert], None] | None = None,
                  on_result: Callable[[FrameResult], None] | None = None, queue_size: int = 1, bgr: bool = True,
                  block: bool = False, results_buffer: int = 1024) -> None:
         if every_n < 1 or queue_size < 1 or (max_fps is not None and max_fps <= 0):
             raise ValueError("every_n and queue_size must be >= 1 and max_fps > 0")
-        if thresholds is None:
+        if thresholds is None:  # baseline mode, sized by the model's declared score range
             spec = model.meta.score_spec
-            thresholds = Thresholds.for_score_range(spec.min, spec.max)
+            thresholds = RelativeThresholds.for_score_range(spec.min, spec.max)
         self.model, self.every_n, self.max_fps, self.crops, self.bgr = model, every_n, max_fps, crops, bgr
         self.queue_size, self.block = queue_size, block
         self.thresholds = thresholds
@@ -106,6 +117,7 @@ class QualityMonitor:
         self._results: deque[FrameResult] = deque(maxlen=results_buffer)
         self._seen = self._skipped = self._dropped = self._scored = self._errors = self._alerts = self._lost = 0
         self._next_due: float | None = None
+        self._relearn = False
         self._t0: float | None = None
         self._t_last = 0.0
         self._closing = False
@@ -200,18 +212,31 @@ class QualityMonitor:
 
     def _publish(self, scored: tuple[_Item, float | None, str | None]) -> None:
         item, score, error = scored
+        with self._cond:
+            relearn, self._relearn = self._relearn, False
+        st = self._state
+        if relearn:
+            st.relearn()
+            log.debug("re-learning the baseline from frame %d", item.index)
         if error is not None:
             log.warning("frame %d could not be scored: %s", item.index, error)
-            smoothed, state, alert = self._state.ema.value, self._state.state, None
+            smoothed, state, alert = st.ema.value, st.state, None
+            st.learned = False
         else:
-            smoothed, state, alert = self._state.update(score, item.index, item.timestamp)  # type: ignore[arg-type]
+            smoothed, state, alert = st.update(score, item.index, item.timestamp)  # type: ignore[arg-type]
+        limits = st.active
+        degrade, recover = (None, None) if limits is None else (limits.degrade, limits.recover)
+        if st.learned:
+            log.debug("baseline %.2f learned from %d frames: degraded below %.2f, recovered at %.2f", st.baseline,
+                     st.baseline_frames, degrade, recover)
         with self._cond:
             self._scored += error is None
             self._errors += error is not None
             self._alerts += alert is not None
             self._t_last = time.monotonic()
             result = FrameResult(item.index, item.timestamp, score, smoothed, state.value, self._dropped,
-                                 self._skipped, (self._t_last - item.submitted) * 1000.0, alert, error)
+                                 self._skipped, (self._t_last - item.submitted) * 1000.0, alert, error, st.baseline,
+                                 degrade, recover, st.learned)
             if len(self._results) == self._results.maxlen:
                 self._lost += 1
                 if self._lost == 1:
@@ -304,6 +329,35 @@ class QualityMonitor:
             self._worker.join(timeout)
         return not self._worker.is_alive()
 
+    def relearn(self) -> None:
+        """Learn the baseline again, starting with the next scored frame (baseline mode; any thread).
+
+        The state goes back to ``learning`` (no alert) until the new baseline is known."""
+        if not self.relative:
+            raise ValueError("relearn() needs baseline mode (RelativeThresholds); these thresholds are absolute")
+        with self._cond:
+            self._relearn = True
+
+    @property
+    def baseline(self) -> float | None:
+        """The learned baseline (None while learning, and with absolute thresholds)."""
+        return self._state.baseline
+
+    @property
+    def baseline_frames(self) -> int:
+        """How many scored frames the current baseline was learned from."""
+        return self._state.baseline_frames
+
+    @property
+    def relative(self) -> bool:
+        """Whether the monitor runs in baseline mode."""
+        return self._state.relative
+
+    @property
+    def active_thresholds(self) -> Thresholds | None:
+        """The absolute thresholds in force now (None while learning a baseline)."""
+        return self._state.active
+
     @property
     def alive(self) -> bool:
         return self._worker.is_alive()
@@ -324,6 +378,10 @@ class QualityMonitor:
 
     def __exit__(self, *exc: object) -> None:
         self.close(drain=exc[0] is None)
+
+
+def _round(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None else round(x, digits)
 
 
 def _unpack(item: Any) -> tuple[np.ndarray, float | None]:
