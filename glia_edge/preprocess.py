@@ -23,6 +23,9 @@ bicubic resize from full size. It is kept as the reference the fast path is test
 as the "old decode path" of the benchmark. Data cached after step 3 (the SPAQ copies) carry the
 version and are rebuilt when it changes.
 
+With one crop, :func:`preprocess` takes version 2's :func:`centre_crop`: steps 2-4 computed on
+only the rows and columns the crop reads, the same pixels (tests/test_preprocess_crop.py).
+
 Training's random crops and flips (``random_crop``) reuse steps 1-3 and the same crop cutter.
 """
 from __future__ import annotations
@@ -455,7 +458,7 @@ def centre_crop(source: ImageInput, cfg: PreprocessConfig, *, bgr: bool = False)
     The same pixels as ``crops_from_image(load_reduced(source, cfg, bgr=bgr), cfg, 1)`` (tested
     equal: tests/test_preprocess_crop.py), but area-averaging and the bicubic resize run only on
     the rows and columns the crop depends on, and frames never become a PIL image larger than
-    their part of it: a 1080p frame costs about a third of the full path. Channel order is
+    their part of it: a 1080p frame costs about half of the whole-frame path. Channel order is
     swapped (``bgr``) on the small part, as every later step treats channels alike.
     """
     if cfg.version == 1:

@@ -65,7 +65,8 @@ def _ops(model: object) -> collections.Counter:
 
 def _runtime_ops(model: object) -> collections.Counter:
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
-    return collections.Counter(op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ops())
+    ops = compiled.get_runtime_model().get_ops()
+    return collections.Counter(op.get_rt_info()["layerType"].astype(str) for op in ops)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
