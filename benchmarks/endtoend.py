@@ -6,8 +6,11 @@ Three measurements on one artifact, in one process:
   the old decode path (preprocessing version 1, full decode, serial on the main thread) and the
   new one (version 2, decode threads), alternating, and the model alone on the same images'
   pre-cut crops. Ratios: new / old, and new / model-only.
-- **frames**: per-frame cost of preprocessing a BGR camera frame (1080p, 4K) through both
-  versions, of inferring its crop, and the share of a frame's time spent in preprocessing.
+- **frames**: per-frame cost of preprocessing a BGR camera frame (1080p, 4K) through version 1,
+  version 2 as first written (the whole averaged frame resized, then cut) and version 2 as the
+  camera path runs it (``Backend.crop_batch``: one centre crop computed from only the rows and
+  columns it needs, the same pixels), alternating; of inferring its crop; and the share of a
+  frame's time spent in preprocessing.
 
 The JPEGs are generated (textured, seeded, quality 90) when no folder is given.
 """
@@ -124,25 +127,37 @@ def frame_rows(model: Any, name: str, size: tuple[int, int], *, repeats: int, cr
 
     frame = cv2.resize(small, size, interpolation=cv2.INTER_CUBIC)
     frame = np.clip(frame.astype(np.int16) + rng.normal(0, 5, frame.shape).astype(np.int16), 0, 255).astype(np.uint8)
+    from glia_edge.preprocess import crops_from_image, load_reduced
+
     base = model.preprocess_config
-    cost: dict[int, list[float]] = {1: [], 2: []}
+    v1, v2 = base.replace(version=1), base.replace(version=2)
+    paths = {
+        "old: exact (v1)": lambda: crops_from_image(load_reduced(frame, v1, bgr=True), v1, crops),
+        # version 2 as first written: the whole averaged frame resized, then cut; same pixels as the next row
+        "v2, whole-frame resize": lambda: crops_from_image(load_reduced(frame, v2, bgr=True), v2, crops),
+        "new: fast (v2)": lambda: model.crop_batch(frame, crops=crops, bgr=True),  # the camera path's call
+    }
+    cost: dict[str, list[float]] = {path: [] for path in paths}
     infer: list[float] = []
-    batch = model.crop_batch(frame, crops=crops, bgr=True)
+    model.preprocess_config = v2
     try:
-        for _ in range(repeats):
-            for version in (1, 2):
-                model.preprocess_config = base.replace(version=version)
-                cost[version].append(_timed(lambda: model.crop_batch(frame, crops=crops, bgr=True)))
+        batch = model.crop_batch(frame, crops=crops, bgr=True)
+        if not np.array_equal(batch, paths["v2, whole-frame resize"]()):
+            raise RuntimeError("the fast version-2 crop differs from the whole-frame one")
+        for _ in range(repeats):  # the paths alternate, the medians count
+            for path, fn in paths.items():
+                cost[path].append(_timed(fn))
             infer.append(_timed(lambda: model.predict_batch(batch)))
     finally:
         model.preprocess_config = base
     inf = statistics.median(infer) * 1000
     rows = []
-    for version, path in ((1, "old: exact (v1)"), (2, "new: fast (v2)")):
-        pre = statistics.median(cost[version]) * 1000
+    for path in paths:
+        pre = statistics.median(cost[path]) * 1000
         rows.append(EndToEndRow("frame", f"{name} {size[0]}x{size[1]} BGR frame", path, 1000 / (pre + inf), pre + inf,
                                 preprocess_ms=pre, infer_ms=inf, preprocess_share=pre / (pre + inf)))
-    rows[1].vs_old = rows[1].images_per_s / rows[0].images_per_s  # type: ignore[operator]
+    for row in rows[1:]:
+        row.vs_old = row.images_per_s / rows[0].images_per_s  # type: ignore[operator]
     return rows
 
 

@@ -23,6 +23,9 @@ bicubic resize from full size. It is kept as the reference the fast path is test
 as the "old decode path" of the benchmark. Data cached after step 3 (the SPAQ copies) carry the
 version and are rebuilt when it changes.
 
+With one crop, :func:`preprocess` takes version 2's :func:`centre_crop`: steps 2-4 computed on
+only the rows and columns the crop reads, the same pixels (tests/test_preprocess_crop.py).
+
 Training's random crops and flips (``random_crop``) reuse steps 1-3 and the same crop cutter.
 """
 from __future__ import annotations
@@ -32,7 +35,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -288,8 +291,14 @@ def area_reduce_array(arr: np.ndarray, short_side: int) -> np.ndarray:
     if factor == 1:
         return arr
     left, top, right, bottom = _trim_box(width, height, factor)
-    region = arr[top:bottom, left:right]
-    size = ((right - left) // factor, (bottom - top) // factor)
+    return _block_mean(arr[top:bottom, left:right], factor)
+
+
+def _block_mean(region: np.ndarray, factor: int) -> np.ndarray:
+    """The f x f block means of a uint8 array whose sides are multiples of ``factor``: OpenCV's
+    ``INTER_AREA`` where installed, else PIL's ``reduce``. Each output pixel is computed from its
+    own block alone, so a block-aligned part of a region gives that part of the region's result."""
+    size = (region.shape[1] // factor, region.shape[0] // factor)
     cv2 = _opencv()
     if cv2:
         if region.ndim == 3 and region.strides[1] != region.shape[2] * region.itemsize:
@@ -305,24 +314,35 @@ def load_reduced(source: ImageInput, cfg: PreprocessConfig, *, bgr: bool = False
     Version 1 gives the full-size image (:func:`load_image`)."""
     if cfg.version == 1:
         return load_image(source, bgr=bgr, max_pixels=cfg.max_pixels)
+    decoded = _decode_v2(source, cfg)
+    if isinstance(decoded, np.ndarray):
+        return _rgb8_to_pil(area_reduce_array(decoded, cfg.short_side), bgr)
+    return area_reduce(decoded, cfg.short_side)
+
+
+def _decode_v2(source: ImageInput, cfg: PreprocessConfig) -> Union[np.ndarray, Image.Image]:
+    """Version 2's step 1: a uint8 HxW or HxWx3 array in the caller's channel order (arrays, not
+    copied), or an 8-bit RGB PIL image (files decoded at reduced size, PIL images)."""
     name = describe(source)
     if isinstance(source, np.ndarray):
         rgb8 = _array_to_rgb8(source, name)
         _check_pixels(rgb8.shape[1], rgb8.shape[0], cfg.max_pixels, name)
-        return _rgb8_to_pil(area_reduce_array(rgb8, cfg.short_side), bgr)
+        return rgb8
     if isinstance(source, Image.Image):
-        img = _to_rgb8(ImageOps.exif_transpose(source) or source, name)
-    else:
-        img = _decode_file(source, name, cfg.max_pixels, cfg.short_side)
-    return area_reduce(img, cfg.short_side)
+        return _to_rgb8(ImageOps.exif_transpose(source) or source, name)
+    return _decode_file(source, name, cfg.max_pixels, cfg.short_side)
+
+
+def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """The size :func:`resize_short_side` gives: min(width, height) == short_side, aspect kept."""
+    scale = short_side / min(width, height)
+    return max(short_side, round(width * scale)), max(short_side, round(height * scale))
 
 
 def resize_short_side(img: Image.Image, short_side: int, resample: str = "bicubic") -> Image.Image:
     """Resize so min(width, height) == short_side, keeping the aspect ratio."""
-    w, h = img.size
-    scale = short_side / min(w, h)
-    new_w, new_h = max(short_side, round(w * scale)), max(short_side, round(h * scale))
-    if (new_w, new_h) == (w, h):
+    new_w, new_h = resized_size(img.width, img.height, short_side)
+    if (new_w, new_h) == img.size:
         return img
     return img.resize((new_w, new_h), _RESAMPLE[resample])
 
@@ -373,10 +393,111 @@ def crops_from_image(img: Image.Image, cfg: PreprocessConfig, crops: int | None 
     return np.stack([to_chw_float(resized.crop(b)) for b in boxes])
 
 
+# -- version 2, one centre crop: the same pixels, computed only where the crop reads ------------
+#: How far each PIL filter reaches at scale 1, in source pixels (PIL's ``support``).
+_SUPPORT = {"bicubic": 2.0, "bilinear": 1.0, "lanczos": 3.0}
+
+
+def _source_span(lo: int, hi: int, in_size: int, out_size: int, support: float) -> tuple[int, int]:
+    """The source indices one pass of PIL's resampling (``in_size`` -> ``out_size`` along one axis,
+    whole-image box) reads for outputs ``lo..hi-1``, as a superset: PIL reads, for output ``i``,
+    ``int(c - r + 0.5) .. int(c + r + 0.5) - 1`` with ``c = (i + 0.5) * scale`` and ``r`` the
+    filter's reach; two pixels of margin cover any rounding. Clipped to the source."""
+    if in_size == out_size:  # PIL skips this pass: output i is input i
+        return lo, hi
+    scale = in_size / out_size
+    reach = support * max(scale, 1.0)
+    return (max(0, math.floor((lo + 0.5) * scale - reach) - 2),
+            min(in_size, math.ceil((hi - 0.5) * scale + reach) + 2))
+
+
+def _pillow_may_go_vertical_first(width: int, height: int, new_w: int, new_h: int) -> bool:
+    """Whether some Pillow release resizes ``width`` x ``height`` -> ``new_w`` x ``new_h`` with the
+    vertical pass first (13: ``ImagingResampleInner``; 12.2-12.3: ``Image.resize`` for 100:1)."""
+    return (height - new_h > 0 and height - new_h > 2 * (width - new_w)) or (height > 100 * width and new_h < height)
+
+
+def _crop_after_resize(width: int, height: int, part: Callable[[int, int, int, int], Image.Image],
+                       cfg: PreprocessConfig) -> np.ndarray:
+    """The centre crop of ``resize_short_side(img, ...)`` for a ``width`` x ``height`` image ``img``
+    of which only ``part(x0, y0, x1, y1)`` (that box of it, as a PIL image) is computed.
+
+    Exact, not an approximation: PIL resizes in two passes, horizontal then vertical, each output
+    pixel computed in integer arithmetic from its own input pixels with coefficients that depend
+    only on (input size, box, output size) of that pass, the first pass rounded to 8 bits. Here
+    the same two passes run separately, each as a whole-image, one-axis ``resize`` of an image of
+    the same size along that axis (identical coefficients, and PIL skips the other axis): the
+    horizontal one on the rows the vertical one reads for the crop's rows, the vertical one on the
+    crop's columns. Pixels no kept output reads are left black.
+
+    Pillow runs the vertical pass first for tall images (12.2+: taller than 100:1; 13+: height
+    reduced by more than twice the width); those take the whole image through PIL's own resize.
+    """
+    new_w, new_h = resized_size(width, height, cfg.short_side)
+    (cx0, cy0, cx1, cy1), = crop_boxes(new_w, new_h, cfg.crop_size, 1)
+    if (new_w, new_h) == (width, height):  # resize_short_side leaves it as it is
+        return np.asarray(part(cx0, cy0, cx1, cy1))
+    resample, support = _RESAMPLE[cfg.resample], _SUPPORT[cfg.resample]
+    if _pillow_may_go_vertical_first(width, height, new_w, new_h):
+        whole = part(0, 0, width, height).resize((new_w, new_h), resample)  # = resize_short_side
+        return np.asarray(whole.crop((cx0, cy0, cx1, cy1)))
+    x0, x1 = _source_span(cx0, cx1, width, new_w, support)
+    y0, y1 = _source_span(cy0, cy1, height, new_h, support)
+    rows = Image.new("RGB", (width, y1 - y0))
+    rows.paste(part(x0, y0, x1, y1), (x0, 0))
+    across = rows.resize((new_w, y1 - y0), resample, box=(0, 0, width, y1 - y0))  # horizontal pass only
+    columns = Image.new("RGB", (cx1 - cx0, height))
+    columns.paste(across.crop((cx0, 0, cx1, y1 - y0)), (0, y0))
+    down = columns.resize((cx1 - cx0, new_h), resample, box=(0, 0, cx1 - cx0, height))  # vertical pass only
+    return np.asarray(down.crop((0, cy0, cx1 - cx0, cy1)))
+
+
+def centre_crop(source: ImageInput, cfg: PreprocessConfig, *, bgr: bool = False) -> np.ndarray:
+    """Version 2's one centre crop of ``source`` as an (S, S, 3) uint8 RGB array.
+
+    The same pixels as ``crops_from_image(load_reduced(source, cfg, bgr=bgr), cfg, 1)`` (tested
+    equal: tests/test_preprocess_crop.py), but area-averaging and the bicubic resize run only on
+    the rows and columns the crop depends on, and frames never become a PIL image larger than
+    their part of it: a 1080p frame costs about half of the whole-frame path. Channel order is
+    swapped (``bgr``) on the small part, as every later step treats channels alike.
+    """
+    if cfg.version == 1:
+        raise ValueError("centre_crop is version 2's; version 1 resizes the full image (load_image)")
+    decoded = _decode_v2(source, cfg)
+    short = cfg.short_side
+    if isinstance(decoded, np.ndarray):
+        arr = decoded
+        height, width = arr.shape[:2]
+        factor = area_factor(width, height, short)
+        left, top, right, bottom = _trim_box(width, height, factor)
+
+        def part(x0: int, y0: int, x1: int, y1: int) -> Image.Image:
+            if factor == 1:
+                return _rgb8_to_pil(arr[y0:y1, x0:x1], bgr)
+            f = factor
+            return _rgb8_to_pil(_block_mean(arr[top + f * y0:top + f * y1, left + f * x0:left + f * x1], f), bgr)
+    else:
+        img = decoded
+        width, height = img.size
+        factor = area_factor(width, height, short)
+        left, top, right, bottom = _trim_box(width, height, factor)
+
+        def part(x0: int, y0: int, x1: int, y1: int) -> Image.Image:
+            if factor == 1:
+                return img.crop((x0, y0, x1, y1))
+            f = factor
+            return img.reduce(f, box=(left + f * x0, top + f * y0, left + f * x1, top + f * y1))
+    return _crop_after_resize((right - left) // factor, (bottom - top) // factor, part, cfg)
+
+
 def preprocess(source: ImageInput, cfg: PreprocessConfig | None = None, *, crops: int | None = None,
                bgr: bool = False) -> np.ndarray:
-    """Decode and preprocess one image into its crop batch: (n_crops, 3, S, S) float32 in [0, 1]."""
+    """Decode and preprocess one image into its crop batch: (n_crops, 3, S, S) float32 in [0, 1].
+
+    Version 2 with one crop takes :func:`centre_crop` (same pixels, less work)."""
     cfg = cfg or PreprocessConfig()
+    if cfg.version != 1 and (crops or cfg.crops) == 1:
+        return np.stack([to_chw_float(centre_crop(source, cfg, bgr=bgr))])
     return crops_from_image(load_reduced(source, cfg, bgr=bgr), cfg, crops)
 
 

@@ -29,7 +29,9 @@ def test_rows_for_files_and_frames(tiny_checkpoint: Path, tmp_path: Path) -> Non
     frames = [r for r in rows if r.kind == "frame"]
     assert [r.path.split(":")[0] for r in files] == ["old", "new", "model only (batch 8)"]
     assert all(r.images_per_s and r.images_per_s > 0 for r in rows)
-    assert files[1].vs_old and files[1].vs_model_only and len(frames) == 2
+    assert files[1].vs_old and files[1].vs_model_only
+    assert [r.path for r in frames] == ["old: exact (v1)", "v2, whole-frame resize", "new: fast (v2)"]
+    assert frames[0].vs_old is None and frames[1].vs_old and frames[2].vs_old
     assert all(0 < (r.preprocess_share or 0) < 1 and r.preprocess_ms and r.infer_ms for r in frames)
     text = to_markdown(rows, "machine", "cmd")
     assert text.count("\n| ") == len(rows) + 1
