@@ -126,7 +126,7 @@ def test_the_openvino_backend_runs_an_onnx_model_with_its_attention_fused(irs: d
     from glia_edge.runtimes.openvino import OpenVinoBackend
 
     onnx_path = export(random_tiny[1], target="onnx", precision="fp32",
-                       output=irs["fp32"].path.parent.parent / "backend").path
+                       output=irs["fp32"].path.parent.parent / "backend.onnx").path
     backend = OpenVinoBackend(onnx_path, inference_precision="fp32")
     runs = collections.Counter(op.get_rt_info()["layerType"].astype(str)
                                for op in backend.compiled.get_runtime_model().get_ops())
