@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from glia_edge.atomic import atomic_write
 from glia_edge.weights import DEFAULT_MODEL, default_checkpoint, default_sets
 
 log = logging.getLogger(__name__)
@@ -69,12 +70,13 @@ def build_sets(work: Path) -> tuple[Path, Path, Path]:
             with open(paths[name], newline="") as fh:
                 for row in csv.DictReader(fh):
                     rows.append({**row, "path": f"synth-{name}/{row['path']}", "set": name})
-        tmp = combined.with_suffix(".tmp")
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        tmp.replace(combined)
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+
+        atomic_write(combined, write)
     return combined, paths["validation"], paths["test"]
 
 
@@ -100,15 +102,15 @@ def train_seed(work: Path, train_csv: Path, seed: int, args: argparse.Namespace)
 def figures(checkpoint: Path, labels: Path) -> dict[str, Any]:
     """The card's figures of ``checkpoint`` on a set: within-series ranking per type, pooled, pristine, range."""
     import glia_edge
-    from glia_edge.checkpoint import read_checkpoint_meta
     from glia_edge.ranking import scale_report
 
-    spec = read_checkpoint_meta(checkpoint).score_spec
-    report = scale_report(glia_edge.load(checkpoint, runtime="torch"), labels, (spec.min, spec.max)).to_dict()
+    model = glia_edge.load(checkpoint, runtime="torch")
+    spec = model.meta.score_spec
+    report = scale_report(model, labels, (spec.min, spec.max)).to_dict()
     per_type = report["per_type"]
     trained = [v for k, v in per_type.items() if k in TRAIN_TYPES]
     held = [v for k, v in per_type.items() if k not in TRAIN_TYPES]
-    report.update(within_all=float(np.mean(list(per_type.values()))), within_trained=float(np.mean(trained)),
+    report.update(within_all=report["mean_srcc"], within_trained=float(np.mean(trained)),
                   within_held_out=float(np.mean(held)) if held else float("nan"),
                   worst_trained=max(trained))
     return report
