@@ -9,8 +9,8 @@ import pytest
 
 import glia_edge
 from glia_edge.checkpoint import read_checkpoint_meta
-from glia_edge.recipes.default_model import (HELD_OUT_TYPES, SEEDS, TEST, TEST_REFS, TRAIN_REFS, TRAIN_TYPES,
-                                             VALIDATION_REFS)
+from glia_edge.recipes.default_model import (FLOORS, HELD_OUT_TYPES, SEEDS, TEST, TEST_REFS, TRAIN_REFS,
+                                             TRAIN_TYPES, VALIDATION_REFS, floor_score)
 from glia_edge.weights import DEFAULT_MODEL, default_checkpoint
 
 CARD = Path(glia_edge.__file__).parent / "weights" / "MODEL_CARD.md"
@@ -73,3 +73,13 @@ def test_the_cards_test_figures_are_what_the_packaged_model_scores(tmp_path: Pat
     assert report.pristine_floor == pytest.approx(shipped("lowest pristine score (share of range)"), abs=0.005)
     assert report.inside == pytest.approx(shipped("scores inside the range"), abs=0.005)
     assert report.inside == 1.0  # the sigmoid head: nothing escapes the range
+
+
+def test_the_recipe_choice_rule_rewards_each_floor_up_to_meeting_it_and_no_further() -> None:
+    met = dict(FLOORS)
+    assert floor_score(met) == pytest.approx(4.0)
+    assert floor_score({k: 2 * v for k, v in FLOORS.items()}) == pytest.approx(4.0)  # beyond a floor: no credit
+    half = {**met, "pooled_srcc": FLOORS["pooled_srcc"] / 2}
+    assert floor_score(half) == pytest.approx(3.5)
+    wrong_sign = {**met, "worst_trained": 0.4}  # a type that ranks backwards costs
+    assert floor_score(wrong_sign) == pytest.approx(3.0 - 0.5)

@@ -16,6 +16,9 @@
 3. Once per seed (``--seeds``, three by default). The model card reports every figure as the mean
    and spread over the seeds; the seed shipped is the one whose *validation* figures sit nearest
    the seeds' mean (not the best test draw). Test figures are computed after all training is done.
+   The settings (``--epochs``, ``--lr``, the loss weights) were chosen among candidate recipes on
+   the validation photos alone: ``--validation-only`` trains (or reuses) the seeds, writes
+   ``validation.json`` and stops before any test image is scored; :func:`floor_score` ranks them.
 4. ``report.json`` and ``report.md`` land in ``--work``; ``--install`` copies the chosen checkpoint
    into the package and re-exports the packaged runtime artifacts from it
    (:mod:`glia_edge.recipes.package_artifacts`), so checkpoint, artifacts and figures move together.
@@ -49,6 +52,8 @@ PRESET = "glia_vit_nano"
 SEEDS = (3407, 3408, 3409)
 #: The figures the shipped seed must sit near (validation), and the card's floors (issue 13).
 KEY_FIGURES = ("within_trained", "within_held_out", "pooled_srcc", "pristine_floor")
+#: The card's floors on the ranking figures: the recipe is chosen by :func:`floor_score` on validation.
+FLOORS = {"within_all": -0.9, "worst_trained": -0.8, "pooled_srcc": -0.75, "pristine_floor": 0.8}
 
 
 def build_sets(work: Path) -> tuple[Path, Path, Path]:
@@ -116,6 +121,13 @@ def figures(checkpoint: Path, labels: Path) -> dict[str, Any]:
     return report
 
 
+def floor_score(report: dict[str, Any]) -> float:
+    """How close a set of figures comes to the card's floors: the sum over :data:`FLOORS` of
+    ``min(1, figure / floor)`` (4.0 = every floor met; a figure on the wrong side of zero counts
+    below 0). Candidate recipes are compared by it on the *validation* photos."""
+    return float(sum(min(1.0, report[key] / floor) for key, floor in FLOORS.items()))
+
+
 def mean_spread(reports: list[dict[str, Any]], keys: list[str]) -> dict[str, dict[str, float]]:
     return {k: {"mean": float(np.mean([r[k] for r in reports])), "std": float(np.std([r[k] for r in reports])),
                 "min": float(np.min([r[k] for r in reports])), "max": float(np.max([r[k] for r in reports]))}
@@ -176,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("runs/default"), help="working folder")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="training seeds (>= 3 for the card)")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=30, help="images per step (5 ladders of 6 levels)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--crops-per-image", type=int, default=2, help="ladders per (reference, type) per epoch")
@@ -186,6 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     parser.add_argument("--train-only", action="store_true",
                         help="train the seeds and stop (run seeds in parallel processes, then once without it)")
+    parser.add_argument("--validation-only", action="store_true",
+                        help="score the seeds on the validation photos only (comparing candidate recipes) and stop")
     parser.add_argument("--install", action="store_true", help="copy the result into the package and re-export")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -196,6 +210,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.train_only:
         return
     validation = {seed: figures(path, val_csv) for seed, path in best.items()}
+    for seed, report in validation.items():
+        report["floor_score"] = floor_score(report)
+    if args.validation_only:  # no test figures: candidates are compared on validation alone
+        summary = mean_spread(list(validation.values()), [*FLOORS, "floor_score"])
+        args.work.joinpath("validation.json").write_text(json.dumps(
+            {"recipe": vars(args) | {"work": str(args.work)}, "summary": summary,
+             "validation": {str(s): r for s, r in validation.items()}}, indent=2, default=str))
+        log.info("validation (mean over seeds %s): %s", ", ".join(map(str, best)),
+                 ", ".join(f"{k} {v['mean']:.3f}" for k, v in summary.items()))
+        return
     shipped = nearest_to_mean(validation) if len(best) > 1 else args.seeds[0]
     # Test figures only now, after every choice (epochs, seed) was made on validation.
     test = {seed: figures(path, test_csv) for seed, path in best.items()}
