@@ -39,6 +39,7 @@ per-frame series), ``--plot`` a PNG of score, baseline and thresholds over time 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import time
@@ -245,13 +246,14 @@ def plot(path: Path, degraded: Sequence[Any], clean: Sequence[Any], title: str, 
 
 
 def measure(model: Any, photo: np.ndarray, clean_frames: int = 10_000, visible: float = 0.25,
-            seed: int = 0) -> tuple[dict[str, Any], list[Any], list[Any]]:
-    """Both clips through default monitors on ``model``: (figures, degraded results, clean results)."""
+            seed: int = 0, thresholds: Any = None) -> tuple[dict[str, Any], list[Any], list[Any]]:
+    """Both clips through monitors on ``model`` (default rule unless ``thresholds``): (figures, degraded
+    results, clean results)."""
     figures: dict[str, Any] = {}
     runs = {}
     for name, clip in (("degraded", degraded_clip(photo, seed)), ("clean", clean_clip(photo, clean_frames))):
         t0 = time.monotonic()
-        results, stats = monitor_clip(model, clip, name)
+        results, stats = monitor_clip(model, clip, name, thresholds=thresholds)
         if stats.dropped or stats.skipped or stats.errors:
             log.warning("%s clip: %d dropped, %d skipped, %d errors: not every frame was scored", name,
                         stats.dropped, stats.skipped, stats.errors)
@@ -281,9 +283,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with glia_edge.load(args.model, **options) as model:
         spec = model.meta.score_spec
         rule = RelativeThresholds.for_score_range(spec.min, spec.max)  # what QualityMonitor uses by default
+        if args.min_frames is not None:  # the one rule setting to compare (on a validation clip: --photo)
+            rule = dataclasses.replace(rule, min_frames=args.min_frames)
         described = model.describe()
-        print(f"model: {described}; score range {spec.min:g}..{spec.max:g}; default rule: {rule}", flush=True)
-        figures, deg, clean = measure(model, photo, args.clean_frames, args.visible, args.seed)
+        kind = "default" if args.min_frames is None else "chosen"
+        print(f"model: {described}; score range {spec.min:g}..{spec.max:g}; {kind} rule: {rule}", flush=True)
+        figures, deg, clean = measure(model, photo, args.clean_frames, args.visible, args.seed, rule)
     report: dict[str, Any] = {
         "machine": machine_line(info), "machine_info": info, "model": str(args.model or "default (glia_edge.load())"),
         "backend": described, "score_range": [spec.min, spec.max], "photo": photo_name, "frame_size": list(SIZE),
@@ -291,7 +296,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report["degraded"]["series"] = _series(deg)
     report["clean"]["series"] = _series(clean, step=10, degraded=False)
     if args.plot:
-        plot(Path(args.plot), deg, clean, f"{described}; default baseline mode", args.visible)
+        plot(Path(args.plot), deg, clean, f"{described}; baseline mode, min_frames {rule.min_frames}", args.visible)
     return report
 
 
@@ -331,6 +336,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    "visible (0.25: blur sigma 1 px, noise sigma 5)")
     p.add_argument("--photo", default=None, help="photo to pan over (default: skimage's stereo_motorcycle)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    p.add_argument("--min-frames", type=int, default=None,
+                   help="frames below the threshold before an alert (default: the monitor's own)")
     p.add_argument("--threads", type=int, default=None, help="inference threads")
     p.add_argument("--out", default=None, help="write the report here as JSON")
     p.add_argument("--plot", default=None, help="save score, baseline and thresholds over time here (PNG)")

@@ -27,3 +27,19 @@ def test_stream_alerts_benchmark_on_a_stand_in_model() -> None:
     assert c["alerts"] == 0 and c["pass_no_alert"] and c["baseline"]["frame"] == 90
     lines = bench.summary_lines({"degraded": d, "clean": c})
     assert "delay" in lines[1] and "0 alerts" in lines[3]
+
+
+def test_a_longer_minimum_duration_delays_the_alert_by_the_extra_frames() -> None:
+    pytest.importorskip("skimage")
+    from glia_edge.benchmarks import stream_alerts as bench
+    from glia_edge.stream import RelativeThresholds
+
+    photo, _ = bench.load_photo()
+    base = RelativeThresholds.for_score_range(0.0, 100.0)
+    first = {}
+    for n in (base.min_frames, base.min_frames + 3):
+        figures, _, _ = bench.measure(SharpnessBackend(), photo, clean_frames=10,
+                                      thresholds=RelativeThresholds.for_score_range(0.0, 100.0, min_frames=n))
+        first[n] = figures["degraded"]["first_alert_frame"]
+    assert first[base.min_frames] is not None and first[base.min_frames + 3] == first[base.min_frames] + 3
+    assert bench._parse_args(["--min-frames", "8"]).min_frames == 8 and bench._parse_args([]).min_frames is None
