@@ -128,6 +128,10 @@ def floor_score(report: dict[str, Any]) -> float:
     return float(sum(min(1.0, report[key] / floor) for key, floor in FLOORS.items()))
 
 
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
 def mean_spread(reports: list[dict[str, Any]], keys: list[str]) -> dict[str, dict[str, float]]:
     return {k: {"mean": float(np.mean([r[k] for r in reports])), "std": float(np.std([r[k] for r in reports])),
                 "min": float(np.min([r[k] for r in reports])), "max": float(np.max([r[k] for r in reports]))}
@@ -167,8 +171,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {kind} | {'yes' if kind in TRAIN_TYPES else 'held out'} | {np.mean(values):.3f} | "
                      f"{np.std(values):.3f} | {test[str(shipped)]['per_type'][kind]:.3f} |")
     lines += ["", "| figure | floor | mean over seeds | spread (std) | shipped seed |", "|---|---|---|---|---|"]
-    floors = {"within_all": "<= -0.9", "worst_trained": "<= -0.8", "pooled_srcc": "<= -0.75",
-              "pristine_floor": ">= 0.8", "inside_range": ">= 0.99"}
+    floors = {**{k: f"{'<=' if v < 0 else '>='} {v:g}" for k, v in FLOORS.items()}, "inside_range": ">= 0.99"}
     names = {"within_all": "within-series Spearman, mean over types", "worst_trained": "weakest trained type",
              "pooled_srcc": "pooled Spearman (all photos, all types)",
              "pristine_floor": "lowest pristine score (share of range)", "inside_range": "scores inside the range"}
@@ -214,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         report["floor_score"] = floor_score(report)
     if args.validation_only:  # no test figures: candidates are compared on validation alone
         summary = mean_spread(list(validation.values()), [*FLOORS, "floor_score"])
-        args.work.joinpath("validation.json").write_text(json.dumps(
+        _write_text(args.work / "validation.json", json.dumps(
             {"recipe": vars(args) | {"work": str(args.work)}, "summary": summary,
              "validation": {str(s): r for s, r in validation.items()}}, indent=2, default=str))
         log.info("validation (mean over seeds %s): %s", ", ".join(map(str, best)),
@@ -231,8 +234,8 @@ def main(argv: list[str] | None = None) -> None:
               "test_summary": mean_spread(list(test.values()), keys),
               "validation": {str(s): r for s, r in validation.items()}, "test": {str(s): r for s, r in test.items()},
               "minutes": round((time.perf_counter() - started) / 60, 1)}
-    args.work.joinpath("report.json").write_text(json.dumps(report, indent=2, default=str))
-    args.work.joinpath("report.md").write_text(markdown(report))
+    _write_text(args.work / "report.json", json.dumps(report, indent=2, default=str))
+    _write_text(args.work / "report.md", markdown(report))
     log.info("%s", markdown(report))
     shipped_ckpt = best[shipped]
     if args.install:
