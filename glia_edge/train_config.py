@@ -33,6 +33,8 @@ class TrainConfig:
     l1_weight: float = 0.1
     rank_weight: float = 0.0  # > 0: ladder ranking loss on a graded synthetic set (see losses.py)
     cross_rank_weight: float = 0.0  # > 0: ranking across ladders (other photos), margin from the label gap
+    #: Ladders of these distortion types are served this many times per epoch (types slow to learn).
+    ladder_repeats: dict[str, int] = field(default_factory=dict)
     seed: int = 3407
     device: str = "auto"
     workers: int = 4
@@ -46,4 +48,12 @@ class TrainConfig:
     progress: bool = True
 
 
-__all__ = ["TrainConfig"]
+def parse_ladder_repeat(text: str) -> tuple[str, int]:
+    """One ``TYPE=N`` of ``ladder_repeats`` (CLI ``--ladder-repeat``): a distortion type and a count >= 1."""
+    name, _, count = text.partition("=")
+    if not name or not count.isdigit() or int(count) < 1:
+        raise ValueError(f"{text!r}: expected TYPE=N (a distortion type of the set and a count >= 1)")
+    return name, int(count)
+
+
+__all__ = ["TrainConfig", "parse_ladder_repeat"]

@@ -114,7 +114,7 @@ def prepare_data(cfg: TrainConfig, ctx: DistContext, crop_size: int) -> TrainDat
         if cfg.dataset != "csv" or not cfg.csv:
             raise DatasetError("--rank-weight trains on ladders of a graded synthetic set: "
                                "use --dataset csv --csv <glia-edge synth labels.csv>")
-        ladders = synthetic_ladders(train.records, Path(cfg.csv))
+        ladders = synthetic_ladders(train.records, Path(cfg.csv), cfg.ladder_repeats)
         log.info("ladder ranking: %d ladders of %d levels", len(ladders), len(ladders[0]))
         train_set: TrainCrops = LadderCrops(ladders, preprocess, **options)
     else:
@@ -123,10 +123,12 @@ def prepare_data(cfg: TrainConfig, ctx: DistContext, crop_size: int) -> TrainDat
                      splits_path, train_set, eval_crops, sizes, cfg.split_source)
 
 
-def synthetic_ladders(records: Sequence[IQARecord], labels_csv: Path) -> list[list[IQARecord]]:
+def synthetic_ladders(records: Sequence[IQARecord], labels_csv: Path,
+                      repeats: dict[str, int] | None = None) -> list[list[IQARecord]]:
     """Group the records of a synthetic labels.csv into ladders: for each reference (tile) and
     distortion type, the reference then levels 1..N, best first. Only full-length ladders are kept
-    (a level lost to a bad file drops its ladder, with a warning)."""
+    (a level lost to a bad file drops its ladder, with a warning). ``repeats`` (type -> n) lists
+    the ladders of a type n times, so a type that is slow to learn gets more of each epoch."""
     from collections import defaultdict
 
     from glia_edge.ranking import read_ladder_rows
@@ -144,8 +146,12 @@ def synthetic_ladders(records: Sequence[IQARecord], labels_csv: Path) -> list[li
             refs[group] = rec
         else:
             levels[(*group, row["distortion"])][int(row["level"])] = rec
+    unknown = set(repeats or {}) - {key[2] for key in levels}
+    if unknown:
+        raise DatasetError(f"{labels_csv}: ladder repeats name types with no ladders: {', '.join(sorted(unknown))}")
     ladders = [[refs[key[:2]], *(by_level[lv] for lv in sorted(by_level))]
-               for key, by_level in sorted(levels.items()) if key[:2] in refs]
+               for key, by_level in sorted(levels.items()) if key[:2] in refs
+               for _ in range((repeats or {}).get(key[2], 1))]
     if not ladders:
         raise DatasetError(f"{labels_csv}: no ladders (a reference plus graded levels) among the training images")
     full = max(len(ladder) for ladder in ladders)

@@ -83,3 +83,14 @@ def test_the_recipe_choice_rule_rewards_each_floor_up_to_meeting_it_and_no_furth
     assert floor_score(half) == pytest.approx(3.5)
     wrong_sign = {**met, "worst_trained": 0.4}  # a type that ranks backwards costs
     assert floor_score(wrong_sign) == pytest.approx(3.0 - 0.5)
+
+
+def test_ladder_repeats_take_trained_types_only() -> None:
+    import argparse
+
+    from glia_edge.recipes.default_model import _type_repeat
+
+    assert _type_repeat("jpeg=3") == ("jpeg", 3)
+    for bad in ("jpeg", "jpeg=0", "jpeg=x", "motion_blur=2"):  # motion blur is held out of training
+        with pytest.raises(argparse.ArgumentTypeError, match="TYPE=N"):
+            _type_repeat(bad)

@@ -42,6 +42,18 @@ def test_rt_info_metadata_round_trips(ir_exports: dict, tiny_checkpoint: Path) -
     int8 = read_meta(ir_exports["int8"].path)
     assert int8.calibration_sha256 and int8.export["quantization"]["smooth_quant_alpha"] == 0.15
     assert int8.export["quantization"]["keep_head_float"] is True
+    assert int8.export["quantization"]["keep_local_stem_float"] is True
+
+
+def test_int8_keeps_the_local_streams_first_convolution_float(ir_exports: dict) -> None:
+    import openvino as ov
+
+    model = ov.Core().read_model(str(ir_exports["int8"].path))
+    inputs = {op.get_friendly_name(): [op.input_value(i).get_node().get_type_name() for i in range(2)]
+              for op in model.get_ops() if op.get_type_name() == "Convolution"}
+    stem = [k for k in inputs if "/local/stem/stem.0/" in k]
+    assert len(stem) == 1 and "FakeQuantize" not in inputs[stem[0]] and inputs[stem[0]][1] == "Constant"
+    assert "FakeQuantize" in inputs[next(k for k in inputs if "/local/stem/stem.1/" in k)]  # the rest is INT8
 
 
 def test_weights_are_compressed_for_fp16_and_int8(ir_exports: dict) -> None:

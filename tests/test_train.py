@@ -200,6 +200,29 @@ def test_ladders_share_one_crop_box_and_come_best_first(blur_labels: Path) -> No
         LadderCrops([ladders[0], ladders[1][:2]], cfg)
 
 
+def test_ladder_repeats_serve_a_type_more_often_and_refuse_unknown_types(blur_labels: Path) -> None:
+    from glia_edge.data import load_dataset
+    from glia_edge.errors import DatasetError
+    from glia_edge.train_data import synthetic_ladders
+
+    records = load_dataset("csv", csv=blur_labels).records
+    once = synthetic_ladders(records, blur_labels)
+    thrice = synthetic_ladders(records, blur_labels, {"blur": 3})
+    assert len(thrice) == 3 * len(once) and {tuple(map(id, ladder)) for ladder in thrice} == \
+        {tuple(map(id, ladder)) for ladder in once}
+    with pytest.raises(DatasetError, match="jpeg"):
+        synthetic_ladders(records, blur_labels, {"jpeg": 2})
+
+
+def test_cli_refuses_a_malformed_ladder_repeat_in_one_line(blur_labels: Path) -> None:
+    from typer.testing import CliRunner
+
+    from glia_edge.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--dataset", "csv", "--csv", str(blur_labels), "--ladder-repeat", "blur"])
+    assert result.exit_code == 2 and "TYPE=N" in result.output
+
+
 def test_ladder_training_records_its_loss_and_batches_whole_ladders(tmp_path: Path, blur_labels: Path) -> None:
     result = train(tiny_config(tmp_path / "run", blur_labels, rank_weight=1.0, epochs=1))
     meta = read_checkpoint_meta(tmp_path / "run" / "last.safetensors")

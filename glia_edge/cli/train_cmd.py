@@ -60,6 +60,9 @@ def train(
     cross_rank_weight: float = typer.Option(0.0, "--cross-rank-weight", min=0.0,
                                             help="Graded synthetic csv sets: weight of the ranking loss across "
                                                  "ladders (other photos; margin grows with the level gap; 0 = off)."),
+    ladder_repeat: list[str] = typer.Option([], "--ladder-repeat", metavar="TYPE=N",
+                                            help="Graded synthetic csv sets: serve the ladders of distortion TYPE N "
+                                                 "times per epoch (a type slow to learn; repeatable)."),
     score_head: Optional[str] = typer.Option(None, "--score-head",
                                              help="linear (unbounded) or sigmoid (bounded to the labels' range)."),
     seed: int = typer.Option(3407, "--seed"),
@@ -83,6 +86,12 @@ def train(
     from glia_edge.train import TrainConfig
     from glia_edge.train import train as run_training
 
+    from glia_edge.train_config import parse_ladder_repeat
+
+    try:
+        repeats = dict(parse_ladder_repeat(item) for item in ladder_repeat)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--ladder-repeat") from None
     overrides = parse_overrides(model_opt, depth=depth, adapter_dim=adapter_dim, adapter_every=adapter_every,
                                 head_hidden=head_hidden, score_head=score_head)
     with cli_errors():
@@ -93,7 +102,7 @@ def train(
             splits_file=str(splits_file) if splits_file else None, output=str(output) if output else None,
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, crops_per_image=crops_per_image,
             eval_crops=eval_crops, l1_weight=l1_weight, rank_weight=rank_weight,
-            cross_rank_weight=cross_rank_weight, seed=seed, device=device,
+            cross_rank_weight=cross_rank_weight, ladder_repeats=repeats, seed=seed, device=device,
             workers=workers, amp=amp,
             resume=str(resume) if resume else None, max_steps=max_steps, limit=limit, short_side=short_side,
             model_overrides=overrides, progress=progress,
