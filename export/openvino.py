@@ -68,7 +68,7 @@ def onnx_to_openvino(onnx_path: str | Path, xml_path: str | Path, *, precision: 
     return xml_path
 
 
-def _head_names(model: Any, patterns: tuple[str, ...]) -> list[str]:
+def _names_matching(model: Any, patterns: tuple[str, ...]) -> list[str]:
     import re
 
     return [op.get_friendly_name() for op in model.get_ops()
@@ -86,7 +86,7 @@ def quantize_nncf(model: Any, calib: CalibrationSet | None, options: OpenVinoOpt
     advanced = AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alpha))
     patterns = (tuple(options.ignored_patterns) + (HEAD_PATTERNS if options.keep_head_float else ())
                 + (LOCAL_STEM_PATTERNS if options.keep_local_stem_float else ()))
-    names = _head_names(model, patterns) if patterns else []
+    names = _names_matching(model, patterns) if patterns else []
     ignored = nncf.IgnoredScope(names=names, validate=False) if names else None
     log.info("NNCF INT8: %d crops, SmoothQuant %s, %d ops kept float", len(calib),
              "off" if alpha < 0 else f"alpha={alpha}", len(names))

@@ -146,12 +146,13 @@ def synthetic_ladders(records: Sequence[IQARecord], labels_csv: Path,
             refs[group] = rec
         else:
             levels[(*group, row["distortion"])][int(row["level"])] = rec
-    unknown = set(repeats or {}) - {key[2] for key in levels}
+    repeats = repeats or {}
+    unknown = set(repeats) - {key[2] for key in levels}
     if unknown:
         raise DatasetError(f"{labels_csv}: ladder repeats name types with no ladders: {', '.join(sorted(unknown))}")
     ladders = [[refs[key[:2]], *(by_level[lv] for lv in sorted(by_level))]
                for key, by_level in sorted(levels.items()) if key[:2] in refs
-               for _ in range((repeats or {}).get(key[2], 1))]
+               for _ in range(repeats.get(key[2], 1))]
     if not ladders:
         raise DatasetError(f"{labels_csv}: no ladders (a reference plus graded levels) among the training images")
     full = max(len(ladder) for ladder in ladders)

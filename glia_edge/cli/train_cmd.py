@@ -85,7 +85,6 @@ def train(
     from glia_edge.data.splits import parse_split
     from glia_edge.train import TrainConfig
     from glia_edge.train import train as run_training
-
     from glia_edge.train_config import parse_ladder_repeat
 
     try:

@@ -17,8 +17,9 @@
    and spread over the seeds; the seed shipped is the one whose *validation* figures sit nearest
    the seeds' mean (not the best test draw). Test figures are computed after all training is done.
    The settings (``--epochs``, ``--lr``, the loss weights, ``--ladder-repeats``) were chosen among
-   candidate recipes by their mean over three seeds on the validation photos alone: ``--validation-only`` trains (or reuses) the seeds, writes
-   ``validation.json`` and stops before any test image is scored; :func:`floor_score` ranks them.
+   candidate recipes by their mean over three seeds on the validation photos alone:
+   ``--validation-only`` trains (or reuses) the seeds, writes ``validation.json`` and stops before
+   any test image is scored; :func:`floor_score` ranks them.
 4. ``report.json`` and ``report.md`` land in ``--work``; ``--install`` copies the chosen checkpoint
    into the package and re-exports the packaged runtime artifacts from it
    (:mod:`glia_edge.recipes.package_artifacts`), so checkpoint, artifacts and figures move together.
