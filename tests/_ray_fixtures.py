@@ -11,6 +11,7 @@ test process share, and Ray reads that setting when it is first imported.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,30 @@ BIN = Path(sys.executable).parent
 os.environ["RAY_AUTH_MODE"] = "token"
 os.environ.setdefault("RAY_AUTH_TOKEN", uuid.uuid4().hex)
 os.environ.pop("RAY_ADDRESS", None)
+
+
+# The alive nodes of the cluster at argv[1], as one JSON line (run in a child process).
+_NODES_PROBE = (
+    "import json, sys, ray\n"
+    "ray.init(address=sys.argv[1], log_to_driver=False)\n"
+    "print(json.dumps([n for n in ray.nodes() if n['Alive']], default=str))\n"
+)
+
+
+@dataclass
+class CliResult:
+    """What a ``glia-edge`` command run as its own process left: exit status and output."""
+
+    exit_code: int
+    output: str  # stdout and stderr, interleaved as written
+
+
+def run_cli(*args: object, timeout: float = 600.0) -> CliResult:
+    """Run the installed ``glia-edge`` console script in its own process (Ray drivers must not
+    live in the test process; see ``RayCluster.wait_nodes``)."""
+    proc = subprocess.run([str(BIN / "glia-edge"), *map(str, args)], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, env=os.environ.copy(), timeout=timeout)
+    return CliResult(proc.returncode, proc.stdout)
 
 
 def free_port() -> int:
@@ -67,24 +93,25 @@ class RayCluster:
         self._start(ip, cpus, resources, [f"--address={self.address}"])
 
     def wait_nodes(self, count: int, timeout: float = 60.0) -> list[dict]:
-        """Block until ``count`` nodes are alive; returns ``ray.nodes()`` entries (connects this process)."""
-        import ray
+        """Block until ``count`` nodes are alive; returns their ``ray.nodes()`` entries.
 
+        Asked from a child process: this test process never connects to Ray itself, because
+        connecting and disconnecting a driver repeatedly in one process can crash it later
+        (Ray's core worker leaves threads that outlive ``ray.shutdown``; ray-project/ray#31145).
+        """
         deadline = time.monotonic() + timeout
         while True:
             for proc in self.procs:
                 if proc.poll() is not None:
                     raise RuntimeError(f"ray start exited with {proc.returncode}; see {self.temp_dir}")
-            try:
-                if not ray.is_initialized():
-                    ray.init(address=self.address, log_to_driver=False)
-                alive = [n for n in ray.nodes() if n["Alive"]]
+            probe = subprocess.run([sys.executable, "-c", _NODES_PROBE, self.address], env=self.env,
+                                   capture_output=True, text=True, timeout=max(5.0, deadline - time.monotonic() + 30))
+            if probe.returncode == 0:
+                alive = json.loads(probe.stdout.strip().splitlines()[-1])
                 if len(alive) >= count:
                     return alive
-            except (ConnectionError, RuntimeError):
-                pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{count} Ray nodes not up after {timeout:.0f}s")
+                raise TimeoutError(f"{count} Ray nodes not up after {timeout:.0f}s; last probe:\n{probe.stderr[-2000:]}")
             time.sleep(0.5)
 
     def descendants(self) -> list:
@@ -106,10 +133,7 @@ class RayCluster:
         about 30 s for workers to exit on their own.
         """
         import psutil
-        import ray
 
-        if ray.is_initialized():
-            ray.shutdown()
         procs = [psutil.Process(p.pid) for p in self.procs if p.poll() is None] + self.descendants()
         for proc in procs:
             try:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._ray_fixtures import BIN, RayCluster, write_bad_files, write_images  # before ray is imported: sets its auth env
+from tests._ray_fixtures import BIN, CliResult, RayCluster, run_cli, write_bad_files, write_images  # before ray is imported: sets its auth env
 
 pytest.importorskip("ray.data")
 
@@ -37,9 +37,6 @@ def cluster():
     ray_cluster = RayCluster(cpus=2)
     try:
         ray_cluster.wait_nodes(1)
-        import ray
-
-        ray.shutdown()  # each job connects on its own, as the CLI does
         yield ray_cluster
     finally:
         ray_cluster.stop()
@@ -63,8 +60,9 @@ def reference(folder: Path) -> dict[str, dict]:
     return {r["path"]: r for r in rows}
 
 
-def batch(*args: object) -> object:
-    return CliRunner().invoke(app, ["batch", *map(str, args)])
+def batch(*args: object) -> CliResult:
+    """``glia-edge batch`` as its own process: each job is a separate Ray driver, as for a user."""
+    return run_cli("batch", *args)
 
 
 def read_rows(path: Path) -> list[dict]:

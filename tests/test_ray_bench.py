@@ -21,9 +21,6 @@ def test_ray_bench_runs_on_tiny_input(tmp_path: Path) -> None:
     cluster = RayCluster(cpus=2)
     try:
         cluster.wait_nodes(1)
-        import ray
-
-        ray.shutdown()
         out = tmp_path / "bench.json"
         res = subprocess.run([sys.executable, "-m", "glia_edge.benchmarks.ray_bench", "--images", "8", "--size", "64x48",
                               "--requests", "6", "--clients", "2", "--ray", cluster.address, "--json", str(out)],

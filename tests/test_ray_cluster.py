@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._ray_fixtures import RayCluster, write_images  # before ray is imported: sets its auth env
+from tests._ray_fixtures import RayCluster, run_cli, write_images  # before ray is imported: sets its auth env
 
 pytest.importorskip("ray.data")
 
@@ -30,16 +30,12 @@ def test_two_nodes_both_score(tmp_path: Path) -> None:
     try:
         cluster.add_node("127.0.0.3", cpus=1, resources='{"second_node": 1}')
         nodes = cluster.wait_nodes(2)
-        import ray
-
-        ray.shutdown()
         by_ip = {n["NodeManagerAddress"]: n["NodeID"] for n in nodes}
         assert set(by_ip) == {"127.0.0.2", "127.0.0.3"}
         assert {k for n in nodes for k in n["Resources"] if k.endswith("_node")} == {"head_node", "second_node"}
         out = tmp_path / "two_nodes.parquet"
         # 2 actors x 0.75 CPU: one fits on each 1-CPU node, beside a 0.25-CPU decode task.
-        res = CliRunner().invoke(app, ["batch", str(folder), "-o", str(out), "--ray", cluster.address,
-                                       "--actors", "2", "--rows-per-task", "4"])
+        res = run_cli("batch", folder, "-o", out, "--ray", cluster.address, "--actors", "2", "--rows-per-task", "4")
         assert res.exit_code == 0, res.output
         rows = pq.read_table(out).to_pylist()
     finally:

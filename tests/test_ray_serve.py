@@ -46,9 +46,6 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     proc = None
     try:
         cluster.wait_nodes(1)
-        import ray
-
-        ray.shutdown()
         proc = subprocess.Popen([str(BIN / "glia-edge"), "serve", "--ray", cluster.address, "--port", str(port),
                                  "--max-body-mb", str(MAX_BODY_MB), "--max-pixels", str(MAX_PIXELS),
                                  "--max-batch-size", "8", "--batch-wait-ms", "50"],
