@@ -9,7 +9,7 @@ Three measurements on one artifact, in one process:
 - **frames**: per-frame cost of preprocessing a BGR camera frame (1080p, 4K) through version 1,
   version 2 as first written (the whole averaged frame resized, then cut) and version 2 as the
   camera path runs it (``Backend.crop_batch``: one centre crop computed from only the rows and
-  columns it needs, the same pixels), alternating; of inferring its crop; and the share of a
+  columns it needs, the same pixels within one level), alternating; of inferring its crop; and the share of a
   frame's time spent in preprocessing.
 
 The JPEGs are generated (textured, seeded, quality 90) when no folder is given.
@@ -127,13 +127,13 @@ def frame_rows(model: Any, name: str, size: tuple[int, int], *, repeats: int, cr
 
     frame = cv2.resize(small, size, interpolation=cv2.INTER_CUBIC)
     frame = np.clip(frame.astype(np.int16) + rng.normal(0, 5, frame.shape).astype(np.int16), 0, 255).astype(np.uint8)
-    from glia_edge.preprocess import crops_from_image, load_reduced
+    from glia_edge.preprocess import CENTRE_CROP_MAX_LEVELS, crops_from_image, load_reduced
 
     base = model.preprocess_config
     v1, v2 = base.replace(version=1), base.replace(version=2)
     paths = {
         "old: exact (v1)": lambda: crops_from_image(load_reduced(frame, v1, bgr=True), v1, crops),
-        # version 2 as first written: the whole averaged frame resized, then cut; same pixels as the next row
+        # version 2 as first written: the whole averaged frame resized, then cut; the next row within one level
         "v2, whole-frame resize": lambda: crops_from_image(load_reduced(frame, v2, bgr=True), v2, crops),
         "new: fast (v2)": lambda: model.crop_batch(frame, crops=crops, bgr=True),  # the camera path's call
     }
@@ -142,8 +142,9 @@ def frame_rows(model: Any, name: str, size: tuple[int, int], *, repeats: int, cr
     model.preprocess_config = v2
     try:
         batch = model.crop_batch(frame, crops=crops, bgr=True)
-        if not np.array_equal(batch, paths["v2, whole-frame resize"]()):
-            raise RuntimeError("the fast version-2 crop differs from the whole-frame one")
+        levels = float(np.abs(batch - paths["v2, whole-frame resize"]()).max()) * 255
+        if levels > CENTRE_CROP_MAX_LEVELS + 1e-3:
+            raise RuntimeError(f"the fast version-2 crop differs from the whole-frame one by {levels:.1f} levels")
         for _ in range(repeats):  # the paths alternate, the medians count
             for path, fn in paths.items():
                 cost[path].append(_timed(fn))

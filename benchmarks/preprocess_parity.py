@@ -1,5 +1,7 @@
 """Scores of the packaged default model through the fast preprocessing (version 2) and the exact one
-(version 1), where the fast path changes pixels.
+(version 1), where the fast path changes pixels; or (``--reference whole-image``) through version
+2's centre crop computed from only the pixels it reads and version 2's whole-image path (resize
+the whole reduced image, then cut), which agree to within one level per pixel.
 
 The default model's held-out images are 576x384, where neither DCT scaling nor area-averaging
 fires (both versions give identical pixels). So each held-out image is also upscaled (Lanczos)
@@ -7,7 +9,7 @@ to a camera-sized copy, ``--scale`` times larger, and scored as a JPEG file (DCT
 and as an OpenCV BGR frame (area-averaging fires), through both versions. Reported per input
 kind: Spearman(fast, exact) and max |delta| as a share of the model's declared score range.
 
-    python -m glia_edge.benchmarks.preprocess_parity --work DIR [--scale 6] [--limit N]
+    python -m glia_edge.benchmarks.preprocess_parity --work DIR [--scale 6] [--limit N] [--reference whole-image]
 """
 from __future__ import annotations
 
@@ -22,20 +24,37 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def _score_both(model: Any, inputs: list[Any], bgr: bool, desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+#: What the fast path is compared with: version 1, or version 2's whole-image path.
+REFERENCES = ("v1", "whole-image")
+
+
+def _score_both(model: Any, inputs: list[Any], bgr: bool, desc: str | None = None,
+                reference: str = "v1") -> tuple[np.ndarray, np.ndarray]:
     from tqdm.auto import tqdm
 
+    from glia_edge.preprocess import crops_from_image, load_reduced
+
     base = model.preprocess_config
+    v2 = base.replace(version=2)
+
+    def whole_image(x: Any) -> float:  # version 2 as first written: resize it all, then cut
+        return float(model.predict_batch(crops_from_image(load_reduced(x, v2, bgr=bgr), v2, 1))[0])
+
     out = []
     for version in (2, 1):
         model.preprocess_config = base.replace(version=version)
-        items = tqdm(inputs, desc=f"{desc} v{version}", unit="img") if desc else inputs
-        out.append(np.array([model.predict(x, bgr=bgr)[0] for x in items]))
+        label = f"v{version}" if version == 2 or reference == "v1" else reference
+        items = tqdm(inputs, desc=f"{desc} {label}", unit="img") if desc else inputs
+        if version == 1 and reference == "whole-image":
+            model.preprocess_config = v2
+            out.append(np.array([whole_image(x) for x in items]))
+        else:
+            out.append(np.array([model.predict(x, bgr=bgr)[0] for x in items]))
     model.preprocess_config = base
     return out[0], out[1]
 
 
-def run(work: Path, scale: int = 6, limit: int | None = None) -> dict[str, Any]:
+def run(work: Path, scale: int = 6, limit: int | None = None, reference: str = "v1") -> dict[str, Any]:
     from PIL import Image
     from tqdm.auto import tqdm
 
@@ -56,7 +75,9 @@ def run(work: Path, scale: int = 6, limit: int | None = None) -> dict[str, Any]:
             img = Image.open(path).convert("RGB")
             img.resize((img.width * scale, img.height * scale), Image.Resampling.LANCZOS).save(dest, quality=92)
         jpegs.append(dest)
-    report: dict[str, Any] = {"images": len(paths), "scale": scale}
+    if reference not in REFERENCES:
+        raise ValueError(f"reference must be one of {', '.join(REFERENCES)}, got {reference!r}")
+    report: dict[str, Any] = {"images": len(paths), "scale": scale, "reference": reference}
     with glia_edge.load(None) as model:
         spec = model.meta.score_spec
         cases = {"held-out as shipped (path)": ([str(p) for p in paths], False),
@@ -67,11 +88,11 @@ def run(work: Path, scale: int = 6, limit: int | None = None) -> dict[str, Any]:
                 fast, exact = [], []
                 for path in tqdm(jpegs, desc=name, unit="img"):
                     frame = np.ascontiguousarray(np.asarray(Image.open(path).convert("RGB"))[:, :, ::-1])
-                    f, e = _score_both(model, [frame], True)
+                    f, e = _score_both(model, [frame], True, reference=reference)
                     fast.append(f[0]), exact.append(e[0])
                 fast_a, exact_a = np.array(fast), np.array(exact)
             else:
-                fast_a, exact_a = _score_both(model, inputs, bgr, desc=name)
+                fast_a, exact_a = _score_both(model, inputs, bgr, desc=name, reference=reference)
             agree = metrics.agreement(fast_a, exact_a)
             report[name] = {"spearman": agree.spearman, "max_abs_delta": agree.max_abs_delta,
                             "max_delta_share_of_range": agree.max_abs_delta / spec.range,
@@ -86,10 +107,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, required=True, help="Folder for the images (reused).")
     parser.add_argument("--scale", type=int, default=6, help="Upscaling of the camera-size copies.")
     parser.add_argument("--limit", type=int, default=None, help="At most N held-out images, evenly sampled.")
+    parser.add_argument("--reference", choices=REFERENCES, default="v1",
+                        help="Compare version 2 with version 1, or its centre crop with its whole-image path.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    report = run(args.work, args.scale, args.limit)
-    (args.work / "parity.json").write_text(json.dumps(report, indent=2))
+    report = run(args.work, args.scale, args.limit, args.reference)
+    name = "parity.json" if args.reference == "v1" else f"parity-{args.reference}.json"
+    (args.work / name).write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))  # noqa: T201 - the command's output
 
 

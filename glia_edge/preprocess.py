@@ -24,7 +24,9 @@ as the "old decode path" of the benchmark. Data cached after step 3 (the SPAQ co
 version and are rebuilt when it changes.
 
 With one crop, :func:`preprocess` takes version 2's :func:`centre_crop`: steps 2-4 computed on
-only the rows and columns the crop reads, the same pixels (tests/test_preprocess_crop.py).
+only the rows and columns the crop reads. Its pixels equal the steps above except for about 0.02%
+of them, which differ by one level (PIL's float32 resize box; bounded in
+tests/test_preprocess_crop.py).
 
 Training's random crops and flips (``random_crop``) reuse steps 1-3 and the same crop cutter.
 """
@@ -393,7 +395,9 @@ def crops_from_image(img: Image.Image, cfg: PreprocessConfig, crops: int | None 
     return np.stack([to_chw_float(resized.crop(b)) for b in boxes])
 
 
-# -- version 2, one centre crop: the same pixels, computed only where the crop reads ------------
+# -- version 2, one centre crop: computed only where the crop reads (within one level) ---------------
+#: The most the fast centre crop's pixels differ from the whole-image steps, in 8-bit levels.
+CENTRE_CROP_MAX_LEVELS = 1
 #: How far each PIL filter reaches at scale 1, in source pixels (PIL's ``support``).
 _SUPPORT = {"bicubic": 2.0, "bilinear": 1.0, "lanczos": 3.0}
 
@@ -422,13 +426,15 @@ def _crop_after_resize(width: int, height: int, part: Callable[[int, int, int, i
     """The centre crop of ``resize_short_side(img, ...)`` for a ``width`` x ``height`` image ``img``
     of which only ``part(x0, y0, x1, y1)`` (that box of it, as a PIL image) is computed.
 
-    Exact, not an approximation: PIL resizes in two passes, horizontal then vertical, each output
-    pixel computed in integer arithmetic from its own input pixels with coefficients that depend
-    only on (input size, box, output size) of that pass, the first pass rounded to 8 bits. Here
-    the same two passes run separately, each as a whole-image, one-axis ``resize`` of an image of
-    the same size along that axis (identical coefficients, and PIL skips the other axis): the
-    horizontal one on the rows the vertical one reads for the crop's rows, the vertical one on the
-    crop's columns. Pixels no kept output reads are left black.
+    PIL resizes in two passes, horizontal then vertical, the first rounded to 8 bits. Here the
+    same two passes run in the same order, each as a one-axis PIL ``resize`` whose ``box`` selects
+    only the outputs the crop keeps: the horizontal pass makes the crop's columns from the rows the
+    vertical pass reads, the vertical pass makes the crop's rows. That is a third of the work for
+    a 1080p frame. The box's edges are the crop's edges in source coordinates, which PIL takes as
+    float32, so a filter centre can move by about 1e-5 px: a pixel then differs from the whole-image
+    resize by one level, on about 0.02% of the crop's pixels (at most 1 level, tested). The part
+    read keeps two pixels beyond the filter's reach, or ends where the image ends, so PIL clips
+    its taps at the same image edges as the whole-image resize.
 
     Pillow runs the vertical pass first for tall images (12.2+: taller than 100:1; 13+: height
     reduced by more than twice the width); those take the whole image through PIL's own resize.
@@ -443,22 +449,21 @@ def _crop_after_resize(width: int, height: int, part: Callable[[int, int, int, i
         return np.asarray(whole.crop((cx0, cy0, cx1, cy1)))
     x0, x1 = _source_span(cx0, cx1, width, new_w, support)
     y0, y1 = _source_span(cy0, cy1, height, new_h, support)
-    rows = Image.new("RGB", (width, y1 - y0))
-    rows.paste(part(x0, y0, x1, y1), (x0, 0))
-    across = rows.resize((new_w, y1 - y0), resample, box=(0, 0, width, y1 - y0))  # horizontal pass only
-    columns = Image.new("RGB", (cx1 - cx0, height))
-    columns.paste(across.crop((cx0, 0, cx1, y1 - y0)), (0, y0))
-    down = columns.resize((cx1 - cx0, new_h), resample, box=(0, 0, cx1 - cx0, height))  # vertical pass only
-    return np.asarray(down.crop((0, cy0, cx1 - cx0, cy1)))
+    sx, sy = width / new_w, height / new_h
+    src = part(x0, y0, x1, y1)
+    across = src.resize((cx1 - cx0, y1 - y0), resample, box=(cx0 * sx - x0, 0, cx1 * sx - x0, y1 - y0))
+    down = across.resize((cx1 - cx0, cy1 - cy0), resample, box=(0, cy0 * sy - y0, cx1 - cx0, cy1 * sy - y0))
+    return np.asarray(down)
 
 
 def centre_crop(source: ImageInput, cfg: PreprocessConfig, *, bgr: bool = False) -> np.ndarray:
     """Version 2's one centre crop of ``source`` as an (S, S, 3) uint8 RGB array.
 
-    The same pixels as ``crops_from_image(load_reduced(source, cfg, bgr=bgr), cfg, 1)`` (tested
-    equal: tests/test_preprocess_crop.py), but area-averaging and the bicubic resize run only on
-    the rows and columns the crop depends on, and frames never become a PIL image larger than
-    their part of it: a 1080p frame costs about half of the whole-frame path. Channel order is
+    The pixels of ``crops_from_image(load_reduced(source, cfg, bgr=bgr), cfg, 1)`` to within one
+    level on about 0.02% of them (:func:`_crop_after_resize`; bounded in
+    tests/test_preprocess_crop.py), but area-averaging and the bicubic resize run only on the
+    rows and columns the crop depends on, and frames never become a PIL image larger than their
+    part of it: a 1080p frame costs about a quarter of the whole-frame path. Channel order is
     swapped (``bgr``) on the small part, as every later step treats channels alike.
     """
     if cfg.version == 1:
@@ -494,7 +499,7 @@ def preprocess(source: ImageInput, cfg: PreprocessConfig | None = None, *, crops
                bgr: bool = False) -> np.ndarray:
     """Decode and preprocess one image into its crop batch: (n_crops, 3, S, S) float32 in [0, 1].
 
-    Version 2 with one crop takes :func:`centre_crop` (same pixels, less work)."""
+    Version 2 with one crop takes :func:`centre_crop` (the same pixels within one level, less work)."""
     cfg = cfg or PreprocessConfig()
     if cfg.version != 1 and (crops or cfg.crops) == 1:
         return np.stack([to_chw_float(centre_crop(source, cfg, bgr=bgr))])

@@ -165,3 +165,18 @@ def test_quality_monitor_scores_large_frames_like_predict(tiny_checkpoint) -> No
         monitor = QualityMonitor(model, block=True, queue_size=1)
         got = [r.score for r in monitor.run(frames)]
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("reference", ["v1", "whole-image"])
+def test_parity_benchmark_reports_both_references(tmp_path, reference: str) -> None:
+    """``benchmarks/preprocess_parity``: the packaged model on a few held-out images, 2x copies.
+    Version 2's centre crop and its whole-image path differ by at most one level per pixel, so
+    their scores agree to a small fraction of a point."""
+    from glia_edge.benchmarks.preprocess_parity import run
+
+    report = run(tmp_path, scale=2, limit=3, reference=reference)
+    assert report["images"] == 3 and report["reference"] == reference
+    cases = [v for v in report.values() if isinstance(v, dict)]
+    assert len(cases) == 3 and all(np.isfinite(c["max_abs_delta"]) for c in cases)
+    if reference == "whole-image":
+        assert max(c["max_delta_share_of_range"] for c in cases) < 0.001, report
