@@ -388,11 +388,20 @@ def load_resized(source: ImageInput, cfg: PreprocessConfig, *, bgr: bool = False
     return prepare(load_reduced(source, cfg, bgr=bgr), cfg)
 
 
+def _grid(resized: Image.Image, cfg: PreprocessConfig, crops: int | None) -> np.ndarray:
+    """Step 4 on a resized image: its (n, S, S, 3) uint8 crops."""
+    boxes = crop_boxes(resized.width, resized.height, cfg.crop_size, crops or cfg.crops)
+    return np.stack([np.asarray(resized.crop(b)) for b in boxes])
+
+
+def crops_to_float(crops: np.ndarray) -> np.ndarray:
+    """Step 5: (n, S, S, 3) uint8 RGB crops -> (n, 3, S, S) float32 in [0, 1] (as ``to_chw_float``)."""
+    return np.ascontiguousarray(np.asarray(crops, dtype=np.float32).transpose(0, 3, 1, 2)) / np.float32(255.0)
+
+
 def crops_from_image(img: Image.Image, cfg: PreprocessConfig, crops: int | None = None) -> np.ndarray:
     """Steps 2-5 on an already-decoded RGB image: (n, 3, S, S) float32 crops in [0, 1]."""
-    resized = prepare(img, cfg)
-    boxes = crop_boxes(resized.width, resized.height, cfg.crop_size, crops or cfg.crops)
-    return np.stack([to_chw_float(resized.crop(b)) for b in boxes])
+    return crops_to_float(_grid(prepare(img, cfg), cfg, crops))
 
 
 # -- version 2, one centre crop: computed only where the crop reads (within one level) ---------------
@@ -497,13 +506,20 @@ def centre_crop(source: ImageInput, cfg: PreprocessConfig, *, bgr: bool = False)
 
 def preprocess(source: ImageInput, cfg: PreprocessConfig | None = None, *, crops: int | None = None,
                bgr: bool = False) -> np.ndarray:
-    """Decode and preprocess one image into its crop batch: (n_crops, 3, S, S) float32 in [0, 1].
+    """Decode and preprocess one image into its crop batch: (n_crops, 3, S, S) float32 in [0, 1]."""
+    return crops_to_float(crops_uint8(source, cfg, crops=crops, bgr=bgr))
+
+
+def crops_uint8(source: ImageInput, cfg: PreprocessConfig | None = None, *, crops: int | None = None,
+                bgr: bool = False) -> np.ndarray:
+    """Steps 1-4: the (n_crops, S, S, 3) uint8 RGB crops :func:`preprocess` scores, a quarter of
+    its bytes (what Ray's decode tasks and Serve hand to inference; :func:`crops_to_float` is step 5).
 
     Version 2 with one crop takes :func:`centre_crop` (the same pixels within one level, less work)."""
     cfg = cfg or PreprocessConfig()
     if cfg.version != 1 and (crops or cfg.crops) == 1:
-        return np.stack([to_chw_float(centre_crop(source, cfg, bgr=bgr))])
-    return crops_from_image(load_reduced(source, cfg, bgr=bgr), cfg, crops)
+        return centre_crop(source, cfg, bgr=bgr)[None]
+    return _grid(load_resized(source, cfg, bgr=bgr), cfg, crops)
 
 
 def random_crop(img: Image.Image, cfg: PreprocessConfig, rng: np.random.Generator,

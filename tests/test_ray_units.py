@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("pyarrow")
 
 from glia_edge.scale.artifact import ArtifactBundle  # noqa: E402
 from glia_edge.scale.cluster import plan_resources  # noqa: E402
-from glia_edge.preprocess import PreprocessConfig  # noqa: E402
+from glia_edge.preprocess import PreprocessConfig, crops_uint8  # noqa: E402
 from glia_edge.scale.inputs import expand_inputs, load_source, read_manifest  # noqa: E402
 from glia_edge.scale.output import OutputExistsError, ResultStore, ResumeMismatchError, schema  # noqa: E402
 
@@ -69,7 +70,10 @@ def test_inputs_manifests_and_file_uris(tmp_path: Path) -> None:
                        f"file://{tmp_path}/a/x.png", f"file://{tmp_path}/a/y.jpg", str(tmp_path / "0001.jpg")]
     assert unmatched == [str(tmp_path / "z*.png")]
     tiny = PreprocessConfig(short_side=8, crop_size=8, max_pixels=10_000)
-    assert load_source(f"file://{tmp_path}/a/x.png", tiny).size == (8, 8)
+    cut = load_source(f"file://{tmp_path}/a/x.png", tiny)  # the crops `score` cuts from the local file
+    assert cut.dtype == np.uint8 and cut.shape == (1, 8, 8, 3)
+    np.testing.assert_array_equal(cut, crops_uint8(tmp_path / "a" / "x.png", tiny))
+    assert load_source(f"file://{tmp_path}/a/x.png", tiny, crops=5).shape == (5, 8, 8, 3)
     for uri, reason in ((f"file://{tmp_path}/a/none.png", "file not found"),
                         (f"file://{tmp_path}/a", "is a directory, not an image"),
                         (f"file://{tmp_path}/a/notes.txt", "not an image (format not recognised)")):

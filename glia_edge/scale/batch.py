@@ -68,33 +68,30 @@ class BatchSummary:
     seconds: float
 
 
-def decode_batch(batch: dict[str, np.ndarray], *, preprocess: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Ray task body: decode and resize each source; failures carry their reason in ``error``."""
+def decode_batch(batch: dict[str, np.ndarray], *, preprocess: dict[str, Any], crops: int | None) -> dict[str, np.ndarray]:
+    """Ray task body: each source's uint8 crops, as ``glia-edge score`` cuts them; failures carry
+    their reason in ``error``."""
     from glia_edge.errors import ImageLoadError
     from glia_edge.preprocess import PreprocessConfig
     from glia_edge.scale.inputs import load_source
 
     cfg = PreprocessConfig.from_dict(preprocess)
     pixels: list[bytes] = []
-    heights: list[int] = []
-    widths: list[int] = []
+    counts: list[int] = []
     errors: list[str] = []
     for source in batch["path"]:
         try:
-            arr = np.asarray(load_source(str(source), cfg), dtype=np.uint8)
+            cut = load_source(str(source), cfg, crops)
         except ImageLoadError as exc:
             pixels.append(b"")
-            heights.append(0)
-            widths.append(0)
+            counts.append(0)
             errors.append(exc.reason)
             continue
-        pixels.append(arr.tobytes())
-        heights.append(arr.shape[0])
-        widths.append(arr.shape[1])
+        pixels.append(cut.tobytes())
+        counts.append(len(cut))
         errors.append("")
     return {"path": batch["path"], "pixels": np.array(pixels, dtype=object),
-            "height": np.array(heights, np.int32), "width": np.array(widths, np.int32),
-            "error": np.array(errors, dtype=object)}
+            "n_crops": np.array(counts, np.int32), "error": np.array(errors, dtype=object)}
 
 
 class BatchScorer:
@@ -114,14 +111,19 @@ class BatchScorer:
         self.pid = os.getpid()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from glia_edge.preprocess import crops_to_float
+
         n = len(batch["path"])
         scores = np.full(n, np.nan)
         crops = np.zeros(n, np.int32)
         errors = [str(e) for e in batch["error"]]
         ok = [i for i in range(n) if not errors[i]]
-        images = [np.frombuffer(batch["pixels"][i], np.uint8).reshape(int(batch["height"][i]),
-                                                                       int(batch["width"][i]), 3) for i in ok]
-        for i, res in zip(ok, self.backend.iter_scores(images, crops=self.crops)):
+        size = self.backend.preprocess_config.crop_size
+        cut = [np.frombuffer(batch["pixels"][i], np.uint8).reshape(int(batch["n_crops"][i]), size, size, 3)
+               for i in ok]
+        # The decode tasks already cut the crops: only step 5 (to float) is left, on this thread.
+        results = self.backend.iter_scores(cut, crops=self.crops, cut=crops_to_float, decode_workers=0)
+        for i, res in zip(ok, results):
             if res.ok:
                 scores[i], crops[i] = res.score, res.crops
             else:
@@ -166,7 +168,7 @@ def _build_dataset(todo: list[str], bundle_ref: Any, meta: Any, cfg: BatchConfig
     # parameters of map_batches; it has none for them yet, so that one warning is silenced.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
-        ds = ds.map_batches(decode_batch, fn_kwargs={"preprocess": preprocess.to_dict()},
+        ds = ds.map_batches(decode_batch, fn_kwargs={"preprocess": preprocess.to_dict(), "crops": cfg.crops},
                             batch_size=per_task, num_cpus=plan.decode_cpus, max_retries=cfg.task_retries)
         ds = ds.map_batches(BatchScorer, fn_constructor_kwargs={"bundle_box": [bundle_ref], "options": options,
                                                                 "crops": cfg.crops},

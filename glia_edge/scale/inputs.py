@@ -11,8 +11,9 @@ Every input becomes one string, its *source*, which is also its identity in the 
   ``hdfs://``, ``file://``), a single object or a prefix searched recursively. The query string
   (``?endpoint_override=...``) is kept so each worker can rebuild the filesystem.
 
-Decoding happens on the workers: :func:`load_source` turns a source into a decoded RGB image with
-the same reasons for failure that the preprocessing definition gives for local files.
+Decoding happens on the workers: :func:`load_source` turns a source into the uint8 crops that
+``glia-edge score`` would score for it (``preprocess.crops_uint8``), with the same reasons for
+failure that the preprocessing definition gives for local files.
 """
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
+import numpy as np
+
 from glia_edge.errors import ImageLoadError
-from glia_edge.preprocess import IMAGE_SUFFIXES, PreprocessConfig, find_images, load_resized
+from glia_edge.preprocess import IMAGE_SUFFIXES, PreprocessConfig, crops_uint8, find_images
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +157,11 @@ def expand_inputs(patterns: Iterable[str], manifests: Iterable[str] = (), column
     return unique, unmatched
 
 
-def load_source(source: str, cfg: PreprocessConfig) -> Any:
-    """One source decoded and resized by the preprocessing definition (``load_resized``: steps 1-3)
-    into an RGB PIL image; raises :class:`ImageLoadError` with the reason."""
+def load_source(source: str, cfg: PreprocessConfig, crops: int | None = None) -> np.ndarray:
+    """One source's (n, S, S, 3) uint8 crops, cut by the preprocessing definition exactly as the
+    runtimes cut them (``crops_uint8``: steps 1-4); raises :class:`ImageLoadError` with the reason."""
     if not is_uri(source):
-        return load_resized(source, cfg)
+        return crops_uint8(source, cfg, crops=crops)
     from pyarrow import fs
 
     try:
@@ -177,6 +180,6 @@ def load_source(source: str, cfg: PreprocessConfig) -> Any:
     if not data:
         raise ImageLoadError(source, "empty file")
     try:
-        return load_resized(data, cfg)
+        return crops_uint8(data, cfg, crops=crops)
     except ImageLoadError as exc:
         raise ImageLoadError(source, exc.reason) from None

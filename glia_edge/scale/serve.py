@@ -125,11 +125,12 @@ class ScoreServer:
         return bytes(body)
 
     def _decode(self, body: bytes) -> np.ndarray:
-        """Bytes -> resized RGB array, refusing oversize images before decoding their pixels."""
+        """Bytes -> the (n, S, S, 3) uint8 crops ``glia-edge score`` cuts, refusing oversize images
+        before decoding their pixels."""
         from PIL import Image, UnidentifiedImageError
 
         from glia_edge.errors import ImageLoadError
-        from glia_edge.preprocess import load_resized
+        from glia_edge.preprocess import crops_uint8
 
         try:
             with Image.open(io.BytesIO(body)) as probe:
@@ -137,17 +138,20 @@ class ScoreServer:
         except Image.DecompressionBombError as exc:  # Pillow's own guard fires first for huge claims
             raise HttpError(413, f"decompression bomb guard: {exc}") from None
         except (UnidentifiedImageError, OSError, ValueError):
-            pixels = 0  # load_resized below gives the precise reason
+            pixels = 0  # crops_uint8 below gives the precise reason
         if pixels > self.preprocess.max_pixels:
             raise HttpError(413, f"image has {pixels} pixels, over the limit of {self.preprocess.max_pixels}")
         try:
-            return np.asarray(load_resized(body, self.preprocess), dtype=np.uint8)
+            return crops_uint8(body, self.preprocess, crops=self.settings.crops)
         except ImageLoadError as exc:
             raise HttpError(422, exc.reason) from None
 
     def _infer(self, images: list[np.ndarray]) -> list[Any]:
-        with self.lock:
-            return list(self.backend.iter_scores(images, crops=self.settings.crops))
+        from glia_edge.preprocess import crops_to_float
+
+        with self.lock:  # crops already cut in _decode: only step 5 is left
+            return list(self.backend.iter_scores(images, crops=self.settings.crops, cut=crops_to_float,
+                                                 decode_workers=0))
 
     async def _score_request(self, request: Any) -> dict[str, Any]:
         body = await self._read_body(request)
