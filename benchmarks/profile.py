@@ -50,9 +50,10 @@ def _openvino(path: Path, x: np.ndarray, runs: int, threads: int | None, inferen
     import openvino as ov
 
     from glia_edge.formats import resolve_ir
+    from glia_edge.ov_core import shared_core
     from glia_edge.runtimes.openvino import INFERENCE_HINTS
 
-    core = ov.Core()
+    core = shared_core()
     model = core.read_model(str(resolve_ir(path)))
     config: dict[str, Any] = {"PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY"}
     if inference_precision and INFERENCE_HINTS.get(inference_precision):

@@ -195,8 +195,9 @@ def _write_meta(path: Path, target: str, meta: Any) -> None:
     import openvino as ov
 
     from glia_edge.formats import set_openvino_meta
+    from glia_edge.ov_core import shared_core
 
-    model = ov.Core().read_model(str(path))
+    model = shared_core().read_model(str(path))
     set_openvino_meta(model, meta)
     tmp = path.with_name("resaved.xml")
     ov.save_model(model, str(tmp), compress_to_fp16=False)  # the weights as they are (INT8 stays INT8)

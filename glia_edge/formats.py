@@ -100,13 +100,15 @@ def openvino_meta_from_model(model: Any, path: Path) -> ArtifactMeta:
 
 
 def _read_openvino_meta(path: Path) -> ArtifactMeta:
+    from glia_edge.ov_core import shared_core
+
     try:
-        import openvino as ov
+        core = shared_core()
     except ImportError as exc:
         raise UnsupportedArtifactError(f"{path}: reading an OpenVINO IR needs openvino: "
                                        "pip install 'glia-edge[openvino]'") from exc
     xml = resolve_ir(path)
-    return openvino_meta_from_model(ov.Core().read_model(str(xml)), xml)
+    return openvino_meta_from_model(core.read_model(str(xml)), xml)
 
 
 def sidecar_path(path: str | Path) -> Path:

@@ -28,6 +28,7 @@ import numpy as np
 from glia_edge.errors import BackendUnavailableError
 from glia_edge.runtimes.base import Backend
 from glia_edge.formats import openvino_meta_from_model, resolve_ir
+from glia_edge.ov_core import shared_core
 
 #: Inference precision hint -> OpenVINO INFERENCE_PRECISION_HINT ("device": OpenVINO decides).
 INFERENCE_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "device": None}
@@ -64,7 +65,7 @@ class OpenVinoBackend(Backend):
         except ImportError as exc:
             raise BackendUnavailableError("openvino is not installed: pip install 'glia-edge[openvino]'") from exc
         xml = resolve_ir(path)
-        core = ov.Core()
+        core = shared_core()  # one per process: see glia_edge/ov_core.py
         # An ONNX model goes through convert_model, whose transformations fuse attention into
         # ScaledDotProductAttention; Core.read_model skips them (3x the Transposes at run time).
         model = ov.convert_model(str(xml)) if xml.suffix.lower() == ".onnx" else core.read_model(str(xml))
@@ -83,10 +84,9 @@ class OpenVinoBackend(Backend):
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         device = device.upper()
+        # The shared Core outlives every compiled model (destroying a Core first can also hang a
+        # compiled model's destructor, seen with the THROUGHPUT hint).
         self.compiled = core.compile_model(model, device, config)
-        # The Core must outlive the compiled model: destroying it first can hang the compiled
-        # model's destructor (seen with the THROUGHPUT hint).
-        self._core = core
         runs = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         #: What the device really runs: "f32", "bf16", "f16" (an ov.Type's short name).
         self.inference_precision = runs.get_type_name() if hasattr(runs, "get_type_name") else str(runs)
@@ -155,4 +155,3 @@ class OpenVinoBackend(Backend):
             self._idle = []
             self.compiled = None
             self._pool_lock.notify_all()
-        self._core = None

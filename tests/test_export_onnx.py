@@ -134,15 +134,14 @@ def test_static_batch_export(tiny_checkpoint: Path, tmp_path: Path) -> None:
 def test_score_axis_gives_batch_by_one_scores_that_runtimes_read(tiny_checkpoint: Path, image_dir: Path,
                                                                   tmp_path: Path, target: str, precision: str) -> None:
     """``score_axis``: outputs (batch, 1) for nvinfer; same scores through glia_edge.load, recorded in metadata."""
-    import openvino as ov
-
     from glia_edge.export import export
+    from glia_edge.ov_core import shared_core
     from glia_edge.runtimes import read_meta
 
     out = tmp_path / ("m.onnx" if target == "onnx" else "ov")
     result = export(tiny_checkpoint, target=target, precision=precision, output=out, score_axis=True,
                     calib=image_dir if precision == "int8" else None, calib_size=CALIB_SIZE)
-    shape = ov.Core().read_model(str(result.path)).outputs[0].get_partial_shape()
+    shape = shared_core().read_model(str(result.path)).outputs[0].get_partial_shape()
     assert shape.rank.get_length() == 2 and shape[1].get_length() == 1 and shape[0].is_dynamic
     assert read_meta(result.path).export["output_shape"] == ["batch", 1]
     assert_close_to_reference(result.path, tiny_checkpoint, image_dir, fp32=precision == "fp32")

@@ -46,9 +46,9 @@ def test_rt_info_metadata_round_trips(ir_exports: dict, tiny_checkpoint: Path) -
 
 
 def test_int8_keeps_the_local_streams_first_convolution_float(ir_exports: dict) -> None:
-    import openvino as ov
+    from glia_edge.ov_core import shared_core
 
-    model = ov.Core().read_model(str(ir_exports["int8"].path))
+    model = shared_core().read_model(str(ir_exports["int8"].path))
     inputs = {op.get_friendly_name(): [op.input_value(i).get_node().get_type_name() for i in range(2)]
               for op in model.get_ops() if op.get_type_name() == "Convolution"}
     stem = [k for k in inputs if "/local/stem/stem.0/" in k]
@@ -63,9 +63,9 @@ def test_weights_are_compressed_for_fp16_and_int8(ir_exports: dict) -> None:
 
 
 def test_int8_ir_holds_fake_quantize_and_keeps_head_float(ir_exports: dict) -> None:
-    import openvino as ov
+    from glia_edge.ov_core import shared_core
 
-    model = ov.Core().read_model(str(ir_exports["int8"].path))
+    model = shared_core().read_model(str(ir_exports["int8"].path))
     ops = model.get_ops()
     assert sum(op.get_type_name() == "FakeQuantize" for op in ops) > 10
     fed_by_fq = {target.get_node().get_friendly_name() for op in ops if op.get_type_name() == "FakeQuantize"

@@ -20,6 +20,8 @@ ov = pytest.importorskip("openvino")
 torch = pytest.importorskip("torch")
 pytest.importorskip("nncf")
 
+from glia_edge.ov_core import shared_core  # noqa: E402
+
 TINY = {"depth": 2, "adapter_dim": 16, "adapter_heads": 2, "head_hidden": 32, "local_channels": (8, 16, 16, 24)}
 
 
@@ -64,7 +66,7 @@ def _ops(model: object) -> collections.Counter:
 
 
 def _runtime_ops(model: object) -> collections.Counter:
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
+    compiled = shared_core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
     ops = compiled.get_runtime_model().get_ops()
     return collections.Counter(op.get_rt_info()["layerType"].astype(str) for op in ops)
 
@@ -72,7 +74,7 @@ def _runtime_ops(model: object) -> collections.Counter:
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_every_attention_is_one_sdpa_op_in_the_ir(irs: dict, random_tiny: tuple, precision: str) -> None:
     model = random_tiny[0]
-    ops = _ops(ov.Core().read_model(str(irs[precision].path)))
+    ops = _ops(shared_core().read_model(str(irs[precision].path)))
     attentions = 2 * len(model.adapters) + len(model.vit.blocks)
     assert ops["ScaledDotProductAttention"] == attentions == 6, ops
     assert ops["Softmax"] == 0, ops
@@ -83,14 +85,14 @@ def test_every_attention_is_one_sdpa_op_in_the_ir(irs: dict, random_tiny: tuple,
 def test_as_fused_as_the_pytorch_frontend_and_fewer_transposes_than_the_unfused_route(irs: dict,
                                                                                      random_tiny: tuple) -> None:
     model = random_tiny[0]
-    ir = ov.Core().read_model(str(irs["fp32"].path))
+    ir = shared_core().read_model(str(irs["fp32"].path))
     from_torch = ov.convert_model(model, example_input=torch.rand(2, 3, 224, 224))
     assert _ops(ir)["ScaledDotProductAttention"] == _ops(from_torch)["ScaledDotProductAttention"]
 
     from glia_edge.export.onnx import torch_to_onnx
 
     onnx_path = torch_to_onnx(model, irs["fp32"].path.parent.parent / "unfused.onnx", crop_size=224)
-    unfused = ov.Core().read_model(str(onnx_path))  # no MOC transformations: MatMul/Softmax stay
+    unfused = shared_core().read_model(str(onnx_path))  # no MOC transformations: MatMul/Softmax stay
     assert _ops(unfused)["ScaledDotProductAttention"] == 0 and _ops(unfused)["Softmax"] == 6
     assert _ops(ir)["Transpose"] < _ops(unfused)["Transpose"]
     fused_rt, unfused_rt = _runtime_ops(ir), _runtime_ops(unfused)
@@ -99,7 +101,7 @@ def test_as_fused_as_the_pytorch_frontend_and_fewer_transposes_than_the_unfused_
 
     # Same outputs as the unfused graph and as PyTorch with the same weights
     x = np.random.default_rng(1).random((3, 3, 224, 224), dtype=np.float32)
-    core = ov.Core()
+    core = shared_core()
     config = {"INFERENCE_PRECISION_HINT": "f32"}
     fused_out = core.compile_model(ir, "CPU", config)(x)[0].reshape(-1)
     unfused_out = core.compile_model(unfused, "CPU", config)(x)[0].reshape(-1)
@@ -130,4 +132,4 @@ def test_the_openvino_backend_runs_an_onnx_model_with_its_attention_fused(irs: d
     backend = OpenVinoBackend(onnx_path, inference_precision="fp32")
     runs = collections.Counter(op.get_rt_info()["layerType"].astype(str)
                                for op in backend.compiled.get_runtime_model().get_ops())
-    assert runs["Transpose"] == _runtime_ops(ov.Core().read_model(str(irs["fp32"].path)))["Transpose"], runs
+    assert runs["Transpose"] == _runtime_ops(shared_core().read_model(str(irs["fp32"].path)))["Transpose"], runs

@@ -352,9 +352,9 @@ def test_openvino_threads(ov_xml: Path) -> None:
 
 
 def test_openvino_fp32_is_pinned_although_the_cpu_defaults_to_bf16(ov_xml: Path) -> None:
-    import openvino as ov
+    from glia_edge.ov_core import shared_core
 
-    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+    if "BF16" not in shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         pytest.skip("this CPU has no BF16: OpenVINO runs f32 by default")
     with glia_edge.load(ov_xml, inference_precision="device") as model:
         assert model.inference_precision == "bf16"  # what an unpinned "fp32" run really does here
