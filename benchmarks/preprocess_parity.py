@@ -30,6 +30,7 @@ REFERENCES = ("v1", "whole-image")
 
 def _score_both(model: Any, inputs: list[Any], bgr: bool, desc: str | None = None,
                 reference: str = "v1") -> tuple[np.ndarray, np.ndarray]:
+    """Scores of ``inputs`` through version 2 as the runtimes run it, and through ``reference``."""
     from tqdm.auto import tqdm
 
     from glia_edge.preprocess import crops_from_image, load_reduced
@@ -37,20 +38,22 @@ def _score_both(model: Any, inputs: list[Any], bgr: bool, desc: str | None = Non
     base = model.preprocess_config
     v2 = base.replace(version=2)
 
+    def runtime(x: Any) -> float:  # whatever model.preprocess_config says, as `score` runs it
+        return float(model.predict(x, bgr=bgr)[0])
+
     def whole_image(x: Any) -> float:  # version 2 as first written: resize it all, then cut
         return float(model.predict_batch(crops_from_image(load_reduced(x, v2, bgr=bgr), v2, 1))[0])
 
+    runs = [("v2", v2, runtime),
+            ("v1", base.replace(version=1), runtime) if reference == "v1" else ("whole-image", v2, whole_image)]
     out = []
-    for version in (2, 1):
-        model.preprocess_config = base.replace(version=version)
-        label = f"v{version}" if version == 2 or reference == "v1" else reference
-        items = tqdm(inputs, desc=f"{desc} {label}", unit="img") if desc else inputs
-        if version == 1 and reference == "whole-image":
-            model.preprocess_config = v2
-            out.append(np.array([whole_image(x) for x in items]))
-        else:
-            out.append(np.array([model.predict(x, bgr=bgr)[0] for x in items]))
-    model.preprocess_config = base
+    try:
+        for label, cfg, score in runs:
+            model.preprocess_config = cfg
+            items = tqdm(inputs, desc=f"{desc} {label}", unit="img") if desc else inputs
+            out.append(np.array([score(x) for x in items]))
+    finally:
+        model.preprocess_config = base
     return out[0], out[1]
 
 
@@ -62,6 +65,8 @@ def run(work: Path, scale: int = 6, limit: int | None = None, reference: str = "
     from glia_edge import metrics
     from glia_edge.weights import default_set_csv
 
+    if reference not in REFERENCES:
+        raise ValueError(f"reference must be one of {', '.join(REFERENCES)}, got {reference!r}")
     held = default_set_csv("test").parent  # the default model's test photos
     paths = sorted((held / "images").glob("*.png"))
     if limit:  # an even sample across photos, types and levels
@@ -75,8 +80,6 @@ def run(work: Path, scale: int = 6, limit: int | None = None, reference: str = "
             img = Image.open(path).convert("RGB")
             img.resize((img.width * scale, img.height * scale), Image.Resampling.LANCZOS).save(dest, quality=92)
         jpegs.append(dest)
-    if reference not in REFERENCES:
-        raise ValueError(f"reference must be one of {', '.join(REFERENCES)}, got {reference!r}")
     report: dict[str, Any] = {"images": len(paths), "scale": scale, "reference": reference}
     with glia_edge.load(None) as model:
         spec = model.meta.score_spec

@@ -372,8 +372,8 @@ def crop_boxes(width: int, height: int, crop_size: int, crops: int) -> list[tupl
 
 
 def to_chw_float(img: Image.Image) -> np.ndarray:
-    """HWC uint8 RGB -> CHW float32 in [0, 1]."""
-    return np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
+    """HWC uint8 RGB -> CHW float32 in [0, 1] (step 5 on one image: :func:`crops_to_float`)."""
+    return crops_to_float(np.asarray(img)[None])[0]
 
 
 def prepare(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
@@ -395,7 +395,7 @@ def _grid(resized: Image.Image, cfg: PreprocessConfig, crops: int | None) -> np.
 
 
 def crops_to_float(crops: np.ndarray) -> np.ndarray:
-    """Step 5: (n, S, S, 3) uint8 RGB crops -> (n, 3, S, S) float32 in [0, 1] (as ``to_chw_float``)."""
+    """Step 5: (n, S, S, 3) uint8 RGB crops -> (n, 3, S, S) float32 in [0, 1]."""
     return np.ascontiguousarray(np.asarray(crops, dtype=np.float32).transpose(0, 3, 1, 2)) / np.float32(255.0)
 
 
