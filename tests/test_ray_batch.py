@@ -188,17 +188,23 @@ def test_actor_sigkill_mid_run_loses_nothing(cluster: RayCluster, folder: Path, 
     killed: list[int] = []
 
     def kill_an_actor() -> None:
+        # The actor to kill is the one whose rows are committed: its pid is in them. (Matching
+        # "BatchScorer" in a command line once picked a process that had scored nothing.)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not killed:
-            if _parts(out):  # the actor has scored some rows: kill it while it works on the rest
-                for proc in cluster.descendants():
+            for part in _parts(out):
+                try:
+                    rows = pq.read_table(part).to_pylist()
+                except OSError:  # a part being replaced right now
+                    continue
+                ours = {proc.pid for proc in cluster.descendants()}  # never a recycled pid outside the cluster
+                for pid in {r["worker_pid"] for r in rows if r["status"] == "ok"} & ours:
                     try:
-                        if "BatchScorer" in " ".join(proc.cmdline()):
-                            os.kill(proc.pid, signal.SIGKILL)
-                            killed.append(proc.pid)
-                            return
-                    except (OSError, ValueError):
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
                         continue
+                    killed.append(pid)
+                    return
             time.sleep(0.05)
 
     killer = threading.Thread(target=kill_an_actor, daemon=True)
