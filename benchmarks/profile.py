@@ -47,19 +47,17 @@ def _table(totals: dict[str, float], runs: int, kernels: dict[str, set[str]] | N
 
 
 def _openvino(path: Path, x: np.ndarray, runs: int, threads: int | None, inference_precision: str | None) -> list[OpTime]:
-    import openvino as ov
-
-    from glia_edge.formats import resolve_ir
+    from glia_edge.formats import openvino_meta_from_model, resolve_ir
     from glia_edge.ov_core import shared_core
-    from glia_edge.runtimes.openvino import INFERENCE_HINTS
+    from glia_edge.runtimes.openvino import compile_config
 
     core = shared_core()
-    model = core.read_model(str(resolve_ir(path)))
-    config: dict[str, Any] = {"PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY"}
-    if inference_precision and INFERENCE_HINTS.get(inference_precision):
-        config["INFERENCE_PRECISION_HINT"] = INFERENCE_HINTS[inference_precision]
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
+    xml = resolve_ir(path)
+    model = core.read_model(str(xml))
+    # The backend's own config (an FP32 IR pinned to f32, an INT8 IR's float parts in BF16 ...).
+    meta = openvino_meta_from_model(model, xml)
+    config = {**compile_config(meta, core, inference_precision=inference_precision, threads=threads),
+              "PERF_COUNT": True}
     request = core.compile_model(model, "CPU", config).create_infer_request()
     request.infer({0: x})  # warm-up
     totals: dict[str, float] = defaultdict(float)

@@ -35,13 +35,25 @@ HEAD_PATTERNS = (r".*/head/.*", r"^head\..*")
 LOCAL_STEM_PATTERNS = (r".*/local/stem/stem\.0/.*", r".*/local/cnn/conv1/.*")
 
 
+#: OpenVINO's fused attention op (``convert_model`` makes it from MatMul -> Softmax -> MatMul).
+ATTENTION_TYPES = ("ScaledDotProductAttention",)
+
+
 @dataclass(frozen=True)
 class OpenVinoOptions:
-    """NNCF INT8 settings; ``smooth_quant_alpha=None`` disables SmoothQuant."""
+    """NNCF INT8 settings; ``smooth_quant_alpha=None`` disables SmoothQuant.
+
+    ``keep_attention_float``: no quantizers on the inputs of the fused attention ops. NNCF's
+    transformer preset quantizes Q and K; the CPU plugin then cannot run the attention as its one
+    fused kernel and spends the time in Reorders and FakeQuantizes instead (``glia_vit_small``,
+    batch 8, on an AMX CPU: INT8 at about 2.6x PyTorch eager with them, 3.6x without;
+    benchmarks/RESULTS.md section 1). The matrix products that carry the weights stay INT8.
+    """
 
     smooth_quant_alpha: float | None = 0.15
     keep_head_float: bool = True
     keep_local_stem_float: bool = True
+    keep_attention_float: bool = True
     subset_size: int = 300
     fast_bias_correction: bool = True
     ignored_patterns: tuple[str, ...] = ()
@@ -87,9 +99,10 @@ def quantize_nncf(model: Any, calib: CalibrationSet | None, options: OpenVinoOpt
     patterns = (tuple(options.ignored_patterns) + (HEAD_PATTERNS if options.keep_head_float else ())
                 + (LOCAL_STEM_PATTERNS if options.keep_local_stem_float else ()))
     names = _names_matching(model, patterns) if patterns else []
-    ignored = nncf.IgnoredScope(names=names, validate=False) if names else None
-    log.info("NNCF INT8: %d crops, SmoothQuant %s, %d ops kept float", len(calib),
-             "off" if alpha < 0 else f"alpha={alpha}", len(names))
+    types = [t for t in ATTENTION_TYPES if options.keep_attention_float]
+    ignored = nncf.IgnoredScope(names=names, types=types, validate=False) if names or types else None
+    log.info("NNCF INT8: %d crops, SmoothQuant %s, %d ops kept float%s", len(calib),
+             "off" if alpha < 0 else f"alpha={alpha}", len(names), ", attention float" if types else "")
     batch_dim = model.inputs[0].get_partial_shape()[0]
     batch = batch_dim.get_length() if batch_dim.is_static else 1  # a static-batch model takes full batches
     try:

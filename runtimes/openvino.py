@@ -54,6 +54,24 @@ def _default_hint(meta: Any, core: Any, device: str) -> str:
     return hint
 
 
+def compile_config(meta: Any, core: Any, device: str = "CPU", *, inference_precision: str | None = None,
+                   threads: int | None = None, mode: str = "latency") -> dict[str, Any]:
+    """The ``compile_model`` config of an artifact: its inference precision (given, or the default
+    for its precision on ``device``), threads and performance hint. The profiler uses it too, so a
+    profile describes the configuration the backend runs."""
+    hint = inference_precision or _default_hint(meta, core, device)
+    if hint not in INFERENCE_HINTS:
+        raise ValueError(f"OpenVINO inference_precision must be one of {', '.join(INFERENCE_HINTS)}, got {hint!r}")
+    if mode not in ("latency", "throughput"):
+        raise ValueError(f"OpenVINO mode must be 'latency' or 'throughput', got {mode!r}")
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "THROUGHPUT" if mode == "throughput" else "LATENCY"}
+    if INFERENCE_HINTS[hint]:
+        config["INFERENCE_PRECISION_HINT"] = INFERENCE_HINTS[hint]
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return config
+
+
 class OpenVinoBackend(Backend):
     format = "openvino"
 
@@ -73,16 +91,8 @@ class OpenVinoBackend(Backend):
         if max_requests is not None and max_requests < 1:
             raise ValueError(f"OpenVINO max_requests must be >= 1, got {max_requests}")
         self.check_precision(meta, precision)
-        hint = inference_precision or _default_hint(meta, core, device)
-        if hint not in INFERENCE_HINTS:
-            raise ValueError(f"OpenVINO inference_precision must be one of {', '.join(INFERENCE_HINTS)}, got {hint!r}")
-        if mode not in ("latency", "throughput"):
-            raise ValueError(f"OpenVINO mode must be 'latency' or 'throughput', got {mode!r}")
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "THROUGHPUT" if mode == "throughput" else "LATENCY"}
-        if INFERENCE_HINTS[hint]:
-            config["INFERENCE_PRECISION_HINT"] = INFERENCE_HINTS[hint]
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
+        config = compile_config(meta, core, device, inference_precision=inference_precision, threads=threads,
+                                mode=mode)
         device = device.upper()
         # The shared Core outlives every compiled model (destroying a Core first can also hang a
         # compiled model's destructor, seen with the THROUGHPUT hint).

@@ -295,6 +295,8 @@ def test_bench_end_to_end(bench_run: tuple) -> None:
     # --profile: each runtime's own profiler names the operators that dominate
     assert "aten::" in rows["torch fp32 eager"]["top_ops"] and "MatMul" in rows["onnx fp32"]["top_ops"]
     assert "FullyConnected" in rows["openvino int8"]["top_ops"] and "Top operators" in md
+    # ... under the row's own config: the FP32 IR pinned to f32 (on AMX CPUs OpenVINO's default is BF16)
+    assert "FullyConnected" in rows["openvino fp32"]["top_ops"] and "bf16" not in rows["openvino fp32"]["top_ops"]
 
 
 def test_bench_regression_check_exit_code(bench_run: tuple) -> None:

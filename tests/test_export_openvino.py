@@ -62,28 +62,47 @@ def test_weights_are_compressed_for_fp16_and_int8(ir_exports: dict) -> None:
     assert size["int8"] < 0.6 * size["fp32"]
 
 
-def test_int8_ir_holds_fake_quantize_and_keeps_head_float(ir_exports: dict) -> None:
+def _fed_by_fake_quantize(model: object) -> dict[str, str]:
+    """Friendly name -> type of every op with a FakeQuantize among its inputs."""
+    return {target.get_node().get_friendly_name(): target.get_node().get_type_name()
+            for op in model.get_ops() if op.get_type_name() == "FakeQuantize"
+            for target in op.output(0).get_target_inputs()}
+
+
+def _attention_ops(model: object) -> list[str]:
+    return [op.get_friendly_name() for op in model.get_ops() if op.get_type_name() == "ScaledDotProductAttention"]
+
+
+def test_int8_ir_holds_fake_quantize_and_keeps_head_and_attention_float(ir_exports: dict) -> None:
     from glia_edge.ov_core import shared_core
 
     model = shared_core().read_model(str(ir_exports["int8"].path))
-    ops = model.get_ops()
-    assert sum(op.get_type_name() == "FakeQuantize" for op in ops) > 10
-    fed_by_fq = {target.get_node().get_friendly_name() for op in ops if op.get_type_name() == "FakeQuantize"
-                 for target in op.output(0).get_target_inputs()}
+    assert sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops()) > 10
+    fed_by_fq = _fed_by_fake_quantize(model)
     assert any("/blocks." in name for name in fed_by_fq)  # the backbone's MatMuls are quantized
     assert not any("/head/" in name for name in fed_by_fq)  # the score head is not
+    # The fused attention keeps float inputs (quantized Q/K break the CPU plugin's fused kernel).
+    assert _attention_ops(model) and "ScaledDotProductAttention" not in fed_by_fq.values()
+    assert ir_exports["int8"].meta.export["quantization"]["keep_attention_float"] is True
 
 
-def test_smooth_quant_off_and_quantized_head_are_options(tiny_checkpoint: Path, image_dir: Path,
+def test_smooth_quant_off_quantized_head_and_attention_are_options(tiny_checkpoint: Path, image_dir: Path,
                                                         tmp_path: Path) -> None:
     from glia_edge.export.calibration import CalibrationSet
     from glia_edge.export.onnx import torch_to_onnx
     from glia_edge.export.openvino import OpenVinoOptions, onnx_to_openvino
     from glia_edge.checkpoint import load_checkpoint
+    from glia_edge.ov_core import shared_core
 
     model, meta = load_checkpoint(tiny_checkpoint)
     onnx_path = torch_to_onnx(model, tmp_path / "m.onnx", crop_size=224)
     calib = CalibrationSet.from_path(image_dir, meta.preprocess_config, size=4)
     xml = onnx_to_openvino(onnx_path, tmp_path / "m.xml", precision="int8", calib=calib,
-                           options=OpenVinoOptions(smooth_quant_alpha=None, keep_head_float=False))
+                           options=OpenVinoOptions(smooth_quant_alpha=None, keep_head_float=False,
+                                                   keep_attention_float=False))
     assert xml.is_file() and xml.with_suffix(".bin").is_file()
+    model = shared_core().read_model(str(xml))
+    fed_by_fq = _fed_by_fake_quantize(model)
+    assert any("/head/" in name for name in fed_by_fq)
+    quantized_attention = [n for n in _attention_ops(model) if n in fed_by_fq]
+    assert quantized_attention and len(quantized_attention) == len(_attention_ops(model))
