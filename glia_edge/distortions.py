@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from glia_edge.atomic import replace_path, staging_dir
+from glia_edge.dead_leaves import dead_leaves_named, is_dead_leaves
 from glia_edge.errors import DatasetError, ImageLoadError
 from glia_edge.preprocess import is_image_file, load_image, resize_short_side
 
@@ -274,8 +275,12 @@ def _skimage_sources(names: Sequence[str]) -> Iterator[tuple[str, list[Image.Ima
         if name in OTHER_BUNDLED_PHOTOS:
             yield name, [_other_bundled_photo(name)]
             continue
+        if is_dead_leaves(name):  # generated, not a photo (glia_edge.dead_leaves)
+            yield name, [dead_leaves_named(name)]
+            continue
         if name not in SKIMAGE_PHOTOS + SKIMAGE_GREY_PHOTOS:
-            raise DatasetError(f"unknown bundled photo {name!r}; known: {', '.join(BUNDLED_PHOTOS)}")
+            raise DatasetError(f"unknown bundled photo {name!r}; known: {', '.join(BUNDLED_PHOTOS)}, "
+                               "dead_leaves_<k>")
         data = getattr(skimage.data, name)()
         arrays = data[:2] if name == "stereo_motorcycle" else (data,)
         yield name.removeprefix("stereo_"), [Image.fromarray(a).convert("RGB") for a in arrays]

@@ -55,18 +55,29 @@ SEEDS = (3407, 3408, 3409)
 KEY_FIGURES = ("within_trained", "within_held_out", "pooled_srcc", "pristine_floor")
 #: Ladders served more than once per epoch: the detail-loss types, slowest to learn (chosen on validation).
 LADDER_REPEATS = {"jpeg": 3, "gaussian_blur": 2, "pixelate": 2}
+#: Generated dead-leaves images among the training photos (``--dead-leaves``).
+DEAD_LEAVES = 0
 #: The card's floors on the ranking figures: the recipe is chosen by :func:`floor_score` on validation.
 FLOORS = {"within_all": -0.9, "worst_trained": -0.8, "pooled_srcc": -0.75, "pristine_floor": 0.8}
 
 
-def build_sets(work: Path) -> tuple[Path, Path, Path]:
+def train_photos(dead_leaves: int) -> tuple[str, ...]:
+    """The training photos plus ``dead_leaves`` generated dead-leaves images (glia_edge.dead_leaves)."""
+    return TRAIN_REFS + tuple(f"dead_leaves_{k}" for k in range(dead_leaves))
+
+
+def build_sets(work: Path, dead_leaves: int = 0) -> tuple[Path, Path, Path]:
     """Write train, validation and test sets; returns (train+validation CSV, validation CSV, test CSV).
 
     The combined CSV marks each row's part in a ``set`` column, so training runs the ``official``
-    split: the validation photos are named, not drawn.
+    split: the validation photos are named, not drawn. ``dead_leaves`` generated images join the
+    training photos (a work folder holds one choice: its sets are reused).
     """
+    from dataclasses import replace
+
     paths = {}
-    for name, spec in (("train", TRAIN), ("validation", VALIDATION), ("test", TEST)):
+    train = replace(TRAIN, photos=train_photos(dead_leaves))
+    for name, spec in (("train", train), ("validation", VALIDATION), ("test", TEST)):
         labels = work / f"synth-{name}" / "labels.csv"
         if not labels.is_file():
             spec.write(labels.parent, progress=True)
@@ -157,7 +168,7 @@ def shipped_form(best: Path, seed: int, args: argparse.Namespace) -> Path:
 
     model, meta = load_checkpoint(best)
     meta.training.update(frozen_dtype="float16", recipe="python -m glia_edge.recipes.default_model", seed=seed,
-                         seeds=list(args.seeds), train_refs=list(TRAIN_REFS), validation_refs=list(VALIDATION_REFS),
+                         seeds=list(args.seeds), train_refs=list(train_photos(args.dead_leaves)), validation_refs=list(VALIDATION_REFS),
                          test_refs=list(TEST_REFS), train_types=list(TRAIN_TYPES),
                          held_out_types=list(HELD_OUT_TYPES), grey_copies=True)
     return save_checkpoint(best.parent / f"{DEFAULT_MODEL}.safetensors", model, meta)
@@ -217,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ladder-repeats", type=_type_repeat, nargs="*", default=list(LADDER_REPEATS.items()),
                         metavar="TYPE=N", help="serve the ladders of TYPE N times per epoch (types slow to learn; "
                                                "none given: every type once)")
+    parser.add_argument("--dead-leaves", type=int, default=DEAD_LEAVES,
+                        help="generated dead-leaves images added to the training photos (glia_edge.dead_leaves)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop early (smoke runs)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     parser.add_argument("--train-only", action="store_true",
@@ -228,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     started = time.perf_counter()
-    train_csv, val_csv, test_csv = build_sets(args.work)
+    train_csv, val_csv, test_csv = build_sets(args.work, args.dead_leaves)
     best = {seed: shipped_form(train_seed(args.work, train_csv, seed, args), seed, args) for seed in args.seeds}
     if args.train_only:
         return
