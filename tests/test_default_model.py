@@ -9,8 +9,8 @@ import pytest
 
 import glia_edge
 from glia_edge.checkpoint import read_checkpoint_meta
-from glia_edge.recipes.default_model import (FLOORS, HELD_OUT_TYPES, SEEDS, TEST, TEST_REFS, TRAIN_REFS,
-                                             TRAIN_TYPES, VALIDATION_REFS, floor_score)
+from glia_edge.recipes.default_model import (DEAD_LEAVES, FLOORS, HELD_OUT_TYPES, SEEDS, TEST, TEST_REFS,
+                                             TRAIN_TYPES, VALIDATION_REFS, floor_score, train_photos)
 from glia_edge.weights import DEFAULT_MODEL, default_checkpoint
 
 CARD = Path(glia_edge.__file__).parent / "weights" / "MODEL_CARD.md"
@@ -26,7 +26,7 @@ def test_the_default_model_ships_small_and_says_how_it_was_made() -> None:
     assert training["frozen_dtype"] == "float16" and training["seed"] in SEEDS and len(training["seeds"]) >= 3
     assert training["backbone_weights"] is None and training["rank_weight"] > 0 and training["cross_rank_weight"] > 0
     assert (training["train_refs"], training["validation_refs"], training["test_refs"]) == \
-        (list(TRAIN_REFS), list(VALIDATION_REFS), list(TEST_REFS))
+        (list(train_photos(DEAD_LEAVES)), list(VALIDATION_REFS), list(TEST_REFS))
     assert training["eval_part"] == "val" and training["split"] == "official"  # epoch chosen on validation photos
     assert set(training["held_out_types"]) == set(HELD_OUT_TYPES) and not set(HELD_OUT_TYPES) & set(TRAIN_TYPES)
     assert meta.preprocess.get("version") == 2  # trained on the fast preprocessing definition
