@@ -46,8 +46,8 @@ class OpenVinoOptions:
     ``keep_attention_float``: no quantizers on the inputs of the fused attention ops. NNCF's
     transformer preset quantizes Q and K; the CPU plugin then cannot run the attention as its one
     fused kernel and spends the time in Reorders and FakeQuantizes instead (``glia_vit_small``,
-    batch 8, on an AMX CPU: INT8 at about 2.6x PyTorch eager with them, 3.6x without;
-    benchmarks/RESULTS.md section 1). The matrix products that carry the weights stay INT8.
+    batch 8, on an AMX CPU: INT8 ran at 0.78-0.87x of BF16's speed with them, 1.02-1.15x without;
+    benchmarks/RESULTS.md section 3). The matrix products that carry the weights stay INT8.
     """
 
     smooth_quant_alpha: float | None = 0.15

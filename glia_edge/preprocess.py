@@ -396,7 +396,9 @@ def _grid(resized: Image.Image, cfg: PreprocessConfig, crops: int | None) -> np.
 
 def crops_to_float(crops: np.ndarray) -> np.ndarray:
     """Step 5: (n, S, S, 3) uint8 RGB crops -> (n, 3, S, S) float32 in [0, 1]."""
-    return np.ascontiguousarray(np.asarray(crops, dtype=np.float32).transpose(0, 3, 1, 2)) / np.float32(255.0)
+    out = np.asarray(crops).transpose(0, 3, 1, 2).astype(np.float32, order="C")  # one contiguous copy
+    out /= np.float32(255.0)
+    return out
 
 
 def crops_from_image(img: Image.Image, cfg: PreprocessConfig, crops: int | None = None) -> np.ndarray:

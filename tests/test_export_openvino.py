@@ -87,7 +87,7 @@ def test_int8_ir_holds_fake_quantize_and_keeps_head_and_attention_float(ir_expor
 
 
 def test_smooth_quant_off_quantized_head_and_attention_are_options(tiny_checkpoint: Path, image_dir: Path,
-                                                        tmp_path: Path) -> None:
+                                                                   tmp_path: Path) -> None:
     from glia_edge.export.calibration import CalibrationSet
     from glia_edge.export.onnx import torch_to_onnx
     from glia_edge.export.openvino import OpenVinoOptions, onnx_to_openvino

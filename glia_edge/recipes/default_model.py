@@ -66,7 +66,7 @@ def train_photos(dead_leaves: int) -> tuple[str, ...]:
     return TRAIN_REFS + tuple(f"dead_leaves_{k}" for k in range(dead_leaves))
 
 
-def build_sets(work: Path, dead_leaves: int = 0) -> tuple[Path, Path, Path]:
+def build_sets(work: Path, dead_leaves: int = DEAD_LEAVES) -> tuple[Path, Path, Path]:
     """Write train, validation and test sets; returns (train+validation CSV, validation CSV, test CSV).
 
     The combined CSV marks each row's part in a ``set`` column, so training runs the ``official``
