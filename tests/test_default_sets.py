@@ -34,3 +34,21 @@ def test_cached_set_folder_changes_with_its_definition(tmp_path, monkeypatch) ->
     second = weights.default_set_csv("calibration")
     assert first.parent != second.parent and first.parent.parent == second.parent.parent == tmp_path
     assert written == [first.parent, second.parent]
+
+
+def test_recipe_work_folder_refuses_sets_built_with_other_dead_leaves(tmp_path) -> None:
+    import pytest
+
+    from glia_edge.recipes.default_model import build_sets
+
+    for name, refs in (("train", ["astronaut", "dead_leaves_0", "dead_leaves_1"]), ("validation", ["coffee"]),
+                       ("test", ["camera"])):
+        folder = tmp_path / f"synth-{name}"
+        folder.mkdir()
+        rows = [f"images/{r}-0-ref.png,100.0,{r},none,0,{part}" for r in refs for part in (0, 1)]
+        (folder / "labels.csv").write_text("path,score,ref,distortion,level,part\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match="holds 2 dead-leaves images, not 6"):
+        build_sets(tmp_path, dead_leaves=6)
+    assert not (tmp_path / "train-val.csv").exists()
+    combined, _, _ = build_sets(tmp_path, dead_leaves=2)  # the folder's own choice is reused
+    assert sum("dead_leaves_" in line for line in combined.read_text().splitlines()) == 4

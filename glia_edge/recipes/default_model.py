@@ -66,12 +66,24 @@ def train_photos(dead_leaves: int) -> tuple[str, ...]:
     return TRAIN_REFS + tuple(f"dead_leaves_{k}" for k in range(dead_leaves))
 
 
+def _check_dead_leaves(labels: Path, dead_leaves: int) -> None:
+    """Raise when a reused training set holds another number of dead-leaves images than asked for."""
+    from glia_edge.dead_leaves import is_dead_leaves
+
+    with open(labels, newline="") as fh:
+        held = len({row["ref"] for row in csv.DictReader(fh) if is_dead_leaves(row["ref"])})
+    if held != dead_leaves:
+        raise ValueError(f"{labels} holds {held} dead-leaves images, not {dead_leaves}: "
+                         "use a new --work folder for another --dead-leaves")
+
+
 def build_sets(work: Path, dead_leaves: int = DEAD_LEAVES) -> tuple[Path, Path, Path]:
     """Write train, validation and test sets; returns (train+validation CSV, validation CSV, test CSV).
 
     The combined CSV marks each row's part in a ``set`` column, so training runs the ``official``
     split: the validation photos are named, not drawn. ``dead_leaves`` generated images join the
-    training photos (a work folder holds one choice: its sets are reused).
+    training photos. A work folder holds one choice: its sets are reused, and a folder built with
+    another ``dead_leaves`` raises :class:`ValueError` rather than train on what it holds.
     """
     from dataclasses import replace
 
@@ -82,6 +94,7 @@ def build_sets(work: Path, dead_leaves: int = DEAD_LEAVES) -> tuple[Path, Path, 
         if not labels.is_file():
             spec.write(labels.parent, progress=True)
         paths[name] = labels
+    _check_dead_leaves(paths["train"], dead_leaves)
     combined = work / "train-val.csv"
     if not combined.is_file():
         rows = []
