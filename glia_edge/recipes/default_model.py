@@ -56,7 +56,7 @@ KEY_FIGURES = ("within_trained", "within_held_out", "pooled_srcc", "pristine_flo
 #: Ladders served more than once per epoch: the detail-loss types, slowest to learn (chosen on validation).
 LADDER_REPEATS = {"jpeg": 3, "gaussian_blur": 2, "pixelate": 2}
 #: Generated dead-leaves images among the training photos (``--dead-leaves``).
-DEAD_LEAVES = 6
+DEAD_LEAVES = 12
 #: The card's floors on the ranking figures: the recipe is chosen by :func:`floor_score` on validation.
 FLOORS = {"within_all": -0.9, "worst_trained": -0.8, "pooled_srcc": -0.75, "pristine_floor": 0.8}
 
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("runs/default"), help="working folder")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="training seeds (>= 3 for the card)")
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=30, help="images per step (5 ladders of 6 levels)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--crops-per-image", type=int, default=2, help="ladders per (reference, type) per epoch")
