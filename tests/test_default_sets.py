@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+import pytest
+
 from glia_edge.distortions import BUNDLED_PHOTOS, DISTORTIONS
 from glia_edge.weights import default_sets
 
@@ -37,8 +39,6 @@ def test_cached_set_folder_changes_with_its_definition(tmp_path, monkeypatch) ->
 
 
 def test_recipe_work_folder_refuses_sets_built_with_other_dead_leaves(tmp_path) -> None:
-    import pytest
-
     from glia_edge.recipes.default_model import build_sets
 
     for name, refs in (("train", ["astronaut", "dead_leaves_0", "dead_leaves_1"]), ("validation", ["coffee"]),

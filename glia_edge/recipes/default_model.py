@@ -93,8 +93,9 @@ def build_sets(work: Path, dead_leaves: int = DEAD_LEAVES) -> tuple[Path, Path, 
         labels = work / f"synth-{name}" / "labels.csv"
         if not labels.is_file():
             spec.write(labels.parent, progress=True)
+        elif name == "train":  # reused: check it before writing the other sets
+            _check_dead_leaves(labels, dead_leaves)
         paths[name] = labels
-    _check_dead_leaves(paths["train"], dead_leaves)
     combined = work / "train-val.csv"
     if not combined.is_file():
         rows = []
