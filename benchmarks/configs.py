@@ -7,6 +7,9 @@ TensorRT FP32/FP16/INT8. A combination a backend does not have is left out; Tens
 machine without a GPU and TensorRT are kept with status "skipped: no GPU/TensorRT".
 
 OpenVINO BF16 is the FP32 IR run with ``INFERENCE_PRECISION_HINT=bf16``, so it shares that IR.
+OpenVINO rows run with the LATENCY hint (one infer request per batch); ``openvino_modes`` adds
+rows with the THROUGHPUT hint (variant ``throughput``: each batch split over the device's streams,
+as ``glia-edge watch`` runs batches), which on small CPUs can be the faster configuration.
 Artifacts are exported once into ``OUTPUT/artifacts`` with :func:`glia_edge.export.export` and
 reused by later runs while their metadata names the same source checkpoint (SHA-256).
 """
@@ -27,6 +30,8 @@ TARGETS = tuple(FORMATS)
 #: Precisions a row can run: the artifacts' precisions, plus BF16 execution of FP32 artifacts.
 PRECISIONS = ("fp32", "fp16", "int8", "bf16")
 SKIP_NO_GPU = "skipped: no GPU/TensorRT"
+#: OpenVINO performance hints a benchmark can compare -> the rows' variant ("" keeps the plain key).
+OPENVINO_MODES = {"latency": "", "throughput": "throughput"}
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,7 @@ class BenchConfig:
 
     target: str
     precision: str
-    variant: str = ""  # torch: "eager", "compile" or "autocast"
+    variant: str = ""  # torch: "eager", "compile" or "autocast"; openvino: "" (latency hint) or "throughput"
     skip: str | None = None  # set: the row is reported with this status and not run
 
     @property
@@ -60,8 +65,9 @@ class BenchConfig:
         text = FORMATS[self.target].label
         if self.target == "torch":
             text += f" {self.variant}" + (f" ({device})" if device != "cpu" else "")
-        elif self.target == "openvino" and self.precision == "fp32":
-            text += " (f32 pinned)"
+        elif self.target == "openvino":
+            notes = (["f32 pinned"] if self.precision == "fp32" else []) + (["throughput hint"] if self.variant else [])
+            text += f" ({', '.join(notes)})" if notes else ""
         return text
 
     def load_options(self, device: str = "cpu") -> dict[str, Any]:
@@ -69,9 +75,12 @@ class BenchConfig:
         if self.target == "torch":
             return {"inference_precision": "bf16" if self.variant == "autocast" else "fp32",
                     "compile": self.variant == "compile", "device": device}
+        options: dict[str, Any] = {}
         if self.target == "openvino" and self.precision == "bf16":
-            return {"inference_precision": "bf16"}  # the FP32 IR run in BF16; other rows: the artifact's own
-        return {}
+            options["inference_precision"] = "bf16"  # the FP32 IR run in BF16; other rows: the artifact's own
+        if self.target == "openvino" and self.variant == "throughput":
+            options["mode"] = "throughput"
+        return options
 
 
 def _torch_rows(precisions: Sequence[str], compile: bool) -> list[BenchConfig]:
@@ -84,12 +93,15 @@ def _torch_rows(precisions: Sequence[str], compile: bool) -> list[BenchConfig]:
 
 
 def build_matrix(targets: Sequence[str], precisions: Sequence[str], *, gpu_tensorrt: bool,
-                 compile: bool = True) -> list[BenchConfig]:
-    """Every configuration asked for, in report order; the PyTorch FP32 eager baseline always."""
+                 compile: bool = True, openvino_modes: Sequence[str] = ("latency",)) -> list[BenchConfig]:
+    """Every configuration asked for, in report order; the PyTorch FP32 eager baseline always.
+    OpenVINO rows come once per mode in ``openvino_modes`` (``latency``, ``throughput``)."""
     unknown = [t for t in targets if t not in TARGETS] + [p for p in precisions if p not in PRECISIONS]
-    if unknown:
-        raise ValueError(f"unknown target/precision {unknown}; targets: {', '.join(TARGETS)}, "
-                         f"precisions: {', '.join(PRECISIONS)}")
+    unknown += [m for m in openvino_modes if m not in OPENVINO_MODES]
+    if unknown or not openvino_modes:
+        raise ValueError(f"unknown target/precision/mode {unknown or list(openvino_modes)}; targets: "
+                         f"{', '.join(TARGETS)}, precisions: {', '.join(PRECISIONS)}, "
+                         f"OpenVINO modes: {', '.join(OPENVINO_MODES)}")
     rows = _torch_rows(precisions, compile and "torch" in targets) if "torch" in targets \
         else [BenchConfig("torch", "fp32", "eager")]
     order = {"onnx": ("fp32", "fp16", "int8"), "openvino": ("fp32", "bf16", "fp16", "int8"),
@@ -100,7 +112,9 @@ def build_matrix(targets: Sequence[str], precisions: Sequence[str], *, gpu_tenso
         for precision in order[target]:
             if precision in precisions and precision in FORMATS[target].precisions:
                 skip = SKIP_NO_GPU if target == "trt" and not gpu_tensorrt else None
-                rows.append(BenchConfig(target, precision, skip=skip))
+                variants = [OPENVINO_MODES[m] for m in OPENVINO_MODES if m in openvino_modes] \
+                    if target == "openvino" else [""]
+                rows += [BenchConfig(target, precision, variant, skip=skip) for variant in variants]
     return rows
 
 

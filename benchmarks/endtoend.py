@@ -166,10 +166,10 @@ def run_end_to_end(artifact: Path, *, sizes: Sequence[tuple[int, int]], count: i
                    frames: Sequence[str], workers: int, repeats: int, work: Path,
                    load_options: dict[str, Any] | None = None) -> list[EndToEndRow]:
     """Every row for ``artifact`` (see the module docstring)."""
-    import glia_edge
+    from glia_edge.runtimes.base import load_batched
 
     rows: list[EndToEndRow] = []
-    with glia_edge.load(artifact, **(load_options or {})) as model:
+    with load_batched(artifact, **(load_options or {})) as model:  # opened as ``glia-edge score`` opens it
         if files is not None:
             from glia_edge.preprocess import find_images
 

@@ -256,3 +256,18 @@ def load(path: str | Path | None = None, *, runtime: str | None = None, **option
         raise TypeError(f"{cls.__name__} has no option {', '.join(map(repr, unknown))}; "
                         f"it takes: {', '.join(accepted)}")
     return cls(path, **options)
+
+
+def load_batched(path: str | Path | None = None, *, batched: bool = True, **options: Any) -> Backend:
+    """:func:`load` for callers whose calls carry several crops or frames (``score``, ``watch``):
+    OpenVINO then gets the THROUGHPUT hint, which splits each batch over the device's streams and
+    on small CPUs scores more crops per second than one request (``glia-edge bench
+    --openvino-modes latency,throughput`` measures both). Other backends load as with :func:`load`."""
+    runtime = options.pop("runtime", None)
+    if path is None:
+        path, cls = pick_default(runtime, **options)
+        runtime = cls.format
+        log.info("default model: %s on %s", Path(path).name, cls.__name__)
+    if batched and Path(path).exists() and (runtime or format_of(path).name) == "openvino":
+        options["mode"] = "throughput"
+    return load(path, runtime=runtime, **options)

@@ -191,6 +191,22 @@ def test_matrix_always_has_the_baseline_and_skips_tensorrt_without_gpu() -> None
         build_matrix(["tflite"], ["fp32"], gpu_tensorrt=False)
 
 
+def test_matrix_adds_openvino_throughput_rows_that_load_with_the_throughput_hint() -> None:
+    rows = build_matrix(["openvino"], ["fp32", "bf16", "int8"], gpu_tensorrt=False,
+                        openvino_modes=("latency", "throughput"))
+    assert [r.key for r in rows] == ["torch:fp32:eager", "openvino:fp32", "openvino:fp32:throughput", "openvino:bf16",
+                                     "openvino:bf16:throughput", "openvino:int8", "openvino:int8:throughput"]
+    bf16_tp = rows[4]
+    assert bf16_tp.load_options() == {"inference_precision": "bf16", "mode": "throughput"}
+    assert bf16_tp.artifact_precision == "fp32" and bf16_tp.label() == "OpenVINO (throughput hint)"
+    assert rows[2].label() == "OpenVINO (f32 pinned, throughput hint)" and rows[1].load_options() == {}
+    only_tp = build_matrix(["openvino"], ["int8"], gpu_tensorrt=False, openvino_modes=("throughput",))
+    assert [r.key for r in only_tp] == ["torch:fp32:eager", "openvino:int8:throughput"]
+    for bad in ((), ("fast",)):
+        with pytest.raises(ValueError, match="OpenVINO modes: latency, throughput"):
+            build_matrix(["openvino"], ["int8"], gpu_tensorrt=False, openvino_modes=bad)
+
+
 def _report() -> tuple[BenchReport, list[BenchConfig]]:
     configs = [BenchConfig("torch", "fp32", "eager"), BenchConfig("openvino", "int8"), BenchConfig("onnx", "int8"),
                BenchConfig("trt", "int8", skip=SKIP_NO_GPU)]

@@ -97,3 +97,25 @@ def test_every_fp32_pick_gives_the_checkpoints_scores() -> None:
             tol = 1e-5 * model.meta.score_spec.range
     for runtime in ("openvino", "onnx"):
         assert abs(scores[runtime] - scores["torch"]).max() <= tol, (runtime, scores)
+
+
+def test_batched_callers_get_openvinos_throughput_hint_with_the_same_scores() -> None:
+    """score and watch open models with load_batched: OpenVINO splits batches over its streams
+    (THROUGHPUT hint), other backends and single-item callers load as load() does."""
+    import glia_edge
+    from glia_edge.runtimes.base import load_batched
+
+    images = sample_images()
+    with load_batched() as batched, glia_edge.load() as plain:
+        assert type(batched).format == "openvino" and (batched.mode, plain.mode) == ("throughput", "latency")
+        assert batched.inference_precision == plain.inference_precision == "f32"  # default scores stay FP32
+        assert abs(batched.predict(images) - plain.predict(images)).max() <= 1e-5 * plain.meta.score_spec.range
+    with load_batched(batched=False) as single:
+        assert single.mode == "latency"
+    onnx = WEIGHTS / f"{DEFAULT_MODEL}.fp32.onnx"
+    with load_batched(onnx, runtime="openvino", precision="fp32") as by_path:
+        assert by_path.mode == "throughput"
+    with load_batched(onnx, runtime="onnx") as ort:
+        assert type(ort).format == "onnx"
+    with pytest.raises(FileNotFoundError, match="missing.xml"):
+        load_batched(WEIGHTS / "missing.xml")

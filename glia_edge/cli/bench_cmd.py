@@ -72,6 +72,8 @@ def _command(o: BenchOptions) -> str:
         args += ["--export-option", f"{key}={value!r}"]
     args += ["--eval-size", str(o.eval_size or 0), "--repeats", str(o.repeats), "--warmup", str(o.warmup),
              "--device", o.device, "--output", str(o.output)]
+    if o.openvino_modes != ("latency",):
+        args += ["--openvino-modes", ",".join(o.openvino_modes)]
     args += [] if o.compile else ["--no-compile"]
     args += [] if o.memory else ["--no-memory"]
     args += ["--profile"] if o.profile else []
@@ -143,6 +145,9 @@ def bench(
     warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed runs first (torch.compile compiles here)."),
     output: Path = typer.Option(Path("bench-out"), "--output", help="Folder for artifacts and reports."),
     compile: bool = typer.Option(True, "--compile/--no-compile", help="Include the torch.compile row."),
+    openvino_modes: str = typer.Option("latency", "--openvino-modes", help="OpenVINO performance hints, "
+                                       "comma-separated: latency (one request per batch), throughput (each batch "
+                                       "split over the device's streams, as watch runs it): a row per hint."),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak RSS (one process per row)."),
     profile: bool = typer.Option(False, "--profile", help="Also report which operator types dominate each row."),
     reexport: bool = typer.Option(False, "--reexport", help="Export again even where OUTPUT/artifacts holds a "
@@ -171,7 +176,7 @@ def bench(
         _end_to_end(end_to_end, e2e_sizes, e2e_count, e2e_files, frames, decode_workers, e2e_repeats, threads, output)
         return
     from glia_edge.benchmarks.checks import parse_min_speedup
-    from glia_edge.benchmarks.configs import PRECISIONS, TARGETS
+    from glia_edge.benchmarks.configs import OPENVINO_MODES, PRECISIONS, TARGETS
     from glia_edge.benchmarks.report import write_all
     from glia_edge.benchmarks.runner import BenchOptions, run_benchmark
 
@@ -187,7 +192,9 @@ def bench(
                         precisions=_split(precisions, "--precisions", PRECISIONS), batches=_batches(batch), crops=crops,
                         threads=threads, images=images, labels=labels, calib=calib, calib_size=calib_size,
                         export_options=_export_options(export_option or []), eval_size=eval_size or None,
-                        repeats=repeats, warmup=warmup, output=output, compile=compile, memory=memory, profile=profile,
+                        repeats=repeats, warmup=warmup, output=output, compile=compile,
+                        openvino_modes=_split(openvino_modes, "--openvino-modes", tuple(OPENVINO_MODES)),
+                        memory=memory, profile=profile,
                         reexport=reexport, device=device, min_speedup=min_speedup, max_drop=max_drop)
     opts.command = _command(opts)
     with cli_errors():

@@ -1,7 +1,7 @@
 """``glia-edge score PATH...``: score image files, folders (recursive) and globs with any artifact.
 
 The artifact is opened with :func:`glia_edge.load` (the packaged default model without
-``--model``) and images are scored through :meth:`Backend.iter_scores`, so one unreadable input
+``--model``; OpenVINO with its THROUGHPUT hint when a call carries several crops) and images are scored through :meth:`Backend.iter_scores`, so one unreadable input
 (missing, empty, corrupt, not an image, over the pixel limit, unsupported mode) becomes a row with
 ``status=error`` and its reason, a one-line message on stderr, and a non-zero exit code, while the
 rest are still scored. Files in folders with a suffix no image format has (see
@@ -178,14 +178,14 @@ def score(
                                                       "cores, up to 4; 0 = serially on the main thread)."),
 ) -> None:
     """Score images; unreadable inputs are reported (exit code 1) and the rest are still scored."""
-    import glia_edge
     from glia_edge.atomic import atomic_write
+    from glia_edge.runtimes.base import load_batched
 
     options: dict[str, Any] = {"batch_size": batch_size, "threads": threads, "precision": precision,
                                "inference_precision": inference_precision, "device": device}
     with cli_errors():
         try:
-            backend = glia_edge.load(model, **{k: v for k, v in options.items() if v is not None})
+            backend = load_batched(model, batched=batch_size > 1, **{k: v for k, v in options.items() if v is not None})
         except (ValueError, TypeError) as exc:  # an option the backend refuses or does not take
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from None

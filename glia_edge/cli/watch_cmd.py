@@ -30,22 +30,14 @@ log = logging.getLogger(__name__)
 
 def _open_model(model: Optional[Path], crops: int, queue_size: int, threads: Optional[int],
                 precision: Optional[str] = None) -> Any:
-    import glia_edge
-    from glia_edge.formats import format_of
-    from glia_edge.runtimes.base import pick_default
+    from glia_edge.runtimes.base import load_batched
 
     options: dict[str, Any] = {"batch_size": max(8, crops * queue_size)}
     if threads:
         options["threads"] = threads
     if precision:
         options["precision"] = precision
-    runtime = None
-    if model is None:  # the packaged default model, on the first runtime installed here
-        model, cls = pick_default(**options)
-        runtime = cls.format
-    if (runtime or format_of(model).name) == "openvino" and crops * queue_size > 1:
-        options["mode"] = "throughput"  # batches of several crops or frames go over OpenVINO's async infer requests
-    return glia_edge.load(model, runtime=runtime, **options)
+    return load_batched(model, batched=crops * queue_size > 1, **options)
 
 
 def parse_threshold(text: str) -> Optional[float]:
