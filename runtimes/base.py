@@ -231,6 +231,17 @@ def pick_default(runtime: str | None = None, **options: Any) -> tuple[Path, type
                                   "or 'glia-edge[onnxruntime]'")
 
 
+def _resolve(path: str | Path | None, runtime: str | None, options: dict[str, Any]) -> tuple[Path, type[Backend]]:
+    """The artifact ``load`` opens and its backend class: the packaged default model when ``path`` is None."""
+    if path is None:
+        path, cls = pick_default(runtime, **options)
+        log.info("default model: %s on %s", Path(path).name, cls.__name__)
+        return path, cls
+    if not Path(path).exists():
+        raise FileNotFoundError(f"artifact not found: {path}")
+    return Path(path), backend_class(runtime or format_of(path).name)
+
+
 def load(path: str | Path | None = None, *, runtime: str | None = None, **options: Any) -> Backend:
     """Open an artifact with the backend its format needs.
 
@@ -243,13 +254,7 @@ def load(path: str | Path | None = None, *, runtime: str | None = None, **option
     match the artifact's, ``inference_precision`` for OpenVINO and PyTorch ...); an option the
     backend does not take is a ``TypeError`` listing the ones it does.
     """
-    if path is None:
-        path, cls = pick_default(runtime, **options)
-        log.info("default model: %s on %s", Path(path).name, cls.__name__)
-    else:
-        if not Path(path).exists():
-            raise FileNotFoundError(f"artifact not found: {path}")
-        cls = backend_class(runtime or format_of(path).name)
+    path, cls = _resolve(path, runtime, options)
     accepted = accepted_options(cls)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
@@ -263,11 +268,7 @@ def load_batched(path: str | Path | None = None, *, batched: bool = True, **opti
     OpenVINO then gets the THROUGHPUT hint, which splits each batch over the device's streams and
     on small CPUs scores more crops per second than one request (``glia-edge bench
     --openvino-modes latency,throughput`` measures both). Other backends load as with :func:`load`."""
-    runtime = options.pop("runtime", None)
-    if path is None:
-        path, cls = pick_default(runtime, **options)
-        runtime = cls.format
-        log.info("default model: %s on %s", Path(path).name, cls.__name__)
-    if batched and Path(path).exists() and (runtime or format_of(path).name) == "openvino":
+    path, cls = _resolve(path, options.pop("runtime", None), options)
+    if batched and cls.format == "openvino":
         options["mode"] = "throughput"
-    return load(path, runtime=runtime, **options)
+    return load(path, runtime=cls.format, **options)

@@ -1,8 +1,8 @@
 """``glia-edge score PATH...``: score image files, folders (recursive) and globs with any artifact.
 
 The artifact is opened with :func:`glia_edge.load` (the packaged default model without
-``--model``; OpenVINO with its THROUGHPUT hint when a call carries several crops) and images are scored through :meth:`Backend.iter_scores`, so one unreadable input
-(missing, empty, corrupt, not an image, over the pixel limit, unsupported mode) becomes a row with
+``--model``; OpenVINO with its THROUGHPUT hint when a call carries several crops) and images
+are scored through :meth:`Backend.iter_scores`, so one unreadable input (missing, empty, corrupt, not an image, over the pixel limit, unsupported mode) becomes a row with
 ``status=error`` and its reason, a one-line message on stderr, and a non-zero exit code, while the
 rest are still scored. Files in folders with a suffix no image format has (see
 ``IMAGE_SUFFIXES``) are skipped and reported: a count on stderr, their paths in JSON output.
