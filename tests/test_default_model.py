@@ -94,3 +94,30 @@ def test_ladder_repeats_take_trained_types_only() -> None:
     for bad in ("jpeg", "jpeg=0", "jpeg=x", "motion_blur=2"):  # motion blur is held out of training
         with pytest.raises(argparse.ArgumentTypeError, match="TYPE=N"):
             _type_repeat(bad)
+
+
+def test_the_recipes_loss_weights_reach_the_training_run(tmp_path: Path, monkeypatch) -> None:
+    import glia_edge.train
+    from glia_edge.recipes import default_model
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(cfg):  # stop before any image is read: only the config is checked
+        seen.append(cfg)
+        raise Stop
+
+    monkeypatch.setattr(default_model, "build_sets", lambda work, dead_leaves: (work / "t.csv", work / "v.csv", work / "x.csv"))
+    monkeypatch.setattr(glia_edge.train, "train", fake_train)
+    with pytest.raises(Stop):
+        default_model.main(["--work", str(tmp_path), "--seeds", "5", "--train-only", "--l1-weight", "0.7",
+                            "--rank-weight", "0.5", "--cross-rank-weight", "2.0"])
+    cfg = seen[0]
+    assert (cfg.l1_weight, cfg.rank_weight, cfg.cross_rank_weight, cfg.seed) == (0.7, 0.5, 2.0, 5)
+    # the defaults stay the shipped recipe's
+    seen.clear()
+    with pytest.raises(Stop):
+        default_model.main(["--work", str(tmp_path), "--seeds", "5", "--train-only"])
+    assert (seen[0].l1_weight, seen[0].rank_weight, seen[0].cross_rank_weight) == (0.1, 1.0, 1.0)

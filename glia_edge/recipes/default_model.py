@@ -123,7 +123,7 @@ def train_seed(work: Path, train_csv: Path, seed: int, args: argparse.Namespace)
         return out / "best.safetensors"
     cfg = TrainConfig(dataset="csv", csv=str(train_csv), preset=PRESET, backbone_weights="none", split="official",
                       output=str(out), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      crops_per_image=args.crops_per_image, rank_weight=args.rank_weight,
+                      l1_weight=args.l1_weight, crops_per_image=args.crops_per_image, rank_weight=args.rank_weight,
                       cross_rank_weight=args.cross_rank_weight, ladder_repeats=dict(args.ladder_repeats),
                       eval_crops="grid1", seed=seed, workers=0,
                       max_steps=args.max_steps, model_overrides={"score_head": "sigmoid"}, progress=args.progress)
@@ -237,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=30, help="images per step (5 ladders of 6 levels)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--crops-per-image", type=int, default=2, help="ladders per (reference, type) per epoch")
+    parser.add_argument("--l1-weight", type=float, default=0.1,
+                        help="L1 to the labels (absolute level: pristine near the top) beside PLCC (0 = off)")
     parser.add_argument("--rank-weight", type=float, default=1.0, help="ranking loss inside ladders (0 = off)")
     parser.add_argument("--cross-rank-weight", type=float, default=1.0, help="ranking loss across ladders (0 = off)")
     parser.add_argument("--ladder-repeats", type=_type_repeat, nargs="*", default=list(LADDER_REPEATS.items()),
