@@ -121,3 +121,22 @@ def test_the_recipes_loss_weights_reach_the_training_run(tmp_path: Path, monkeyp
     with pytest.raises(Stop):
         default_model.main(["--work", str(tmp_path), "--seeds", "5", "--train-only"])
     assert (seen[0].l1_weight, seen[0].rank_weight, seen[0].cross_rank_weight) == (0.1, 1.0, 1.0)
+
+
+def test_seed_mean_scores_each_image_by_the_mean_and_keeps_errors() -> None:
+    from glia_edge.recipes.default_model import SeedMean
+    from runtimes.base import ScoreResult
+
+    class Fixed:
+        def __init__(self, scores):
+            self.scores = scores
+
+        def iter_scores(self, images, crops=None):
+            for image, score in zip(images, self.scores):
+                yield (ScoreResult(str(image), None, error=f"{image}: unreadable") if score is None
+                       else ScoreResult(str(image), score, crops=1))
+
+    mean = SeedMean([Fixed([10.0, 40.0, None]), Fixed([30.0, 60.0, 5.0])])
+    out = list(mean.iter_scores([Path("a.png"), Path("b.png"), Path("c.png")]))
+    assert [r.score for r in out[:2]] == [20.0, 50.0] and out[0].source == "a.png"
+    assert not out[2].ok and out[2].error == "c.png: unreadable"  # one model's error is the image's error

@@ -18,8 +18,9 @@
    the seeds' mean (not the best test draw). Test figures are computed after all training is done.
    The settings (``--epochs``, ``--lr``, the loss weights, ``--ladder-repeats``) were chosen among
    candidate recipes by their mean over three seeds on the validation photos alone:
-   ``--validation-only`` trains (or reuses) the seeds, writes ``validation.json`` and stops before
-   any test image is scored; :func:`floor_score` ranks them.
+   ``--validation-only`` trains (or reuses) the seeds, writes ``validation.json`` (also the figures
+   of the seeds' mean score, ``seed_mean``: what an ensemble would buy) and stops before any test
+   image is scored; :func:`floor_score` ranks them.
 4. ``report.json`` and ``report.md`` land in ``--work``; ``--install`` copies the chosen checkpoint
    into the package and re-exports the packaged runtime artifacts from it
    (:mod:`glia_edge.recipes.package_artifacts`), so checkpoint, artifacts and figures move together.
@@ -35,7 +36,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -133,14 +134,33 @@ def train_seed(work: Path, train_csv: Path, seed: int, args: argparse.Namespace)
     return result.best
 
 
-def figures(checkpoint: Path, labels: Path) -> dict[str, Any]:
-    """The card's figures of ``checkpoint`` on a set: within-series ranking per type, pooled, pristine, range."""
+class SeedMean:
+    """The mean of several models' scores per image (a seed ensemble), for :func:`scale_report`."""
+
+    def __init__(self, models: list[Any]) -> None:
+        self.models = models
+
+    def iter_scores(self, images: list[Path], crops: int | None = None) -> Iterator[Any]:
+        from dataclasses import replace
+
+        images = list(images)
+        for results in zip(*(list(m.iter_scores(images, crops=crops)) for m in self.models)):
+            if all(r.ok for r in results):
+                yield replace(results[0], score=float(np.mean([r.score for r in results])))
+            else:
+                yield next(r for r in results if not r.ok)
+
+
+def figures(checkpoint: Path | list[Path], labels: Path) -> dict[str, Any]:
+    """The card's figures of ``checkpoint`` on a set: within-series ranking per type, pooled, pristine,
+    range. Several checkpoints: the figures of their mean score (:class:`SeedMean`)."""
     import glia_edge
     from glia_edge.ranking import scale_report
 
-    model = glia_edge.load(checkpoint, runtime="torch")
-    spec = model.meta.score_spec
-    report = scale_report(model, labels, (spec.min, spec.max)).to_dict()
+    paths = checkpoint if isinstance(checkpoint, list) else [checkpoint]
+    models = [glia_edge.load(path, runtime="torch") for path in paths]
+    spec = models[0].meta.score_spec
+    report = scale_report(models[0] if len(models) == 1 else SeedMean(models), labels, (spec.min, spec.max)).to_dict()
     per_type = report["per_type"]
     trained = [v for k, v in per_type.items() if k in TRAIN_TYPES]
     held = [v for k, v in per_type.items() if k not in TRAIN_TYPES]
@@ -266,11 +286,17 @@ def main(argv: list[str] | None = None) -> None:
         report["floor_score"] = floor_score(report)
     if args.validation_only:  # no test figures: candidates are compared on validation alone
         summary = mean_spread(list(validation.values()), [*FLOORS, "floor_score"])
+        # The seeds' mean score as one model: what averaging the seeds (an ensemble) would buy.
+        seed_mean = figures(list(best.values()), val_csv) if len(best) > 1 else None
+        if seed_mean is not None:
+            seed_mean["floor_score"] = floor_score(seed_mean)
         _write_text(args.work / "validation.json", json.dumps(
-            {"recipe": vars(args) | {"work": str(args.work)}, "summary": summary,
+            {"recipe": vars(args) | {"work": str(args.work)}, "summary": summary, "seed_mean": seed_mean,
              "validation": {str(s): r for s, r in validation.items()}}, indent=2, default=str))
         log.info("validation (mean over seeds %s): %s", ", ".join(map(str, best)),
                  ", ".join(f"{k} {v['mean']:.3f}" for k, v in summary.items()))
+        if seed_mean is not None:
+            log.info("validation of the seeds' mean score (an ensemble): floor_score %.3f", seed_mean["floor_score"])
         return
     shipped = nearest_to_mean(validation) if len(best) > 1 else args.seeds[0]
     # Test figures only now, after every choice (epochs, seed) was made on validation.
