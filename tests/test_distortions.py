@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from glia_edge.distortions import (DISTORTIONS, LABEL_COLUMNS, Reference, cut_tiles, encode, make_dataset,
-                                   reference_images, score_for_level)
+from glia_edge.distortions import (BUNDLED_PHOTOS, DEGRADED_PHOTOS, DISTORTIONS, LABEL_COLUMNS, Reference, cut_tiles,
+                                   encode, make_dataset, reference_images, score_for_level)
 from glia_edge.errors import DatasetError
 
 REQUIRED = {"gaussian_blur", "gaussian_noise", "jpeg", "contrast", "overexposure", "underexposure", "pixelate",
@@ -184,6 +184,15 @@ def test_bundled_photos_and_stereo_views_share_a_ref() -> None:
     assert [(r.ref, r.part) for r in refs] == [("astronaut", 0), ("motorcycle", 0), ("motorcycle", 1)]
     with pytest.raises(DatasetError, match="unknown bundled photo"):
         reference_images(names=["cat"])
+
+
+@pytest.mark.parametrize("name", sorted(DEGRADED_PHOTOS))
+def test_a_photo_degraded_on_purpose_is_refused_as_a_pristine_reference(name: str) -> None:
+    # scikit-image ships these to demonstrate a repair (clock: deconvolution); as a validation
+    # photo the motion-blurred clock was the "pristine" image every model scored lowest.
+    with pytest.raises(DatasetError, match=f"{name}.*cannot be a pristine reference: .+"):
+        reference_images(names=["coins", name], size=96, max_tiles=1)
+    assert name not in BUNDLED_PHOTOS
 
 
 def test_photos_bundled_by_scikit_learn_and_matplotlib_load_as_rgb_references() -> None:
