@@ -202,10 +202,13 @@ def distort(img: Image.Image, name: str, level: int, rng: np.random.Generator) -
 #: ``colorwheel`` is synthetic, so both are left out; the motorcycle's two stereo views share a ref.
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
                   "retina", "stereo_motorcycle")
-#: More colour photos that install with the project's dependencies (no download): scikit-learn's two
-#: sample photos and matplotlib's portrait of Grace Hopper. name -> (package, file).
+#: More photos that install with the project's dependencies (no download): scikit-learn's two
+#: sample photos, matplotlib's portrait of Grace Hopper and PyWavelets' two grey-level photos (an
+#: aerial view and people on a stairway; its third, ``camera``, is scikit-image's). name -> (package,
+#: file or loader).
 OTHER_BUNDLED_PHOTOS = {"china": ("sklearn", "china.jpg"), "flower": ("sklearn", "flower.jpg"),
-                        "grace_hopper": ("matplotlib", "grace_hopper.jpg")}
+                        "grace_hopper": ("matplotlib", "grace_hopper.jpg"), "aero": ("pywt", "aero"),
+                        "ascent": ("pywt", "ascent")}
 #: scikit-image's bundled grey-level photos and textures (used as RGB). Colour-only distortions
 #: (:data:`COLOUR_ONLY`) are skipped for them: desaturating a grey photo changes nothing.
 SKIMAGE_GREY_PHOTOS = ("camera", "moon", "coins", "brick", "grass", "gravel", "cell")
@@ -264,6 +267,10 @@ def _other_bundled_photo(name: str) -> Image.Image:
             from sklearn.datasets import load_sample_image
 
             return Image.fromarray(load_sample_image(filename)).convert("RGB")
+        if package == "pywt":
+            import pywt.data
+
+            return Image.fromarray(getattr(pywt.data, filename)()).convert("RGB")
         from matplotlib import cbook
 
         with cbook.get_sample_data(filename) as fh:

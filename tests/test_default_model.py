@@ -109,18 +109,23 @@ def test_the_recipes_loss_weights_reach_the_training_run(tmp_path: Path, monkeyp
         seen.append(cfg)
         raise Stop
 
-    monkeypatch.setattr(default_model, "build_sets", lambda work, dead_leaves: (work / "t.csv", work / "v.csv", work / "x.csv"))
+    sets_asked = []
+    monkeypatch.setattr(default_model, "build_sets", lambda work, *choice: sets_asked.append(choice) or (
+        work / "t.csv", work / "v.csv", work / "x.csv"))
     monkeypatch.setattr(glia_edge.train, "train", fake_train)
     with pytest.raises(Stop):
         default_model.main(["--work", str(tmp_path), "--seeds", "5", "--train-only", "--l1-weight", "0.7",
-                            "--rank-weight", "0.5", "--cross-rank-weight", "2.0"])
+                            "--rank-weight", "0.5", "--cross-rank-weight", "2.0", "--extra-photos", "aero", "ascent",
+                            "--tiles", "4"])
     cfg = seen[0]
     assert (cfg.l1_weight, cfg.rank_weight, cfg.cross_rank_weight, cfg.seed) == (0.7, 0.5, 2.0, 5)
+    assert sets_asked[0] == (default_model.DEAD_LEAVES, ["aero", "ascent"], 4)
     # the defaults stay the shipped recipe's
     seen.clear()
     with pytest.raises(Stop):
         default_model.main(["--work", str(tmp_path), "--seeds", "5", "--train-only"])
     assert (seen[0].l1_weight, seen[0].rank_weight, seen[0].cross_rank_weight) == (0.1, 1.0, 1.0)
+    assert sets_asked[1] == (default_model.DEAD_LEAVES, [], None)
 
 
 def test_seed_mean_scores_each_image_by_the_mean_and_keeps_errors() -> None:

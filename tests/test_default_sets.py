@@ -52,3 +52,39 @@ def test_recipe_work_folder_refuses_sets_built_with_other_dead_leaves(tmp_path) 
     assert not (tmp_path / "train-val.csv").exists()
     combined, _, _ = build_sets(tmp_path, dead_leaves=2)  # the folder's own choice is reused
     assert sum("dead_leaves_" in line for line in combined.read_text().splitlines()) == 4
+
+
+def test_recipe_candidates_add_free_bundled_photos_and_cap_tiles_and_their_folder_records_it(tmp_path, monkeypatch) -> None:
+    import json
+
+    import glia_edge.weights as weights
+    from glia_edge.recipes import default_model
+
+    free = default_model.free_photos()
+    assert {"aero", "ascent"} <= set(free)
+    assert not set(free) & set(default_model.TRAIN_REFS + default_model.VALIDATION_REFS + default_model.TEST_REFS)
+    spec = default_model.train_set(2, ["aero"], tiles=3)
+    assert spec.photos == default_model.TRAIN_REFS + ("aero", "dead_leaves_0", "dead_leaves_1") and spec.tiles == 3
+    assert default_model.train_set(2).tiles == default_model.TRAIN.tiles
+    for taken in ("coffee", "camera", "astronaut", "lena"):  # validation, test, training, unknown
+        with pytest.raises(ValueError, match=f"extra training photo {taken!r}: .*free: .*aero"):
+            default_model.train_photos(0, [taken])
+
+    written = []
+
+    def write(self, out, **kw):  # stand-in for writing the images: an empty labels file
+        out.mkdir(parents=True, exist_ok=True)
+        written.append(self)
+        (out / "labels.csv").write_text("path,score,ref,distortion,level,part\nimages/a.png,100.0,a,none,0,0\n")
+        return out / "labels.csv"
+
+    monkeypatch.setattr(weights.SyntheticSet, "write", write)
+    default_model.build_sets(tmp_path, 2, ["aero"], 3)
+    assert written[0] == spec
+    assert json.loads((tmp_path / "synth-train" / "spec.json").read_text())["photos"][-3:] == ["aero", "dead_leaves_0",
+                                                                                              "dead_leaves_1"]
+    default_model.build_sets(tmp_path, 2, ["aero"], 3)  # the same choice: reused, nothing written again
+    assert len(written) == 3
+    for other in ((2, ["aero"], 4), (2, [], 3), (3, ["aero"], 3)):
+        with pytest.raises(ValueError, match="built for another training set"):
+            default_model.build_sets(tmp_path, *other)

@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from glia_edge.distortions import (BUNDLED_PHOTOS, DEGRADED_PHOTOS, DISTORTIONS, LABEL_COLUMNS, Reference, cut_tiles,
-                                   encode, make_dataset, reference_images, score_for_level)
+                                   encode, is_grey, make_dataset, reference_images, score_for_level)
 from glia_edge.errors import DatasetError
 
 REQUIRED = {"gaussian_blur", "gaussian_noise", "jpeg", "contrast", "overexposure", "underexposure", "pixelate",
@@ -195,10 +195,14 @@ def test_a_photo_degraded_on_purpose_is_refused_as_a_pristine_reference(name: st
     assert name not in BUNDLED_PHOTOS
 
 
-def test_photos_bundled_by_scikit_learn_and_matplotlib_load_as_rgb_references() -> None:
-    refs = reference_images(names=["china", "flower", "grace_hopper"], size=96, max_tiles=1)
-    assert [r.ref for r in refs] == ["china", "flower", "grace_hopper"]
+def test_photos_bundled_by_scikit_learn_matplotlib_and_pywavelets_load_as_rgb_references() -> None:
+    names = ["china", "flower", "grace_hopper", "aero", "ascent"]
+    refs = reference_images(names=names, size=96, max_tiles=1, grey_copies=True)
+    # PyWavelets' two photos are grey-level already: they get no grey copy of their own.
+    assert [r.ref for r in refs] == ["china", "china", "flower", "flower", "grace_hopper", "grace_hopper",
+                                     "aero", "ascent"]
     assert all(r.image.mode == "RGB" and min(r.image.size) == 96 for r in refs)
+    assert [is_grey(r.image) for r in refs[-2:]] == [True, True]
     # Real photos, not blank stand-ins: every one has texture.
     assert all(np.asarray(r.image.convert("L"), dtype=np.float32).std() > 20 for r in refs)
 

@@ -35,13 +35,15 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 from glia_edge.atomic import atomic_write
-from glia_edge.weights import DEFAULT_MODEL, default_checkpoint, default_sets
+from glia_edge.weights import DEFAULT_MODEL, SyntheticSet, default_checkpoint, default_sets
 
 log = logging.getLogger(__name__)
 
@@ -62,40 +64,70 @@ DEAD_LEAVES = 12
 FLOORS = {"within_all": -0.9, "worst_trained": -0.8, "pooled_srcc": -0.75, "pristine_floor": 0.8}
 
 
-def train_photos(dead_leaves: int) -> tuple[str, ...]:
-    """The training photos plus ``dead_leaves`` generated dead-leaves images (glia_edge.dead_leaves)."""
-    return TRAIN_REFS + tuple(f"dead_leaves_{k}" for k in range(dead_leaves))
+def train_photos(dead_leaves: int, extra_photos: Sequence[str] = ()) -> tuple[str, ...]:
+    """The training photos, ``extra_photos`` (bundled photos, for candidate recipes) and ``dead_leaves``
+    generated dead-leaves images (glia_edge.dead_leaves)."""
+    for name in extra_photos:
+        if name not in free_photos():
+            raise ValueError(f"extra training photo {name!r}: expected a bundled photo outside the training, "
+                             f"validation and test photos; free: {', '.join(free_photos())}")
+    return TRAIN_REFS + tuple(extra_photos) + tuple(f"dead_leaves_{k}" for k in range(dead_leaves))
 
 
-def _check_dead_leaves(labels: Path, dead_leaves: int) -> None:
-    """Raise when a reused training set holds another number of dead-leaves images than asked for."""
+def free_photos() -> tuple[str, ...]:
+    """Bundled photos in none of the default sets (what ``--extra-photos`` may add)."""
+    from glia_edge.distortions import BUNDLED_PHOTOS
+
+    return tuple(p for p in BUNDLED_PHOTOS if p not in TRAIN_REFS + VALIDATION_REFS + TEST_REFS)
+
+
+def train_set(dead_leaves: int = DEAD_LEAVES, extra_photos: Sequence[str] = (), tiles: int | None = None) -> SyntheticSet:
+    """The training set of a recipe: the default one, or a candidate's (more photos, another tile cap)."""
+    return replace(TRAIN, photos=train_photos(dead_leaves, extra_photos), tiles=tiles or TRAIN.tiles)
+
+
+def _check_reused(labels: Path, spec: SyntheticSet) -> None:
+    """Raise when a reused training set was built for another choice than ``spec``.
+
+    Folders record their set in ``spec.json``; older ones (without it) are checked on their number
+    of dead-leaves images."""
     from glia_edge.dead_leaves import is_dead_leaves
 
+    recorded = labels.parent / "spec.json"
+    if recorded.is_file():
+        held = json.loads(recorded.read_text())
+        if held != json.loads(json.dumps(asdict(spec))):
+            raise ValueError(f"{labels.parent} was built for another training set ({recorded}): "
+                             "use a new --work folder for other --dead-leaves, --extra-photos or --tiles")
+        return
     with open(labels, newline="") as fh:
-        held = len({row["ref"] for row in csv.DictReader(fh) if is_dead_leaves(row["ref"])})
-    if held != dead_leaves:
-        raise ValueError(f"{labels} holds {held} dead-leaves images, not {dead_leaves}: "
+        held_leaves = len({row["ref"] for row in csv.DictReader(fh) if is_dead_leaves(row["ref"])})
+    dead_leaves = sum(is_dead_leaves(p) for p in spec.photos)
+    if held_leaves != dead_leaves:
+        raise ValueError(f"{labels} holds {held_leaves} dead-leaves images, not {dead_leaves}: "
                          "use a new --work folder for another --dead-leaves")
 
 
-def build_sets(work: Path, dead_leaves: int = DEAD_LEAVES) -> tuple[Path, Path, Path]:
+def build_sets(work: Path, dead_leaves: int = DEAD_LEAVES, extra_photos: Sequence[str] = (),
+               tiles: int | None = None) -> tuple[Path, Path, Path]:
     """Write train, validation and test sets; returns (train+validation CSV, validation CSV, test CSV).
 
     The combined CSV marks each row's part in a ``set`` column, so training runs the ``official``
     split: the validation photos are named, not drawn. ``dead_leaves`` generated images join the
-    training photos. A work folder holds one choice: its sets are reused, and a folder built with
-    another ``dead_leaves`` raises :class:`ValueError` rather than train on what it holds.
+    training photos, with ``extra_photos`` and at most ``tiles`` tiles per photo when a candidate
+    asks. A work folder holds one choice: its sets are reused, and a folder built for another
+    training set raises :class:`ValueError` rather than train on what it holds.
     """
-    from dataclasses import replace
-
     paths = {}
-    train = replace(TRAIN, photos=train_photos(dead_leaves))
+    train = train_set(dead_leaves, extra_photos, tiles)
     for name, spec in (("train", train), ("validation", VALIDATION), ("test", TEST)):
         labels = work / f"synth-{name}" / "labels.csv"
         if not labels.is_file():
             spec.write(labels.parent, progress=True)
+            if name == "train":
+                _write_text(labels.parent / "spec.json", json.dumps(asdict(spec), indent=2))
         elif name == "train":  # reused: check it before writing the other sets
-            _check_dead_leaves(labels, dead_leaves)
+            _check_reused(labels, train)
         paths[name] = labels
     combined = work / "train-val.csv"
     if not combined.is_file():
@@ -202,7 +234,8 @@ def shipped_form(best: Path, seed: int, args: argparse.Namespace) -> Path:
 
     model, meta = load_checkpoint(best)
     meta.training.update(frozen_dtype="float16", recipe="python -m glia_edge.recipes.default_model", seed=seed,
-                         seeds=list(args.seeds), train_refs=list(train_photos(args.dead_leaves)), validation_refs=list(VALIDATION_REFS),
+                         seeds=list(args.seeds), train_refs=list(train_photos(args.dead_leaves, args.extra_photos)),
+                         validation_refs=list(VALIDATION_REFS),
                          test_refs=list(TEST_REFS), train_types=list(TRAIN_TYPES),
                          held_out_types=list(HELD_OUT_TYPES), grey_copies=True)
     return save_checkpoint(best.parent / f"{DEFAULT_MODEL}.safetensors", model, meta)
@@ -266,6 +299,11 @@ def main(argv: list[str] | None = None) -> None:
                                                "none given: every type once)")
     parser.add_argument("--dead-leaves", type=int, default=DEAD_LEAVES,
                         help="generated dead-leaves images added to the training photos (glia_edge.dead_leaves)")
+    parser.add_argument("--extra-photos", nargs="*", default=[], metavar="NAME",
+                        help="bundled photos added to the training photos (candidate recipes; "
+                             "glia_edge.distortions.BUNDLED_PHOTOS outside every default set)")
+    parser.add_argument("--tiles", type=int, default=None,
+                        help=f"at most this many tiles per training photo (default: {TRAIN.tiles})")
     parser.add_argument("--max-steps", type=int, default=None, help="stop early (smoke runs)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     parser.add_argument("--train-only", action="store_true",
@@ -277,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     started = time.perf_counter()
-    train_csv, val_csv, test_csv = build_sets(args.work, args.dead_leaves)
+    train_csv, val_csv, test_csv = build_sets(args.work, args.dead_leaves, args.extra_photos, args.tiles)
     best = {seed: shipped_form(train_seed(args.work, train_csv, seed, args), seed, args) for seed in args.seeds}
     if args.train_only:
         return
