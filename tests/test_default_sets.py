@@ -54,7 +54,7 @@ def test_recipe_work_folder_refuses_sets_built_with_other_dead_leaves(tmp_path) 
     assert sum("dead_leaves_" in line for line in combined.read_text().splitlines()) == 4
 
 
-def test_recipe_candidates_add_free_bundled_photos_and_cap_tiles_and_their_folder_records_it(tmp_path, monkeypatch) -> None:
+def test_recipe_candidates_add_free_photos_cap_tiles_and_record_their_set(tmp_path, monkeypatch) -> None:
     import json
 
     import glia_edge.weights as weights

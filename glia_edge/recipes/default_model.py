@@ -81,9 +81,11 @@ def free_photos() -> tuple[str, ...]:
     return tuple(p for p in BUNDLED_PHOTOS if p not in TRAIN_REFS + VALIDATION_REFS + TEST_REFS)
 
 
-def train_set(dead_leaves: int = DEAD_LEAVES, extra_photos: Sequence[str] = (), tiles: int | None = None) -> SyntheticSet:
+def train_set(dead_leaves: int = DEAD_LEAVES, extra_photos: Sequence[str] = (),
+              tiles: int | None = None) -> SyntheticSet:
     """The training set of a recipe: the default one, or a candidate's (more photos, another tile cap)."""
-    return replace(TRAIN, photos=train_photos(dead_leaves, extra_photos), tiles=tiles or TRAIN.tiles)
+    tiles = TRAIN.tiles if tiles is None else tiles
+    return replace(TRAIN, photos=train_photos(dead_leaves, extra_photos), tiles=tiles)
 
 
 def _check_reused(labels: Path, spec: SyntheticSet) -> None:
