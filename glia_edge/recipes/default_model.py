@@ -301,9 +301,9 @@ def main(argv: list[str] | None = None) -> None:
                                                "none given: every type once)")
     parser.add_argument("--dead-leaves", type=int, default=DEAD_LEAVES,
                         help="generated dead-leaves images added to the training photos (glia_edge.dead_leaves)")
-    parser.add_argument("--extra-photos", nargs="*", default=[], metavar="NAME",
-                        help="bundled photos added to the training photos (candidate recipes; "
-                             "glia_edge.distortions.BUNDLED_PHOTOS outside every default set)")
+    parser.add_argument("--extra-photos", nargs="*", default=[], choices=free_photos(), metavar="NAME",
+                        help="bundled photos added to the training photos (candidate recipes): "
+                             f"{', '.join(free_photos())}, the bundled photos outside every default set")
     parser.add_argument("--tiles", type=int, default=None,
                         help=f"at most this many tiles per training photo (default: {TRAIN.tiles})")
     parser.add_argument("--max-steps", type=int, default=None, help="stop early (smoke runs)")
