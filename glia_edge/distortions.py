@@ -414,4 +414,5 @@ def make_dataset(out_dir: str | Path, refs: Sequence[Reference] | str | Path | N
 
 
 __all__ = ["BUNDLED_PHOTOS", "COLOUR_ONLY", "DEGRADED_PHOTOS", "DISTORTIONS", "LABEL_COLUMNS", "LEVELS",
-           "SKIMAGE_PHOTOS", "SKIMAGE_GREY_PHOTOS", "DistortionFn", "is_grey", "Reference", "cut_tiles", "distort", "encode", "make_dataset", "reference_images", "score_for_level"]
+           "SKIMAGE_PHOTOS", "SKIMAGE_GREY_PHOTOS", "DistortionFn", "is_grey", "Reference",
+           "cut_tiles", "distort", "encode", "make_dataset", "reference_images", "score_for_level"]

@@ -67,10 +67,11 @@ FLOORS = {"within_all": -0.9, "worst_trained": -0.8, "pooled_srcc": -0.75, "pris
 def train_photos(dead_leaves: int, extra_photos: Sequence[str] = ()) -> tuple[str, ...]:
     """The training photos, ``extra_photos`` (bundled photos, for candidate recipes) and ``dead_leaves``
     generated dead-leaves images (glia_edge.dead_leaves)."""
+    free = free_photos()
     for name in extra_photos:
-        if name not in free_photos():
+        if name not in free:
             raise ValueError(f"extra training photo {name!r}: expected a bundled photo outside the training, "
-                             f"validation and test photos; free: {', '.join(free_photos())}")
+                             f"validation and test photos; free: {', '.join(free)}")
     return TRAIN_REFS + tuple(extra_photos) + tuple(f"dead_leaves_{k}" for k in range(dead_leaves))
 
 
@@ -97,8 +98,7 @@ def _check_reused(labels: Path, spec: SyntheticSet) -> None:
 
     recorded = labels.parent / "spec.json"
     if recorded.is_file():
-        held = json.loads(recorded.read_text())
-        if held != json.loads(json.dumps(asdict(spec))):
+        if SyntheticSet.from_dict(json.loads(recorded.read_text())) != spec:
             raise ValueError(f"{labels.parent} was built for another training set ({recorded}): "
                              "use a new --work folder for other --dead-leaves, --extra-photos or --tiles")
         return

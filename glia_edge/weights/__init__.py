@@ -14,6 +14,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from glia_edge.errors import CheckpointError
 
@@ -33,6 +34,12 @@ class SyntheticSet:
     seed: int
     tiles: int
     grey_copies: bool = False
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any]) -> SyntheticSet:
+        """A set from its JSON form (a sets file entry, or a work folder's record of its set)."""
+        return cls(tuple(spec["photos"]), tuple(spec["types"]), int(spec["seed"]), int(spec["tiles"]),
+                   bool(spec.get("grey_copies", False)))
 
     def write(self, out_dir: Path, *, types: tuple[str, ...] | None = None, progress: bool = False) -> Path:
         """Write the set (or the subset of ``types``: the same images) into ``out_dir``; returns its labels.csv."""
@@ -111,9 +118,7 @@ def default_sets() -> dict[str, SyntheticSet]:
     """The default model's ``train``, ``validation`` (epoch and recipe choice, export gate), ``test``
     (the model card's figures) and ``calibration`` (INT8) sets; their photo lists are disjoint."""
     data = json.loads((_HERE / f"{DEFAULT_MODEL}.sets.json").read_text())
-    return {name: SyntheticSet(tuple(spec["photos"]), tuple(spec["types"]), int(spec["seed"]), int(spec["tiles"]),
-                               bool(spec.get("grey_copies", False)))
-            for name, spec in data.items() if not name.startswith("_")}
+    return {name: SyntheticSet.from_dict(spec) for name, spec in data.items() if not name.startswith("_")}
 
 
 def default_set_csv(name: str) -> Path:
