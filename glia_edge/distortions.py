@@ -212,7 +212,22 @@ OTHER_BUNDLED_PHOTOS = {"china": ("sklearn", "china.jpg"), "flower": ("sklearn",
 #: scikit-image's bundled grey-level photos and textures (used as RGB). Colour-only distortions
 #: (:data:`COLOUR_ONLY`) are skipped for them: desaturating a grey photo changes nothing.
 SKIMAGE_GREY_PHOTOS = ("camera", "moon", "coins", "brick", "grass", "gravel", "cell")
-BUNDLED_PHOTOS = SKIMAGE_PHOTOS + tuple(OTHER_BUNDLED_PHOTOS) + SKIMAGE_GREY_PHOTOS
+#: Photos that Debian packages of desktop wallpapers install (``apt-get install mate-backgrounds
+#: plasma-workspace-wallpapers``; GPL-2+), for candidate recipes only: no pip install brings them.
+#: Only the real photographs among the wallpapers, and of those none whose look is one of the
+#: distortions (motion blur, fog, a frame mostly out of focus). name -> (Debian package, path).
+#: Wallpapers are JPEGs at desktop sizes; each enters whole, downscaled (Lanczos) to the references'
+#: size, so its compression at pixel scale does not enter a pristine reference.
+DEBIAN_PHOTOS = {
+    **{f"mate_{n.lower()}": ("mate-backgrounds", f"/usr/share/backgrounds/mate/nature/{n}.jpg")
+       for n in ("Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "LadyBird", "RainDrops", "Wood",
+                 "YellowFlower")},
+    **{f"kde_{n.lower()}": ("plasma-workspace-wallpapers", f"/usr/share/wallpapers/{n}/contents/images/{size}.jpg")
+       for n, size in (("ColorfulCups", "2560x1600"), ("EveningGlow", "2560x1600"), ("FallenLeaf", "2560x1600"),
+                       ("Grey", "2560x1600"), ("OneStandsOut", "2560x1600"), ("Path", "2560x1600"),
+                       ("summer_1am", "2560x1600"))},
+}
+BUNDLED_PHOTOS = SKIMAGE_PHOTOS + tuple(OTHER_BUNDLED_PHOTOS) + SKIMAGE_GREY_PHOTOS + tuple(DEBIAN_PHOTOS)
 #: Bundled images that carry one of the distortions on purpose, as their package documents: a
 #: reference is labelled pristine, so these are refused as references. (``moon``, documented as low
 #: contrast, and ``cell``, with a banding artifact, stay: leaving them out of training measured
@@ -279,7 +294,14 @@ def _other_bundled_photo(name: str) -> Image.Image:
         raise DatasetError(f"bundled photo {name!r} comes with {package}: pip install 'glia-edge[train]'") from exc
 
 
-def _skimage_sources(names: Sequence[str]) -> Iterator[tuple[str, list[Image.Image]]]:
+def _debian_photo(name: str, size: int) -> Image.Image:
+    package, path = DEBIAN_PHOTOS[name]
+    if not Path(path).is_file():
+        raise DatasetError(f"photo {name!r} comes with the Debian package {package}: apt-get install {package}")
+    return resize_short_side(load_image(path), size, "lanczos")
+
+
+def _skimage_sources(names: Sequence[str], size: int = 384) -> Iterator[tuple[str, list[Image.Image]]]:
     try:
         import skimage.data
     except ImportError as exc:
@@ -288,6 +310,9 @@ def _skimage_sources(names: Sequence[str]) -> Iterator[tuple[str, list[Image.Ima
     for name in names:
         if name in OTHER_BUNDLED_PHOTOS:
             yield name, [_other_bundled_photo(name)]
+            continue
+        if name in DEBIAN_PHOTOS:
+            yield name, [_debian_photo(name, size)]
             continue
         if is_dead_leaves(name):  # generated, not a photo (glia_edge.dead_leaves)
             yield name, [dead_leaves_named(name)]
@@ -330,7 +355,7 @@ def reference_images(source: str | Path | None = None, *, names: Sequence[str] |
     photo (numbered after its colour parts, same split group): a black-and-white photo is pristine
     content, not a distortion. Raises :class:`DatasetError` when no usable image is found.
     """
-    sources = _folder_sources(Path(source)) if source is not None else _skimage_sources(names or SKIMAGE_PHOTOS)
+    sources = _folder_sources(Path(source)) if source is not None else _skimage_sources(names or SKIMAGE_PHOTOS, size)
     refs: list[Reference] = []
     for ref, views in sources:
         parts = [t for view in views for t in (cut_tiles(view, size, max_tiles) or [view])]

@@ -128,6 +128,22 @@ def test_the_recipes_loss_weights_reach_the_training_run(tmp_path: Path, monkeyp
     assert sets_asked[1] == (default_model.DEAD_LEAVES, [], None)
 
 
+def test_recipe_names_the_missing_debian_package_in_one_line(tmp_path, monkeypatch, capsys) -> None:
+    from glia_edge import distortions
+    from glia_edge.recipes import default_model
+
+    monkeypatch.setitem(distortions.DEBIAN_PHOTOS, "kde_path",
+                        ("plasma-workspace-wallpapers", str(tmp_path / "absent" / "2560x1600.jpg")))
+    with pytest.raises(SystemExit) as exit_info:
+        default_model.main(["--work", str(tmp_path / "w"), "--seeds", "5", "--train-only", "--no-progress",
+                            "--extra-photos", "kde_path"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith("'kde_path' comes with the Debian package plasma-workspace-wallpapers: "
+                          "apt-get install plasma-workspace-wallpapers")
+    assert not (tmp_path / "w" / "synth-train" / "labels.csv").exists()  # nothing half-written
+
+
 def test_seed_mean_scores_each_image_by_the_mean_and_keeps_errors() -> None:
     from glia_edge.recipes.default_model import SeedMean
     from runtimes.base import ScoreResult

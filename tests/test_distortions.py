@@ -207,6 +207,24 @@ def test_photos_bundled_by_scikit_learn_matplotlib_and_pywavelets_load_as_rgb_re
     assert all(np.asarray(r.image.convert("L"), dtype=np.float32).std() > 20 for r in refs)
 
 
+def test_photos_from_debian_wallpaper_packages_enter_whole_or_name_their_package(
+        tmp_path: Path, photo: Image.Image, monkeypatch: pytest.MonkeyPatch) -> None:
+    from glia_edge import distortions
+
+    # A desktop-sized JPEG stands in for the installed wallpaper: CI installs no Debian package.
+    wallpaper = tmp_path / "Dune.jpg"
+    photo.resize((1680, 1050), Image.Resampling.BICUBIC).save(wallpaper, quality=90)
+    monkeypatch.setitem(distortions.DEBIAN_PHOTOS, "mate_dune", ("mate-backgrounds", str(wallpaper)))
+    refs = reference_images(names=["mate_dune"], size=96, max_tiles=8, grey_copies=True)
+    # Whole and downscaled, never cut into native-resolution tiles; a grey copy like any colour photo.
+    assert [(r.ref, r.part, r.image.size) for r in refs] == [("mate_dune", 0, (154, 96)), ("mate_dune", 1, (154, 96))]
+    assert "mate_dune" in BUNDLED_PHOTOS
+    monkeypatch.setitem(distortions.DEBIAN_PHOTOS, "mate_dune", ("mate-backgrounds", str(tmp_path / "absent.jpg")))
+    with pytest.raises(DatasetError, match=r"'mate_dune' comes with the Debian package mate-backgrounds: "
+                                           r"apt-get install mate-backgrounds$"):
+        reference_images(names=["mate_dune"], size=96)
+
+
 def test_grey_photos_get_no_colour_only_series(tmp_path: Path) -> None:
     import csv
 

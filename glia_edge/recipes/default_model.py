@@ -43,6 +43,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from glia_edge.atomic import atomic_write
+from glia_edge.errors import DatasetError
 from glia_edge.weights import DEFAULT_MODEL, SyntheticSet, default_checkpoint, default_sets
 
 log = logging.getLogger(__name__)
@@ -303,7 +304,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="generated dead-leaves images added to the training photos (glia_edge.dead_leaves)")
     parser.add_argument("--extra-photos", nargs="*", default=[], choices=free_photos(), metavar="NAME",
                         help="bundled photos added to the training photos (candidate recipes): "
-                             f"{', '.join(free_photos())}, the bundled photos outside every default set")
+                             f"{', '.join(free_photos())}, the bundled photos outside every default set "
+                             "(mate_* and kde_* need the Debian packages mate-backgrounds and "
+                             "plasma-workspace-wallpapers)")
     parser.add_argument("--tiles", type=int, default=None,
                         help=f"at most this many tiles per training photo (default: {TRAIN.tiles})")
     parser.add_argument("--max-steps", type=int, default=None, help="stop early (smoke runs)")
@@ -317,7 +320,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     started = time.perf_counter()
-    train_csv, val_csv, test_csv = build_sets(args.work, args.dead_leaves, args.extra_photos, args.tiles)
+    try:
+        train_csv, val_csv, test_csv = build_sets(args.work, args.dead_leaves, args.extra_photos, args.tiles)
+    except DatasetError as exc:  # a photo that is not installed: one line, not a traceback
+        parser.error(str(exc))
     best = {seed: shipped_form(train_seed(args.work, train_csv, seed, args), seed, args) for seed in args.seeds}
     if args.train_only:
         return
