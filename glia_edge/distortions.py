@@ -222,10 +222,8 @@ DEBIAN_PHOTOS = {
     **{f"mate_{n.lower()}": ("mate-backgrounds", f"/usr/share/backgrounds/mate/nature/{n}.jpg")
        for n in ("Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "LadyBird", "RainDrops", "Wood",
                  "YellowFlower")},
-    **{f"kde_{n.lower()}": ("plasma-workspace-wallpapers", f"/usr/share/wallpapers/{n}/contents/images/{size}.jpg")
-       for n, size in (("ColorfulCups", "2560x1600"), ("EveningGlow", "2560x1600"), ("FallenLeaf", "2560x1600"),
-                       ("Grey", "2560x1600"), ("OneStandsOut", "2560x1600"), ("Path", "2560x1600"),
-                       ("summer_1am", "2560x1600"))},
+    **{f"kde_{n.lower()}": ("plasma-workspace-wallpapers", f"/usr/share/wallpapers/{n}/contents/images/2560x1600.jpg")
+       for n in ("ColorfulCups", "EveningGlow", "FallenLeaf", "Grey", "OneStandsOut", "Path", "summer_1am")},
 }
 BUNDLED_PHOTOS = SKIMAGE_PHOTOS + tuple(OTHER_BUNDLED_PHOTOS) + SKIMAGE_GREY_PHOTOS + tuple(DEBIAN_PHOTOS)
 #: Bundled images that carry one of the distortions on purpose, as their package documents: a
@@ -295,6 +293,7 @@ def _other_bundled_photo(name: str) -> Image.Image:
 
 
 def _debian_photo(name: str, size: int) -> Image.Image:
+    # Downscaled here, at the source: at the references' size no two tiles fit, so the photo enters whole.
     package, path = DEBIAN_PHOTOS[name]
     if not Path(path).is_file():
         raise DatasetError(f"photo {name!r} comes with the Debian package {package}: apt-get install {package}")
