@@ -9,7 +9,9 @@ machine without a GPU and TensorRT are kept with status "skipped: no GPU/TensorR
 OpenVINO BF16 is the FP32 IR run with ``INFERENCE_PRECISION_HINT=bf16``, so it shares that IR.
 OpenVINO rows run with the LATENCY hint (one infer request per batch); ``openvino_modes`` adds
 rows with the THROUGHPUT hint (variant ``throughput``: each batch split over the device's streams,
-as ``glia-edge watch`` runs batches), which on small CPUs can be the faster configuration.
+as ``glia-edge watch`` runs batches), which on small CPUs can be the faster configuration. They
+compile each batch size with its shape fixed, as the backend does by default; ``openvino_shapes``
+adds rows with one dynamic-shape compilation (variant ``dynamic``), to measure what that gains.
 Artifacts are exported once into ``OUTPUT/artifacts`` with :func:`glia_edge.export.export` and
 reused by later runs while their metadata names the same source checkpoint (SHA-256).
 """
@@ -32,6 +34,10 @@ PRECISIONS = ("fp32", "fp16", "int8", "bf16")
 SKIP_NO_GPU = "skipped: no GPU/TensorRT"
 #: OpenVINO performance hints a benchmark can compare -> the rows' variant ("" keeps the plain key).
 OPENVINO_MODES = {"latency": "", "throughput": "throughput"}
+#: OpenVINO shape policies (the backend's ``shapes``) a benchmark can compare -> their variant part.
+OPENVINO_SHAPES = {"static": "", "dynamic": "dynamic"}
+#: How a row's label names each part of an OpenVINO variant.
+OPENVINO_NOTES = {"throughput": "throughput hint", "dynamic": "dynamic shapes"}
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,7 @@ class BenchConfig:
 
     target: str
     precision: str
-    variant: str = ""  # torch: "eager", "compile" or "autocast"; openvino: "" (latency hint) or "throughput"
+    variant: str = ""  # torch: "eager", "compile" or "autocast"; openvino: "", "throughput", "dynamic", "throughput-dynamic"
     skip: str | None = None  # set: the row is reported with this status and not run
 
     @property
@@ -66,7 +72,8 @@ class BenchConfig:
         if self.target == "torch":
             text += f" {self.variant}" + (f" ({device})" if device != "cpu" else "")
         elif self.target == "openvino":
-            notes = (["f32 pinned"] if self.precision == "fp32" else []) + (["throughput hint"] if self.variant else [])
+            notes = (["f32 pinned"] if self.precision == "fp32" else []) + [
+                OPENVINO_NOTES[part] for part in self.variant.split("-") if part]
             text += f" ({', '.join(notes)})" if notes else ""
         return text
 
@@ -78,8 +85,10 @@ class BenchConfig:
         options: dict[str, Any] = {}
         if self.target == "openvino" and self.precision == "bf16":
             options["inference_precision"] = "bf16"  # the FP32 IR run in BF16; other rows: the artifact's own
-        if self.target == "openvino" and self.variant == "throughput":
+        if self.target == "openvino" and "throughput" in self.variant.split("-"):
             options["mode"] = "throughput"
+        if self.target == "openvino" and "dynamic" in self.variant.split("-"):
+            options["shapes"] = "dynamic"
         return options
 
 
@@ -93,15 +102,18 @@ def _torch_rows(precisions: Sequence[str], compile: bool) -> list[BenchConfig]:
 
 
 def build_matrix(targets: Sequence[str], precisions: Sequence[str], *, gpu_tensorrt: bool,
-                 compile: bool = True, openvino_modes: Sequence[str] = ("latency",)) -> list[BenchConfig]:
+                 compile: bool = True, openvino_modes: Sequence[str] = ("latency",),
+                 openvino_shapes: Sequence[str] = ("static",)) -> list[BenchConfig]:
     """Every configuration asked for, in report order; the PyTorch FP32 eager baseline always.
-    OpenVINO rows come once per mode in ``openvino_modes`` (``latency``, ``throughput``)."""
+    OpenVINO rows come once per mode in ``openvino_modes`` (``latency``, ``throughput``) and shape
+    policy in ``openvino_shapes`` (``static``, ``dynamic``)."""
     unknown = [t for t in targets if t not in TARGETS] + [p for p in precisions if p not in PRECISIONS]
     unknown += [m for m in openvino_modes if m not in OPENVINO_MODES]
-    if unknown or not openvino_modes:
-        raise ValueError(f"unknown target/precision/mode {unknown or list(openvino_modes)}; targets: "
-                         f"{', '.join(TARGETS)}, precisions: {', '.join(PRECISIONS)}, "
-                         f"OpenVINO modes: {', '.join(OPENVINO_MODES)}")
+    unknown += [m for m in openvino_shapes if m not in OPENVINO_SHAPES]
+    if unknown or not openvino_modes or not openvino_shapes:
+        raise ValueError(f"unknown target/precision/mode/shapes {unknown or [*openvino_modes, *openvino_shapes]}; "
+                         f"targets: {', '.join(TARGETS)}, precisions: {', '.join(PRECISIONS)}, "
+                         f"OpenVINO modes: {', '.join(OPENVINO_MODES)}, shapes: {', '.join(OPENVINO_SHAPES)}")
     rows = _torch_rows(precisions, compile and "torch" in targets) if "torch" in targets \
         else [BenchConfig("torch", "fp32", "eager")]
     order = {"onnx": ("fp32", "fp16", "int8"), "openvino": ("fp32", "bf16", "fp16", "int8"),
@@ -112,8 +124,9 @@ def build_matrix(targets: Sequence[str], precisions: Sequence[str], *, gpu_tenso
         for precision in order[target]:
             if precision in precisions and precision in FORMATS[target].precisions:
                 skip = SKIP_NO_GPU if target == "trt" and not gpu_tensorrt else None
-                variants = [OPENVINO_MODES[m] for m in OPENVINO_MODES if m in openvino_modes] \
-                    if target == "openvino" else [""]
+                variants = ["-".join(p for p in (OPENVINO_MODES[m], OPENVINO_SHAPES[s]) if p)
+                            for m in OPENVINO_MODES if m in openvino_modes
+                            for s in OPENVINO_SHAPES if s in openvino_shapes] if target == "openvino" else [""]
                 rows += [BenchConfig(target, precision, variant, skip=skip) for variant in variants]
     return rows
 

@@ -62,6 +62,7 @@ class BenchOptions:
     output: Path = Path("bench-out")
     compile: bool = True
     openvino_modes: tuple[str, ...] = ("latency",)
+    openvino_shapes: tuple[str, ...] = ("static",)
     memory: bool = True
     profile: bool = False
     reexport: bool = False
@@ -306,9 +307,9 @@ def _profile_ops(rows: list[BenchRow], configs: list[BenchConfig], opts: BenchOp
 
     from glia_edge.benchmarks.profile import format_profile, profile_artifact
 
-    # torch.compile and OpenVINO's throughput hint run the graph of a row profiled already.
+    # torch.compile and OpenVINO's other variants run the graph of a row profiled already.
     todo = [(r, c) for r, c in zip(rows, configs)
-            if r.ok and r.artifact and c.target != "trt" and c.variant not in ("compile", "throughput")]
+            if r.ok and r.artifact and c.target != "trt" and c.variant in ("", "eager", "autocast")]
     for row, config in tqdm(todo, desc="operator profiles", unit="backend", leave=False):
         try:
             ops = profile_artifact(row.artifact, batch=max(opts.batches), crops=opts.crops, threads=opts.threads,
@@ -381,7 +382,8 @@ def run_benchmark(opts: BenchOptions) -> BenchReport:
         opts.threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     device = torch_device(opts.device)
     configs = build_matrix(opts.targets, opts.precisions, gpu_tensorrt=gpu_tensorrt_available(),
-                           compile=opts.compile, openvino_modes=opts.openvino_modes)
+                           compile=opts.compile, openvino_modes=opts.openvino_modes,
+                           openvino_shapes=opts.openvino_shapes)
     evalset, notes = _eval_set(opts, out)
     calib = _calib_source(opts, out, configs)
     if calib is not None:

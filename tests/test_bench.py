@@ -207,6 +207,21 @@ def test_matrix_adds_openvino_throughput_rows_that_load_with_the_throughput_hint
             build_matrix(["openvino"], ["int8"], gpu_tensorrt=False, openvino_modes=bad)
 
 
+
+def test_matrix_adds_openvino_dynamic_shape_rows_for_every_mode() -> None:
+    """The backend compiles each batch size static by default; ``dynamic`` rows measure one
+    dynamic-shape compilation beside them, under each performance hint asked for."""
+    rows = build_matrix(["openvino"], ["int8"], gpu_tensorrt=False, openvino_modes=("latency", "throughput"),
+                        openvino_shapes=("static", "dynamic"))
+    assert [r.key for r in rows] == ["torch:fp32:eager", "openvino:int8", "openvino:int8:dynamic",
+                                     "openvino:int8:throughput", "openvino:int8:throughput-dynamic"]
+    assert rows[1].load_options() == {} and rows[2].load_options() == {"shapes": "dynamic"}
+    assert rows[4].load_options() == {"mode": "throughput", "shapes": "dynamic"}
+    assert rows[2].label() == "OpenVINO (dynamic shapes)" and rows[4].label() == "OpenVINO (throughput hint, dynamic shapes)"
+    for bad in ((), ("fixed",)):
+        with pytest.raises(ValueError, match="shapes: static, dynamic"):
+            build_matrix(["openvino"], ["int8"], gpu_tensorrt=False, openvino_shapes=bad)
+
 def _report() -> tuple[BenchReport, list[BenchConfig]]:
     configs = [BenchConfig("torch", "fp32", "eager"), BenchConfig("openvino", "int8"), BenchConfig("onnx", "int8"),
                BenchConfig("trt", "int8", skip=SKIP_NO_GPU)]

@@ -286,15 +286,20 @@ class TestOpenVinoXml(RuntimeContract):
         def counted(request: Any) -> Any:
             return Proxy(request, infer=inflight.wrap(request.infer))
 
-        compiled, idle = model.compiled, list(model._idle)
-        model.compiled = Proxy(compiled, create_infer_request=lambda: counted(compiled.create_infer_request()))
-        model._idle = [counted(r) for r in idle]
+        # One pool per compiled batch size; the serial pass before the block compiled every size used.
+        saved = {key: pool.compiled for key, pool in model._pools.items()}
+        for pool in model._pools.values():
+            pool.compiled = Proxy(pool.compiled, create_infer_request=lambda c=pool.compiled: counted(
+                c.create_infer_request()))
+            pool.idle = [counted(r) for r in pool.idle]
         try:
             yield
         finally:
-            model.compiled = compiled
-            model._idle = [r._target if isinstance(r, Proxy) else r for r in model._idle]
-        assert model.requests_created <= model.max_requests and len(model._idle) == model.requests_created
+            for key, pool in model._pools.items():
+                pool.compiled = saved.get(key, pool.compiled)
+                pool.idle = [r._target if isinstance(r, Proxy) else r for r in pool.idle]
+        for pool in model._pools.values():
+            assert pool.created <= model.max_requests and len(pool.idle) == pool.created
 
 
 class TestOpenVinoOnnx(TestOpenVinoXml):
@@ -377,3 +382,29 @@ def test_openvino_throughput_mode_matches_latency_mode(tiny_checkpoint: Path, im
         assert throughput.mode == "throughput" and throughput.inference_precision == "f32"
         np.testing.assert_allclose(throughput.predict(images), latency.predict(images), rtol=0,
                                    atol=FP32_TOL * latency.meta.score_spec.range)
+
+
+def test_openvino_compiles_each_batch_size_static_with_the_scores_of_one_dynamic_compilation(
+        ov_xml: Path, images: list[Path]) -> None:
+    """``shapes="static"`` (the default): one compilation per batch size met, its batch axis fixed,
+    scoring as the one dynamic compilation does; past MAX_STATIC_SHAPES the least recently used
+    sizes go and the backend's own stays; a batch split over requests pads its last part."""
+    from glia_edge.runtimes.openvino import MAX_STATIC_SHAPES
+
+    with glia_edge.load(ov_xml) as static, glia_edge.load(ov_xml, shapes="dynamic") as dynamic:
+        tol = FP32_TOL * static.meta.score_spec.range
+        assert (static.shapes, static.compiled_batches, dynamic.compiled_batches) == ("static", [8], [None])
+        assert static.compiled.input(0).get_partial_shape().is_static
+        assert dynamic.compiled.input(0).get_partial_shape().is_dynamic
+        crops = np.concatenate([static.crop_batch(path) for path in images[:8]])
+        for n in (8, 3, 1, 5, 2, 6, 7):
+            np.testing.assert_allclose(static.predict_batch(crops[:n]), dynamic.predict_batch(crops[:n]), rtol=0,
+                                       atol=tol)
+        assert len(static.compiled_batches) == MAX_STATIC_SHAPES and sorted(static.compiled_batches) == [2, 6, 7, 8]
+        static.split = 3  # as the THROUGHPUT hint sets it: 8 crops -> parts of 3, 3 and 2 padded to 3
+        np.testing.assert_allclose(static.predict_batch(crops), dynamic.predict_batch(crops), rtol=0, atol=tol)
+        assert 3 in static.compiled_batches
+    with glia_edge.load(ov_xml, mode="throughput") as throughput:  # full batches run as `split` parts
+        assert throughput.compiled_batches == [-(-throughput.batch_size // throughput.split)]
+    with pytest.raises(ValueError, match="shapes must be one of static, dynamic"):
+        glia_edge.load(ov_xml, shapes="fixed")

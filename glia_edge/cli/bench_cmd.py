@@ -74,6 +74,8 @@ def _command(o: BenchOptions) -> str:
              "--device", o.device, "--output", str(o.output)]
     if o.openvino_modes != ("latency",):
         args += ["--openvino-modes", ",".join(o.openvino_modes)]
+    if o.openvino_shapes != ("static",):
+        args += ["--openvino-shapes", ",".join(o.openvino_shapes)]
     args += [] if o.compile else ["--no-compile"]
     args += [] if o.memory else ["--no-memory"]
     args += ["--profile"] if o.profile else []
@@ -148,6 +150,10 @@ def bench(
     openvino_modes: str = typer.Option("latency", "--openvino-modes", help="OpenVINO performance hints, "
                                        "comma-separated: latency (one request per batch), throughput (each batch "
                                        "split over the device's streams, as watch runs it): a row per hint."),
+    openvino_shapes: str = typer.Option("static", "--openvino-shapes", help="OpenVINO shape policies, "
+                                        "comma-separated: static (each batch size compiled with its shape fixed, "
+                                        "the backend's default), dynamic (one compilation for every size): a row "
+                                        "per policy."),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak RSS (one process per row)."),
     profile: bool = typer.Option(False, "--profile", help="Also report which operator types dominate each row."),
     reexport: bool = typer.Option(False, "--reexport", help="Export again even where OUTPUT/artifacts holds a "
@@ -176,7 +182,7 @@ def bench(
         _end_to_end(end_to_end, e2e_sizes, e2e_count, e2e_files, frames, decode_workers, e2e_repeats, threads, output)
         return
     from glia_edge.benchmarks.checks import parse_min_speedup
-    from glia_edge.benchmarks.configs import OPENVINO_MODES, PRECISIONS, TARGETS
+    from glia_edge.benchmarks.configs import OPENVINO_MODES, OPENVINO_SHAPES, PRECISIONS, TARGETS
     from glia_edge.benchmarks.report import write_all
     from glia_edge.benchmarks.runner import BenchOptions, run_benchmark
 
@@ -194,6 +200,7 @@ def bench(
                         export_options=_export_options(export_option or []), eval_size=eval_size or None,
                         repeats=repeats, warmup=warmup, output=output, compile=compile,
                         openvino_modes=_split(openvino_modes, "--openvino-modes", tuple(OPENVINO_MODES)),
+                        openvino_shapes=_split(openvino_shapes, "--openvino-shapes", tuple(OPENVINO_SHAPES)),
                         memory=memory, profile=profile,
                         reexport=reexport, device=device, min_speedup=min_speedup, max_drop=max_drop)
     opts.command = _command(opts)
