@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ class MemoryResult:
 
 
 def run_child(artifact: str, *, inference_precision: str | None, compile: bool, batch: int, crops: int, threads: int | None,
-              iterations: int, images: Sequence[str], device: str | None) -> MemoryResult:
+              iterations: int, images: Sequence[str], device: str | None,
+              backend_options: Mapping[str, str] | None = None) -> MemoryResult:
     """What the child process does: load one backend, run it, measure its own peak RSS."""
     import numpy as np
 
@@ -71,6 +72,7 @@ def run_child(artifact: str, *, inference_precision: str | None, compile: bool, 
         options["inference_precision"] = inference_precision
     if compile:
         options["compile"] = True
+    options.update(backend_options or {})
     start = time.perf_counter()
     backend = load(artifact, **options)
     load_s = time.perf_counter() - start
@@ -90,8 +92,10 @@ def run_child(artifact: str, *, inference_precision: str | None, compile: bool, 
 
 def child_command(artifact: str | Path, *, inference_precision: str | None = None, compile: bool = False, batch: int = 8,
                   crops: int = 1, threads: int | None = None, iterations: int = 3,
-                  images: Sequence[str | Path] = (), device: str | None = None) -> list[str]:
-    """The command line of the child process for one configuration."""
+                  images: Sequence[str | Path] = (), device: str | None = None,
+                  backend_options: Mapping[str, str] | None = None) -> list[str]:
+    """The command line of the child process for one configuration (``backend_options``: string
+    options of the backend beyond those above, e.g. OpenVINO's ``mode`` and ``shapes``)."""
     cmd = [sys.executable, "-m", "glia_edge.benchmarks.memory", str(artifact), "--batch", str(batch),
            "--crops", str(crops), "--iterations", str(iterations)]
     if device:
@@ -102,6 +106,8 @@ def child_command(artifact: str | Path, *, inference_precision: str | None = Non
         cmd.append("--compile")
     if threads:
         cmd += ["--threads", str(threads)]
+    for key, value in (backend_options or {}).items():
+        cmd += ["--option", f"{key}={value}"]
     for image in images:
         cmd += ["--image", str(image)]
     return cmd
@@ -137,6 +143,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--device", default=None, help="backend device (default: the backend's own)")
     parser.add_argument("--image", action="append", default=[], help="score these images (repeatable)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a string option of the backend, e.g. mode=throughput (repeatable)")
     return parser.parse_args(argv)
 
 
@@ -144,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     result = run_child(args.artifact, inference_precision=args.inference_precision, compile=args.compile, batch=args.batch,
                        crops=args.crops, threads=args.threads, iterations=args.iterations, images=args.image,
-                       device=args.device)
+                       device=args.device, backend_options=dict(o.split("=", 1) for o in args.option))
     sys.stdout.write(_MARK + json.dumps(result.__dict__) + "\n")
     return 0
 

@@ -334,7 +334,8 @@ def _measure_memory(rows: list[BenchRow], configs: list[BenchConfig], opts: Benc
             result = measure_peak_rss(row.artifact, inference_precision=options.get("inference_precision"),
                                       compile=bool(options.get("compile")), batch=max(opts.batches), crops=opts.crops,
                                       threads=opts.threads, images=images,
-                                      device=options.get("device") if config.target == "torch" else None)
+                                      device=options.get("device") if config.target == "torch" else None,
+                                      backend_options={k: options[k] for k in ("mode", "shapes") if k in options})
         except Exception as exc:
             row.notes.append(f"peak RSS not measured: {one_line(exc)}")
             continue

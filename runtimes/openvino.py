@@ -155,7 +155,7 @@ class OpenVinoBackend(Backend):
             self.split = max(1, int(pool.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
             part = self._key(-(-self.batch_size // self.split))
             if part != self._primary:  # full batches run as parts: keep that shape compiled instead
-                del self._pools[self._primary]
+                del self._pools[self._primary], pool  # freed before the next compilation
                 self._primary = part
                 pool = self._pool(part)
         #: The compiled model full batches run on (the properties below are read from it).

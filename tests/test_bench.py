@@ -222,6 +222,21 @@ def test_matrix_adds_openvino_dynamic_shape_rows_for_every_mode() -> None:
         with pytest.raises(ValueError, match="shapes: static, dynamic"):
             build_matrix(["openvino"], ["int8"], gpu_tensorrt=False, openvino_shapes=bad)
 
+
+def test_memory_probe_loads_the_row_with_its_own_backend_options() -> None:
+    """A throughput or dynamic-shape row's peak RSS is that configuration's: the child process gets
+    the row's OpenVINO options (a bad one fails there, naming the option)."""
+    from glia_edge.benchmarks.memory import child_command, measure_peak_rss
+    from glia_edge.weights import packaged_artifacts
+
+    xml = next(a.path for a in packaged_artifacts("int8") if a.runtime == "openvino") / "model.xml"
+    cmd = child_command(xml, backend_options={"mode": "throughput", "shapes": "dynamic"})
+    assert cmd[-4:] == ["--option", "mode=throughput", "--option", "shapes=dynamic"]
+    result = measure_peak_rss(xml, batch=2, iterations=1, threads=1, backend_options={"shapes": "dynamic"})
+    assert result.peak_rss_mb > result.baseline_rss_mb > 0 and result.batches == 1
+    with pytest.raises(RuntimeError, match="shapes must be one of static, dynamic"):
+        measure_peak_rss(xml, batch=2, iterations=1, threads=1, backend_options={"shapes": "fixed"})
+
 def _report() -> tuple[BenchReport, list[BenchConfig]]:
     configs = [BenchConfig("torch", "fp32", "eager"), BenchConfig("openvino", "int8"), BenchConfig("onnx", "int8"),
                BenchConfig("trt", "int8", skip=SKIP_NO_GPU)]
