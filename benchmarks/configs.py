@@ -85,10 +85,12 @@ class BenchConfig:
         options: dict[str, Any] = {}
         if self.target == "openvino" and self.precision == "bf16":
             options["inference_precision"] = "bf16"  # the FP32 IR run in BF16; other rows: the artifact's own
-        if self.target == "openvino" and "throughput" in self.variant.split("-"):
-            options["mode"] = "throughput"
-        if self.target == "openvino" and "dynamic" in self.variant.split("-"):
-            options["shapes"] = "dynamic"
+        if self.target == "openvino":
+            parts = self.variant.split("-")
+            if "throughput" in parts:
+                options["mode"] = "throughput"
+            if "dynamic" in parts:
+                options["shapes"] = "dynamic"
         return options
 
 

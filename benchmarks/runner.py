@@ -307,7 +307,8 @@ def _profile_ops(rows: list[BenchRow], configs: list[BenchConfig], opts: BenchOp
 
     from glia_edge.benchmarks.profile import format_profile, profile_artifact
 
-    # torch.compile and OpenVINO's other variants run the graph of a row profiled already.
+    # One profile per artifact and precision: the plain row's (OpenVINO: latency hint, static shape);
+    # torch.compile and OpenVINO's other variants are not profiled.
     todo = [(r, c) for r, c in zip(rows, configs)
             if r.ok and r.artifact and c.target != "trt" and c.variant in ("", "eager", "autocast")]
     for row, config in tqdm(todo, desc="operator profiles", unit="backend", leave=False):
