@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from glia_edge.cli.common import cli_errors
+from glia_edge.cli.common import cli_errors, parse_key_values
 
 if TYPE_CHECKING:
     from glia_edge.benchmarks.report import BenchReport
@@ -41,18 +41,10 @@ def _batches(text: str) -> tuple[int, ...]:
 
 def _export_options(items: list[str]) -> dict[str, object]:
     """``KEY=VALUE`` pairs; values are Python literals (True, 0.15, None, ['a', 'b']) or plain text."""
-    import ast
-
-    options: dict[str, object] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"--export-option takes KEY=VALUE, got {item!r}")
-        try:
-            options[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            options[key.strip()] = value.strip()
-    return options
+    try:
+        return parse_key_values(items, "--export-option")
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _command(o: BenchOptions) -> str:

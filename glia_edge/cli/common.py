@@ -1,9 +1,10 @@
 """Helpers shared by CLI commands: clean one-line errors instead of tracebacks."""
 from __future__ import annotations
 
+import ast
 import logging
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterable, Iterator
 
 import typer
 
@@ -20,3 +21,18 @@ def cli_errors() -> Iterator[None]:
     except (GliaError, FileNotFoundError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
+
+
+def parse_key_values(items: Iterable[str], flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` strings -> a dict; values are Python literals where they parse (True, 0.15,
+    None, ['a', 'b'], 8,16 as a tuple), else plain text. Raises ``ValueError`` naming ``flag``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{flag} takes KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()
+    return out

@@ -5,13 +5,12 @@ Under ``torchrun --nproc_per_node N -m glia_edge train ...`` the same command tr
 """
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from glia_edge.cli.common import cli_errors
+from glia_edge.cli.common import cli_errors, parse_key_values
 
 _OVERRIDE_HELP = "Model override (GliaConfig field), e.g. --model-opt local_channels=8,16,16,24. Repeatable."
 
@@ -19,14 +18,10 @@ _OVERRIDE_HELP = "Model override (GliaConfig field), e.g. --model-opt local_chan
 def parse_overrides(pairs: list[str], **named: Any) -> dict[str, Any]:
     """``KEY=VALUE`` strings (values as Python literals where they parse) plus the named options given."""
     out: dict[str, Any] = {k: v for k, v in named.items() if v is not None}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--model-opt")
-        try:
-            out[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            out[key.strip()] = value.strip()
+    try:
+        out.update(parse_key_values(pairs, "--model-opt"))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     return out
 
 
