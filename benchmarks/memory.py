@@ -145,14 +145,20 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--image", action="append", default=[], help="score these images (repeatable)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="a string option of the backend, e.g. mode=throughput (repeatable)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # Not glia_edge.cli's parse_key_values: importing typer would add to the peak this process measures.
+    bad = [item for item in args.option if "=" not in item]
+    if bad:
+        parser.error(f"--option takes KEY=VALUE, got {bad[0]!r}")
+    args.option = dict(item.split("=", 1) for item in args.option)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     result = run_child(args.artifact, inference_precision=args.inference_precision, compile=args.compile, batch=args.batch,
                        crops=args.crops, threads=args.threads, iterations=args.iterations, images=args.image,
-                       device=args.device, backend_options=dict(o.split("=", 1) for o in args.option))
+                       device=args.device, backend_options=args.option)
     sys.stdout.write(_MARK + json.dumps(result.__dict__) + "\n")
     return 0
 
