@@ -177,7 +177,7 @@ class OpenVinoBackend(Backend):
         """
         pool = self._pools.get(key)
         if pool is None:
-            model = self._model if key is None or self.fixed_batch else with_batch(self._model, key)
+            model = self._model if key is None else with_batch(self._model, key)
             # The shared Core outlives every compiled model (destroying a Core first can also hang a
             # compiled model's destructor, seen with the THROUGHPUT hint).
             pool = self._pools[key] = _Pool(self._core.compile_model(model, self.device, self._config))
