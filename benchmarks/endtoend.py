@@ -4,8 +4,9 @@ Three measurements on one artifact, in one process:
 
 - **files**: images/s scoring JPEG files of each size through :meth:`Backend.iter_scores`, on
   the old decode path (preprocessing version 1, full decode, serial on the main thread) and the
-  new one (version 2, decode threads), alternating, and the model alone on the same images'
-  pre-cut crops. Ratios: new / old, and new / model-only.
+  new one (version 2, decode threads), the new path's decoding alone (the same threads, nothing
+  inferred: the ceiling of the new path on this machine) and the model alone on the same images'
+  pre-cut crops, alternating. Ratios: new / old, and each path / model-only.
 - **frames**: per-frame cost of preprocessing a BGR camera frame (1080p, 4K) through version 1,
   version 2 as first written (the whole averaged frame resized, then cut) and version 2 as the
   camera path runs it (``Backend.crop_batch``: one centre crop computed from only the rows and
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from glia_edge.runtimes.decode_pool import decode_ahead
 
 log = logging.getLogger(__name__)
 
@@ -83,38 +86,52 @@ def _timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def _versioned(model: Any, version: int, workers: int) -> Callable[[Sequence[Any]], list[Any]]:
-    def run(items: Sequence[Any]) -> list[Any]:
+def _versioned(model: Any, version: int, workers: int, *, infer: bool = True) -> Callable[[Sequence[Any]], None]:
+    """Score ``items`` with preprocessing ``version`` on ``workers`` decode threads; with ``infer``
+    False, only decode them on the same threads as :meth:`Backend.iter_scores` would."""
+    def run(items: Sequence[Any]) -> None:
         base = model.preprocess_config
         model.preprocess_config = base.replace(version=version)
         try:
-            results = list(model.iter_scores(items, decode_workers=workers))
+            if infer:
+                results = [(r.source, r.error) for r in model.iter_scores(items, decode_workers=workers)]
+            else:
+                results = [(d.source, d.error) for d in
+                           decode_ahead(items, model.crop_batch, workers=workers, ahead=2 * workers)]
         finally:
             model.preprocess_config = base
-        bad = [r for r in results if not r.ok]
+        bad = [(source, error) for source, error in results if error is not None]
         if bad:
-            raise RuntimeError(f"{bad[0].source}: {bad[0].error}")
-        return results
+            raise RuntimeError(f"{bad[0][0]}: {bad[0][1]}")
     return run
 
 
 def file_rows(model: Any, paths: Sequence[Path], label: str, *, workers: int, repeats: int) -> list[EndToEndRow]:
-    """Old path, new path and model only on ``paths``; the three alternate, the median counts."""
+    """Old path, new path, the new path's decoding alone and model only on ``paths``; the four
+    alternate, the median counts."""
     items = [str(p) for p in paths]
-    old, new = _versioned(model, 1, 0), _versioned(model, 2, workers)
     crops = np.concatenate([model.crop_batch(p) for p in items])
-    times: dict[str, list[float]] = {"old": [], "new": [], "model": []}
-    new(items[:2])  # warm-up: threads, runtime
+    runs: dict[str, Callable[[], Any]] = {
+        "old": lambda: _versioned(model, 1, 0)(items),
+        "new": lambda: _versioned(model, 2, workers)(items),
+        # the new path's threads with no inference behind them: how fast it could go on this machine
+        "decode": lambda: _versioned(model, 2, workers, infer=False)(items),
+        "model": lambda: model.predict_batch(crops),
+    }
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    _versioned(model, 2, workers)(items[:2])  # warm-up: threads, runtime
     for _ in range(repeats):
-        times["old"].append(_timed(lambda: old(items)))
-        times["new"].append(_timed(lambda: new(items)))
-        times["model"].append(_timed(lambda: model.predict_batch(crops)))
+        for key, run in runs.items():
+            times[key].append(_timed(run))
     rate = {k: len(items) / statistics.median(v) for k, v in times.items()}
     return [
         EndToEndRow("files", label, "old: exact full decode (v1), serial", rate["old"], 1000 / rate["old"],
                     vs_model_only=rate["old"] / rate["model"]),
         EndToEndRow("files", label, f"new: fast decode (v2), {workers} decode threads", rate["new"],
                     1000 / rate["new"], vs_old=rate["new"] / rate["old"], vs_model_only=rate["new"] / rate["model"]),
+        EndToEndRow("files", label, f"decode only (v2, {workers} decode threads, nothing inferred)", rate["decode"],
+                    1000 / rate["decode"], vs_old=rate["decode"] / rate["old"],
+                    vs_model_only=rate["decode"] / rate["model"]),
         EndToEndRow("files", label, f"model only (batch {model.batch_size})", rate["model"], 1000 / rate["model"]),
     ]
 

@@ -1,6 +1,6 @@
 """The machine line of a benchmark report: what the numbers were measured on.
 
-CPU model, core counts and the instruction-set flags that decide which kernels run (AVX-512
+CPU model and microarchitecture, core counts and the instruction-set flags that decide which kernels run (AVX-512
 VNNI/BF16 and AMX on x86 change the INT8 and BF16 paths of OpenVINO and ONNX Runtime; dot-product
 and i8mm on Arm), memory, OS, library versions, the GPU and driver, and on a Jetson the module
 model (``/proc/device-tree/model``), the power model (``nvpmodel -q``) and whether clocks are
@@ -26,6 +26,33 @@ FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx51
                      "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "asimdhp", "i8mm", "bf16", "sve", "sve2")
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
 
+#: x86 microarchitecture from the CPUID vendor, family and model range (AMD's and Intel's published
+#: family/model numbers). Virtual machines often mask the model name ("AMD EPYC") and flags such
+#: as pku and rdseed, so flag-based detectors (archspec) answer a generic x86_64_v4 there; family and
+#: model survive, and Zen 4 and Zen 5 run OpenVINO's INT8 kernels at very different speeds.
+MICROARCHITECTURES: tuple[tuple[str, int, range, str], ...] = (
+    ("AuthenticAMD", 0x17, range(0x00, 0x30), "Zen/Zen+"),
+    ("AuthenticAMD", 0x17, range(0x30, 0x100), "Zen 2"),
+    ("AuthenticAMD", 0x19, range(0x00, 0x10), "Zen 3"),
+    ("AuthenticAMD", 0x19, range(0x10, 0x20), "Zen 4"),
+    ("AuthenticAMD", 0x19, range(0x20, 0x60), "Zen 3"),
+    ("AuthenticAMD", 0x19, range(0x60, 0xB0), "Zen 4"),
+    ("AuthenticAMD", 0x1A, range(0x00, 0x100), "Zen 5"),
+    ("GenuineIntel", 6, range(0x55, 0x56), "Skylake-SP/Cascade Lake"),
+    ("GenuineIntel", 6, range(0x6A, 0x6D), "Ice Lake-SP"),
+    ("GenuineIntel", 6, range(0x8F, 0x90), "Sapphire Rapids"),
+    ("GenuineIntel", 6, range(0xCF, 0xD0), "Emerald Rapids"),
+    ("GenuineIntel", 6, range(0xAD, 0xAF), "Granite Rapids"),
+)
+
+
+def microarchitecture(vendor: str | None, family: int | None, model: int | None) -> str | None:
+    """``("AuthenticAMD", 26, 2)`` -> ``"Zen 5"``; None for a CPU the table does not know."""
+    for known_vendor, known_family, models, name in MICROARCHITECTURES:
+        if (vendor, family) == (known_vendor, known_family) and model in models:
+            return name
+    return None
+
 
 def _run(cmd: list[str], timeout: float = 10.0) -> str | None:
     """stdout of a short command, or None when it is missing or fails."""
@@ -40,9 +67,11 @@ def _run(cmd: list[str], timeout: float = 10.0) -> str | None:
 
 
 def parse_cpuinfo(text: str) -> dict[str, Any]:
-    """CPU model and flags of interest from ``/proc/cpuinfo`` text (x86 or Arm)."""
+    """CPU model, flags of interest and (x86) vendor, family, model number and microarchitecture
+    from ``/proc/cpuinfo`` text (x86 or Arm); only the first processor's block is read."""
     model = None
     flags: set[str] = set()
+    ids: dict[str, str] = {}
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key, value = key.strip().lower(), value.strip()
@@ -50,7 +79,14 @@ def parse_cpuinfo(text: str) -> dict[str, Any]:
             model = value
         elif key in ("flags", "features") and not flags:
             flags = set(value.split())
-    return {"model": model, "flags": [f for f in FLAGS_OF_INTEREST if f in flags]}
+        elif key in ("vendor_id", "cpu family", "model") and key not in ids:
+            ids[key] = value
+    info: dict[str, Any] = {"model": model, "flags": [f for f in FLAGS_OF_INTEREST if f in flags]}
+    if ids.get("cpu family", "").isdigit() and ids.get("model", "").isdigit():
+        vendor, family, number = ids.get("vendor_id"), int(ids["cpu family"]), int(ids["model"])
+        info.update(vendor=vendor, family=family, model_number=number,
+                    microarchitecture=microarchitecture(vendor, family, number))
+    return info
 
 
 def parse_nvpmodel(text: str) -> str | None:
@@ -139,10 +175,14 @@ def machine_info() -> dict[str, Any]:
 
 
 def machine_line(info: dict[str, Any]) -> str:
-    """One line: ``AMD EPYC, 2 cores (2 usable), avx512_vnni avx512_bf16, 23 GB; ...``."""
+    """One line: ``AMD EPYC (Zen 4: family 25 model 17), 2 cores, avx512_vnni avx512_bf16, 23.5 GB RAM; ...``."""
     cpu = info["cpu"]
     cores = cpu.get("physical_cores") or cpu.get("logical_cores")
-    parts = [f"{cpu['model']}, {cores} cores"]
+    name = cpu["model"]
+    if cpu.get("family") is not None:
+        ids = f"family {cpu['family']} model {cpu['model_number']}"
+        name += f" ({cpu['microarchitecture']}: {ids})" if cpu.get("microarchitecture") else f" ({ids})"
+    parts = [f"{name}, {cores} cores"]
     if cpu.get("usable_cores") and cpu["usable_cores"] != cpu.get("logical_cores"):
         parts[-1] += f" ({cpu['usable_cores']} usable)"
     if cpu.get("flags"):

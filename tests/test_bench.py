@@ -9,6 +9,7 @@ import stat
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -140,11 +141,28 @@ def test_jetson_clock_and_power_mode_parsers() -> None:
 
 
 def test_cpuinfo_flags_and_machine_line() -> None:
-    x86 = machine.parse_cpuinfo("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_vnni "
-                                "avx512_bf16 amx_int8\n")
-    assert x86 == {"model": "AMD EPYC", "flags": ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8"]}
+    # A VM masks the model name to "AMD EPYC" for Zen 4 and Zen 5 alike; CPUID family/model tell them apart.
+    def amd(family: int, model: int) -> str:
+        return (f"processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: {family}\nmodel\t\t: {model}\n"
+                "model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16 amx_int8\n"
+                "processor\t: 1\nvendor_id\t: AuthenticAMD\ncpu family\t: 99\nmodel\t\t: 99\n")
+    zen4 = machine.parse_cpuinfo(amd(25, 17))
+    assert zen4 == {"model": "AMD EPYC", "flags": ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8"],
+                    "vendor": "AuthenticAMD", "family": 25, "model_number": 17, "microarchitecture": "Zen 4"}
+    assert machine.parse_cpuinfo(amd(26, 2))["microarchitecture"] == "Zen 5"
+    assert machine.parse_cpuinfo(amd(25, 1))["microarchitecture"] == "Zen 3"
+    assert machine.microarchitecture("GenuineIntel", 6, 0x8F) == "Sapphire Rapids"
+    assert machine.microarchitecture("AuthenticAMD", 6, 0x8F) is None  # the vendor is part of the key
+    unknown = machine.parse_cpuinfo(amd(99, 1))
+    assert unknown["family"] == 99 and unknown["microarchitecture"] is None
     arm = machine.parse_cpuinfo("processor\t: 0\nBogoMIPS\t: 62.50\nFeatures\t: fp asimd asimddp i8mm bf16\n")
     assert arm == {"model": None, "flags": ["asimd", "asimddp", "i8mm", "bf16"]}
+
+    def line_of(cpu: dict[str, Any]) -> str:
+        return machine.machine_line({"cpu": {**cpu, "logical_cores": 2}, "os": "Linux", "libraries": {}})
+    assert line_of(zen4).startswith("AMD EPYC (Zen 4: family 25 model 17), 2 cores; avx2 ")
+    assert line_of(unknown).startswith("AMD EPYC (family 99 model 1), 2 cores")
+    assert line_of({**arm, "model": "Cortex-A78AE"}).startswith("Cortex-A78AE, 2 cores; asimd")
     line = machine.machine_line(machine.machine_info())
     assert "cores" in line and "numpy" in line
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from glia_edge.benchmarks.endtoend import make_jpegs, parse_size, run_end_to_end, to_markdown
+from glia_edge.benchmarks.endtoend import _versioned, make_jpegs, parse_size, run_end_to_end, to_markdown
 
 
 def test_parse_size() -> None:
@@ -27,14 +27,29 @@ def test_rows_for_files_and_frames(tiny_checkpoint: Path, tmp_path: Path) -> Non
                           repeats=1, work=tmp_path)
     files = [r for r in rows if r.kind == "files"]
     frames = [r for r in rows if r.kind == "frame"]
-    assert [r.path.split(":")[0] for r in files] == ["old", "new", "model only (batch 8)"]
+    assert [r.path.split(":")[0] for r in files] == ["old", "new", "decode only (v2, 2 decode threads, nothing inferred)",
+                                                     "model only (batch 8)"]
     assert all(r.images_per_s and r.images_per_s > 0 for r in rows)
-    assert files[1].vs_old and files[1].vs_model_only
+    assert files[1].vs_old and files[1].vs_model_only and files[2].vs_old and files[2].vs_model_only
     assert [r.path for r in frames] == ["old: exact (v1)", "v2, whole-frame resize", "new: fast (v2)"]
     assert frames[0].vs_old is None and frames[1].vs_old and frames[2].vs_old
     assert all(0 < (r.preprocess_share or 0) < 1 and r.preprocess_ms and r.infer_ms for r in frames)
     text = to_markdown(rows, "machine", "cmd")
     assert text.count("\n| ") == len(rows) + 1
+
+
+def test_every_file_path_refuses_to_time_an_image_it_could_not_read(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from glia_edge.runtimes.base import load_batched
+
+    good = [str(p) for p in make_jpegs(tmp_path, (320, 240), 2)]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    with load_batched(tiny_checkpoint) as model:
+        # old (v1, serial), new (v2, threads), and the new path's decoding alone
+        for run in (_versioned(model, 1, 0), _versioned(model, 2, 2), _versioned(model, 2, 2, infer=False)):
+            with pytest.raises(RuntimeError, match="broken.jpg"):
+                run(good + [str(broken)])
+            run(good)
 
 
 def test_bench_cli_end_to_end(tiny_checkpoint: Path, tmp_path: Path) -> None:
@@ -50,4 +65,4 @@ def test_bench_cli_end_to_end(tiny_checkpoint: Path, tmp_path: Path) -> None:
                                       "--e2e-count", "2", "--frames", "", "--e2e-repeats", "1", "--output", str(out)])
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "e2e.json").read_text())
-    assert len(doc["rows"]) == 3 and "--end-to-end" in doc["command"] and doc["machine"]
+    assert len(doc["rows"]) == 4 and "--end-to-end" in doc["command"] and doc["machine"]

@@ -156,8 +156,9 @@ def bench(
     max_drop: Optional[float] = typer.Option(None, "--max-drop", help="Regression check: largest allowed "
                                              "1 - Spearman with the PyTorch FP32 scores."),
     end_to_end: Optional[Path] = typer.Option(None, "--end-to-end", help="Artifact: measure only what users see "
-                                              "with it (JPEG files old vs new decode path vs model only, camera "
-                                              "frames); writes OUTPUT/e2e.{md,json}."),
+                                              "with it (JPEG files: old vs new decode path vs the new path's "
+                                              "decoding alone vs model only; camera frames); writes "
+                                              "OUTPUT/e2e.{md,json}."),
     e2e_sizes: str = typer.Option("1024x768,4000x3000", "--e2e-sizes", help="JPEG sizes generated for --end-to-end "
                                   "('' for none)."),
     e2e_count: int = typer.Option(40, "--e2e-count", min=1, help="JPEGs per size (and at most this many from "
