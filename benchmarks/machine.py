@@ -1,10 +1,10 @@
 """The machine line of a benchmark report: what the numbers were measured on.
 
-CPU model and microarchitecture, core counts and the instruction-set flags that decide which kernels run (AVX-512
-VNNI/BF16 and AMX on x86 change the INT8 and BF16 paths of OpenVINO and ONNX Runtime; dot-product
-and i8mm on Arm), memory, OS, library versions, the GPU and driver, and on a Jetson the module
-model (``/proc/device-tree/model``), the power model (``nvpmodel -q``) and whether clocks are
-locked (``jetson_clocks --show``: every CPU's and the GPU's MinFreq equal MaxFreq).
+CPU model and (x86) microarchitecture, core counts and the instruction-set flags that decide which
+kernels run (AVX-512 VNNI/BF16 and AMX on x86 change the INT8 and BF16 paths of OpenVINO and ONNX
+Runtime; dot-product and i8mm on Arm), memory, OS, library versions, the GPU and driver, and on a
+Jetson the module model (``/proc/device-tree/model``), the power model (``nvpmodel -q``) and
+whether clocks are locked (``jetson_clocks --show``: every CPU's and the GPU's MinFreq equal MaxFreq).
 """
 from __future__ import annotations
 
@@ -36,9 +36,10 @@ MICROARCHITECTURES: tuple[tuple[str, int, range, str], ...] = (
     ("AuthenticAMD", 0x19, range(0x00, 0x10), "Zen 3"),
     ("AuthenticAMD", 0x19, range(0x10, 0x20), "Zen 4"),
     ("AuthenticAMD", 0x19, range(0x20, 0x60), "Zen 3"),
-    ("AuthenticAMD", 0x19, range(0x60, 0xB0), "Zen 4"),
+    ("AuthenticAMD", 0x19, range(0x60, 0x80), "Zen 4"),
+    ("AuthenticAMD", 0x19, range(0xA0, 0xB0), "Zen 4"),
     ("AuthenticAMD", 0x1A, range(0x00, 0x100), "Zen 5"),
-    ("GenuineIntel", 6, range(0x55, 0x56), "Skylake-SP/Cascade Lake"),
+    ("GenuineIntel", 6, range(0x55, 0x56), "Skylake-SP/Cascade Lake/Cooper Lake"),
     ("GenuineIntel", 6, range(0x6A, 0x6D), "Ice Lake-SP"),
     ("GenuineIntel", 6, range(0x8F, 0x90), "Sapphire Rapids"),
     ("GenuineIntel", 6, range(0xCF, 0xD0), "Emerald Rapids"),
