@@ -66,3 +66,26 @@ def test_bench_cli_end_to_end(tiny_checkpoint: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "e2e.json").read_text())
     assert len(doc["rows"]) == 4 and "--end-to-end" in doc["command"] and doc["machine"]
+
+
+def test_jpeg_decoder_comparison_runs_with_pillow_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    from glia_edge.benchmarks import jpeg_decoders
+
+    real_import = builtins.__import__
+
+    def without_others(name: str, *args: object, **kwargs: object) -> object:
+        if name in ("simplejpeg", "pyvips"):
+            raise ImportError(f"no {name} here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_others)
+    assert jpeg_decoders.main(["--size", "900x700", "--count", "2", "--rounds", "1", "--work", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    rows = [line for line in table.splitlines() if line.startswith("| pillow ")]
+    assert len(rows) == 1 and "| 1.000 | 0 | 2 |" in rows[0] and "libjpeg-turbo" in rows[0]
+    assert "machine: " in table and "--size 900x700" in table
+    with pytest.raises(SystemExit):
+        jpeg_decoders.main([str(tmp_path / "nothing-here")])
