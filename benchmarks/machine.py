@@ -30,27 +30,22 @@ DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
 #: family/model numbers). Virtual machines often mask the model name ("AMD EPYC") and flags such
 #: as pku and rdseed, so flag-based detectors (archspec) answer a generic x86_64_v4 there; family and
 #: model survive, and Zen 4 and Zen 5 run OpenVINO's INT8 kernels at very different speeds.
-MICROARCHITECTURES: tuple[tuple[str, int, range, str], ...] = (
-    ("AuthenticAMD", 0x17, range(0x00, 0x30), "Zen/Zen+"),
-    ("AuthenticAMD", 0x17, range(0x30, 0x100), "Zen 2"),
-    ("AuthenticAMD", 0x19, range(0x00, 0x10), "Zen 3"),
-    ("AuthenticAMD", 0x19, range(0x10, 0x20), "Zen 4"),
-    ("AuthenticAMD", 0x19, range(0x20, 0x60), "Zen 3"),
-    ("AuthenticAMD", 0x19, range(0x60, 0x80), "Zen 4"),
-    ("AuthenticAMD", 0x19, range(0xA0, 0xB0), "Zen 4"),
-    ("AuthenticAMD", 0x1A, range(0x00, 0x100), "Zen 5"),
-    ("GenuineIntel", 6, range(0x55, 0x56), "Skylake-SP/Cascade Lake/Cooper Lake"),
-    ("GenuineIntel", 6, range(0x6A, 0x6D), "Ice Lake-SP"),
-    ("GenuineIntel", 6, range(0x8F, 0x90), "Sapphire Rapids"),
-    ("GenuineIntel", 6, range(0xCF, 0xD0), "Emerald Rapids"),
-    ("GenuineIntel", 6, range(0xAD, 0xAF), "Granite Rapids"),
-)
+MICROARCHITECTURES: dict[tuple[str, int], tuple[tuple[int, int, str], ...]] = {
+    # (vendor, family): (first model, last model + 1, name), ...
+    ("AuthenticAMD", 0x17): ((0x00, 0x30, "Zen/Zen+"), (0x30, 0x100, "Zen 2")),
+    ("AuthenticAMD", 0x19): ((0x00, 0x10, "Zen 3"), (0x10, 0x20, "Zen 4"), (0x20, 0x60, "Zen 3"),
+                             (0x60, 0x80, "Zen 4"), (0xA0, 0xB0, "Zen 4")),
+    ("AuthenticAMD", 0x1A): ((0x00, 0x100, "Zen 5"),),
+    ("GenuineIntel", 6): ((0x55, 0x56, "Skylake-SP/Cascade Lake/Cooper Lake"), (0x6A, 0x6D, "Ice Lake-SP"),
+                          (0x8F, 0x90, "Sapphire Rapids"), (0xAD, 0xAF, "Granite Rapids"),
+                          (0xCF, 0xD0, "Emerald Rapids")),
+}
 
 
 def microarchitecture(vendor: str | None, family: int | None, model: int | None) -> str | None:
     """``("AuthenticAMD", 26, 2)`` -> ``"Zen 5"``; None for a CPU the table does not know."""
-    for known_vendor, known_family, models, name in MICROARCHITECTURES:
-        if (vendor, family) == (known_vendor, known_family) and model in models:
+    for first, end, name in MICROARCHITECTURES.get((vendor, family), ()):  # type: ignore[arg-type]
+        if model is not None and first <= model < end:
             return name
     return None
 
