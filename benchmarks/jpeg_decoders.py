@@ -44,15 +44,19 @@ def _pillow_size(data: bytes, short_side: int) -> tuple[int, int, int]:
         return img.width, img.height, round(full / img.width)
 
 
-def decoders(short_side: int, crop_size: int) -> dict[str, Decoder]:
-    """Every decoder installed here, each giving the uint8 HxWx3 pixels it decodes."""
+def decoders(short_side: int, crop_size: int) -> dict[str, tuple[str, Decoder]]:
+    """Every decoder installed here: name -> (its library and version, a function giving the uint8
+    HxWx3 pixels it decodes)."""
+    import PIL.features
+
     def pillow(data: bytes) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as img:
             _draft(img, short_side)
             img.load()
             return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
 
-    found: dict[str, Decoder] = {"pillow": pillow}
+    found: dict[str, tuple[str, Decoder]] = {
+        "pillow": (f"Pillow {Image.__version__}, libjpeg-turbo {PIL.features.version('libjpeg_turbo')}", pillow)}
     try:
         import simplejpeg
 
@@ -60,7 +64,7 @@ def decoders(short_side: int, crop_size: int) -> dict[str, Decoder]:
             width, height, _ = _pillow_size(data, short_side)
             return simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=width, min_height=height)
 
-        found["simplejpeg"] = simple
+        found["simplejpeg"] = (f"simplejpeg {simplejpeg.__version__}", simple)
     except ImportError:
         pass
     try:
@@ -76,30 +80,10 @@ def decoders(short_side: int, crop_size: int) -> dict[str, Decoder]:
                 img = img.crop(0, max(0, (img.height - band) // 2), img.width, min(band, img.height))
             return np.ndarray(buffer=img.write_to_memory(), dtype=np.uint8, shape=(img.height, img.width, img.bands))
 
-        found["pyvips"] = vips
-        found["pyvips-rows"] = lambda data: vips(data, rows_only=True)
+        library = f"pyvips {pyvips.__version__}, libvips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}"
+        found["pyvips"] = (library, vips)
+        found["pyvips-rows"] = (library, lambda data: vips(data, rows_only=True))
     except (ImportError, OSError):  # pyvips without its libvips binary raises OSError
-        pass
-    return found
-
-
-def versions() -> dict[str, str]:
-    """Version of each decoding library installed."""
-    import PIL.features
-
-    found = {"pillow": f"Pillow {Image.__version__}, libjpeg-turbo {PIL.features.version('libjpeg_turbo')}"}
-    try:
-        import simplejpeg
-
-        found["simplejpeg"] = f"simplejpeg {simplejpeg.__version__}"
-    except ImportError:
-        pass
-    try:
-        import pyvips
-
-        found["pyvips"] = found["pyvips-rows"] = (f"pyvips {pyvips.__version__}, libvips "
-                                                  f"{pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}")
-    except (ImportError, OSError):
         pass
     return found
 
@@ -118,23 +102,23 @@ def measure(files: list[Path], rounds: int, cfg: PreprocessConfig) -> list[dict[
     """Median and mean ms per file for each decoder; decoders rotate order from file to file."""
     blobs = [path.read_bytes() for path in files]
     found = decoders(cfg.short_side, cfg.crop_size)
+    decode = {name: function for name, (_, function) in found.items()}
     names = list(found)
     times: dict[str, list[float]] = {name: [] for name in names}
     differences = {name: 0 for name in names}
     for blob in blobs[:1]:  # warm-up, and the pixels compared
-        reference = found["pillow"](blob)
+        reference = decode["pillow"](blob)
         for name in names:
-            differences[name] = _max_difference(found[name](blob), reference, name)
+            differences[name] = _max_difference(decode[name](blob), reference, name)
     for round_ in range(rounds):
         for index, blob in enumerate(blobs):
             shift = (index + round_) % len(names)
             for name in names[shift:] + names[:shift]:
                 start = time.perf_counter()
-                found[name](blob)
+                decode[name](blob)
                 times[name].append((time.perf_counter() - start) * 1000)
     pillow = statistics.median(times["pillow"])
-    labels = versions()
-    return [{"decoder": name, "library": labels.get(name, ""), "median_ms": statistics.median(times[name]),
+    return [{"decoder": name, "library": found[name][0], "median_ms": statistics.median(times[name]),
              "mean_ms": statistics.mean(times[name]), "vs_pillow": statistics.median(times[name]) / pillow,
              "max_pixel_difference": differences[name], "decodes": len(times[name])} for name in names]
 
