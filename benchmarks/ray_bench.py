@@ -69,7 +69,7 @@ def ray_job_seconds(model: Path | None, paths: list[str], actors: int, out: Path
 
     cfg = BatchConfig(output=out, fmt="parquet", model=model, actors=actors, overwrite=True, progress=False)
     start = time.perf_counter()
-    summary = run_batch(paths, [], cfg)
+    summary = run_batch(paths, {}, cfg)
     assert summary.failed == 0 and summary.total == len(paths)
     return time.perf_counter() - start
 

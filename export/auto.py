@@ -89,7 +89,8 @@ def export_auto(checkpoint: Path | None, *, target: str, output: Path | None, ro
     import glia_edge
     from glia_edge.atomic import replace_path
     from glia_edge.errors import AccuracyGateError
-    from glia_edge.export.exporter import default_output, export
+    from glia_edge.export.exporter import check_output, default_output, export
+    from glia_edge.formats import get_format
     from glia_edge.export.gate import run_gate
 
     if checkpoint is None and kwargs.get("val") is None and kwargs.get("calib") is None:
@@ -99,7 +100,10 @@ def export_auto(checkpoint: Path | None, *, target: str, output: Path | None, ro
     if target not in CANDIDATES:
         raise ValueError(f"--precision auto measures on this machine: not for {target} (choose a precision; "
                          f"auto covers {', '.join(CANDIDATES)})")
+    if kwargs.get("val") is None and kwargs.get("calib") is None:  # now, not after every export
+        raise AccuracyGateError("--precision auto needs validation images: pass --val or --calib")
     final = Path(output) if output else default_output(Path(checkpoint or "glia_vit_nano.synthetic"), target, "auto")
+    check_output(final, get_format(target))
     final.parent.mkdir(parents=True, exist_ok=True)
     batch_size = int(kwargs.get("batch", 8))
     candidates = [Candidate(p, h) for p, h in CANDIDATES[target]]

@@ -98,7 +98,8 @@ def default_output(checkpoint: Path, target: str, precision: str) -> Path:
     return Path.cwd() / f"{checkpoint.stem}.{precision}.{target}"
 
 
-def _check_output(output: Path, fmt: ArtifactFormat) -> Path:
+def check_output(output: Path, fmt: ArtifactFormat) -> Path:
+    """``output`` if an export to ``fmt`` may be written there; else ``ValueError`` saying why."""
     from glia_edge.formats import FORMATS
 
     if fmt.single_file and output.suffix.lower() not in fmt.suffixes:
@@ -106,7 +107,24 @@ def _check_output(output: Path, fmt: ArtifactFormat) -> Path:
     file_suffixes = {s for f in FORMATS.values() for s in f.suffixes} | {".bin"}
     if not fmt.single_file and output.suffix.lower() in file_suffixes:
         raise ValueError(f"--output for target {fmt.name} is a folder (it holds several files), got {output}")
+    # Checked now, not after the export: the result replaces what is at --output.
+    if fmt.single_file and output.is_dir():
+        raise ValueError(f"--output {output} is a folder; target {fmt.name} writes one file")
+    if not fmt.single_file and output.exists() and not output.is_dir():
+        raise ValueError(f"--output {output} is a file; target {fmt.name} writes a folder")
+    if not fmt.single_file and output.is_dir() and not _is_export_folder(output):
+        raise ValueError(f"--output {output} is a folder that holds other files than an export's "
+                         f"({EXPORT_FILES}): remove it or choose another path, it would be replaced")
     return output
+
+
+#: What an export folder holds: ``model.xml``/``model.bin``, ``model.trt.onnx``, ``model.engine`` and
+#: their ``.json`` sidecars. A folder of only these (or empty) may be replaced by a new export.
+EXPORT_FILES = "model.*"
+
+
+def _is_export_folder(folder: Path) -> bool:
+    return all(p.is_file() and p.match(EXPORT_FILES) for p in folder.iterdir())
 
 
 def _resolve_source(checkpoint: str | Path | None, precision: str,
@@ -158,7 +176,7 @@ def export(checkpoint: str | Path | None = None, *, target: str, precision: str 
         raise CalibrationError(f"{target} int8 needs calibration images: pass --calib DIR|CSV")
     if max_drop is not None and calib is None and val is None:
         raise AccuracyGateError("--max-drop needs validation images: pass --val DIR|CSV or --calib DIR|CSV")
-    out = _check_output(Path(output) if output else default_output(checkpoint, target, precision), fmt)
+    out = check_output(Path(output) if output else default_output(checkpoint, target, precision), fmt)
     options = export_options(target, batch=batch, dynamic=dynamic, crops=crops, build_engine=build_engine, **opts)
     preflight(target, options)  # e.g. a required TensorRT engine: probe before any expensive pass
 

@@ -61,6 +61,27 @@ def atomic_write(path: Path, write: Any) -> None:
             os.unlink(tmp)
 
 
+def check_writable(path: Path) -> None:
+    """Raise :class:`OutputError` naming ``path`` and the reason unless :func:`atomic_write` could
+    put a file there; nothing is created. Commands call it before long work, so a bad ``--output``
+    fails in a second instead of losing the results at the end."""
+    from glia_edge.errors import OutputError
+
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory, not a file path")
+    folder = path.parent
+    while not folder.exists():  # atomic_write creates the missing folders under the first that exists
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"{path}: cannot create folders under {folder}: it is a file")
+    try:  # a real probe: os.access says yes to root even on a read-only mount
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write in {folder} ({exc.strerror or exc})") from None
+
+
 def replace_path(src: Path, dst: Path) -> None:
     """Move a finished file or folder ``src`` onto ``dst``, replacing what is there.
 

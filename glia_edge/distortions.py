@@ -422,6 +422,8 @@ def make_dataset(out_dir: str | Path, refs: Sequence[Reference] | str | Path | N
         raise ValueError(f"levels must be 1..{LEVELS}, got {levels}")
     chosen = _check_types(types)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"{out}: is a file; the synthetic set is a folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise DatasetError(f"{out}: already exists and is not empty (use --overwrite to replace it)")
     if refs is None or isinstance(refs, (str, Path)):

@@ -1,6 +1,8 @@
 """Domain errors shared by training, export and every runtime."""
 from __future__ import annotations
 
+import re
+
 
 class GliaError(Exception):
     """Base class for glia-edge errors."""
@@ -31,8 +33,17 @@ class UnsupportedArtifactError(GliaError, ValueError):
     """No backend knows how to load this artifact."""
 
 
+class OutputError(GliaError, OSError):
+    """An output path cannot be written; the message names it and the reason."""
+
+
 class BackendUnavailableError(GliaError, RuntimeError):
-    """The backend an artifact needs is not installed or has no device here."""
+    """The backend an artifact needs is not installed, has no device here, or cannot open the
+    artifact (a corrupt file, too little memory); the message names the artifact and the reason."""
+
+
+class TrainingError(GliaError, RuntimeError):
+    """Training cannot go on (the loss became nan or infinite); the message says where."""
 
 
 class CalibrationError(GliaError, RuntimeError):
@@ -47,7 +58,17 @@ class ExportError(GliaError, RuntimeError):
     """An export step failed (exporter, converter, parser or engine builder); the message says which."""
 
 
+#: Lines of a native runtime's message that only say where in its sources it was raised
+#: (OpenVINO: ``Exception from src/inference/src/cpp/core.cpp:84:``).
+_SOURCE_LOCATION = re.compile(r"^(Exception from \S+:\d+:?|Check .* failed at \S+:\d+:?)$")
+
+
 def one_line(exc: BaseException, limit: int = 300) -> str:
-    """``Type: first line of the message``, cut to ``limit`` characters: for status cells and logs."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:limit]
+    """``Type: first line of the message`` that says more than where in a runtime's sources it was
+    raised, cut to ``limit`` characters: for status cells, logs and one-line CLI errors."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    said = [line for line in lines if not _SOURCE_LOCATION.match(line)] or lines
+    first = said[0] if said else ""
+    if first.endswith(":") and len(said) > 1:  # "... failed with GeneralFailure:" + what failed
+        first = f"{first} {said[1]}"
+    return f"{type(exc).__name__}: {first}"[:limit]

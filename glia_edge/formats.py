@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from glia_edge.atomic import atomic_write
-from glia_edge.errors import UnsupportedArtifactError
+from glia_edge.errors import GliaError, UnsupportedArtifactError, one_line
 from glia_edge.meta import META_KEY, ArtifactMeta
 
 
@@ -227,7 +227,13 @@ def read_meta(path: str | Path) -> ArtifactMeta:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"artifact not found: {path}")
-    return format_of(path).read_meta(path)
+    fmt = format_of(path)
+    try:
+        return fmt.read_meta(path)
+    except (GliaError, FileNotFoundError):
+        raise
+    except Exception as exc:  # the format's own parser on a corrupt or truncated file
+        raise UnsupportedArtifactError(f"{path}: cannot read it as {fmt.label}: {one_line(exc)}") from exc
 
 
 def artifact_size_mb(path: str | Path) -> float:

@@ -32,9 +32,12 @@ Training's random crops and flips (``random_crop``) reuse steps 1-3 and the same
 """
 from __future__ import annotations
 
+import glob
 import io
+import logging
 import math
 import os
+import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence, Union
@@ -42,7 +45,9 @@ from typing import Any, Callable, Sequence, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from glia_edge.errors import ImageLoadError
+from glia_edge.errors import ImageLoadError, one_line
+
+log = logging.getLogger(__name__)
 
 #: Images above this many pixels are refused (decompression-bomb guard); 100 MP covers any camera.
 MAX_PIXELS_DEFAULT = 100_000_000
@@ -167,6 +172,17 @@ def _check_pixels(width: int, height: int, max_pixels: int, name: str, guard: st
         raise ImageLoadError(name, f"image has {width * height} pixels, over the limit of {max_pixels}{guard}")
 
 
+def _pil_to_rgb8(img: Image.Image, name: str, max_pixels: int) -> Image.Image:
+    """A caller's PIL image, EXIF-oriented and checked like a decoded file, as 8-bit RGB."""
+    if img.width == 0 or img.height == 0:
+        raise ImageLoadError(name, "empty image (no pixels)")
+    _check_pixels(img.width, img.height, max_pixels, name)
+    try:
+        return _to_rgb8(ImageOps.exif_transpose(img) or img, name)
+    except ValueError as exc:  # e.g. "Operation on closed image"
+        raise ImageLoadError(name, f"unusable PIL image ({exc})") from None
+
+
 def _file_source(source: ImageInput, name: str) -> Any:
     """What ``Image.open`` takes for a path or bytes, after the checks that name the problem."""
     if isinstance(source, (bytes, bytearray)):
@@ -223,11 +239,19 @@ def _decode_file(source: ImageInput, name: str, max_pixels: int, draft_short_sid
     except PermissionError:
         raise ImageLoadError(name, "permission denied") from None
     except Image.DecompressionBombError as exc:
-        raise ImageLoadError(name, f"decompression bomb guard: {exc}") from None
+        # Pillow's own guard (PIL.Image.MAX_IMAGE_PIXELS, checked inside Image.open) refused it
+        # before ``max_pixels`` could: say whose limit it was.
+        raise ImageLoadError(name, f"over Pillow's decompression bomb limit (PIL.Image.MAX_IMAGE_PIXELS): {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         if opened is not None:
             opened.close()
         raise ImageLoadError(name, f"corrupt or truncated image ({exc})") from None
+    except (TypeError, IndexError, KeyError, ArithmeticError, struct.error, EOFError) as exc:
+        # What Pillow's decoders raise on some hostile bytes (a corrupt TIFF tag: TypeError); one
+        # such file must be one error row, not the end of a batch.
+        if opened is not None:
+            opened.close()
+        raise ImageLoadError(name, f"corrupt image ({one_line(exc)})") from None
     return _to_rgb8(img, name)
 
 
@@ -244,7 +268,7 @@ def load_image(source: ImageInput, *, bgr: bool = False, max_pixels: int = MAX_P
         _check_pixels(rgb8.shape[1], rgb8.shape[0], max_pixels, name)
         return _rgb8_to_pil(rgb8, bgr)
     if isinstance(source, Image.Image):
-        return _to_rgb8(ImageOps.exif_transpose(source) or source, name)
+        return _pil_to_rgb8(source, name, max_pixels)
     return _decode_file(source, name, max_pixels, None)
 
 
@@ -331,7 +355,7 @@ def _decode_v2(source: ImageInput, cfg: PreprocessConfig) -> Union[np.ndarray, I
         _check_pixels(rgb8.shape[1], rgb8.shape[0], cfg.max_pixels, name)
         return rgb8
     if isinstance(source, Image.Image):
-        return _to_rgb8(ImageOps.exif_transpose(source) or source, name)
+        return _pil_to_rgb8(source, name, cfg.max_pixels)
     return _decode_file(source, name, cfg.max_pixels, cfg.short_side)
 
 
@@ -384,8 +408,17 @@ def prepare(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
 
 
 def load_resized(source: ImageInput, cfg: PreprocessConfig, *, bgr: bool = False) -> Image.Image:
-    """Steps 1-3: ``source`` decoded and resized to the configured short side (training, caches)."""
-    return prepare(load_reduced(source, cfg, bgr=bgr), cfg)
+    """Steps 1-3: ``source`` decoded and resized to the configured short side (training, caches).
+
+    The resized image is held whole, so ``max_pixels`` bounds it too: a small image of extreme
+    aspect ratio (2 x 4000 px becomes 384 x 768,000) is refused instead of filling memory."""
+    img = load_reduced(source, cfg, bgr=bgr)
+    new_w, new_h = resized_size(img.width, img.height, cfg.short_side)
+    if new_w * new_h > cfg.max_pixels:
+        raise ImageLoadError(describe(source), f"a {img.width}x{img.height} image resized to a short side of "
+                             f"{cfg.short_side} would have {new_w * new_h} pixels, over the limit of "
+                             f"{cfg.max_pixels} (aspect ratio {max(new_w, new_h) / min(new_w, new_h):.0f}:1)")
+    return prepare(img, cfg)
 
 
 def _grid(resized: Image.Image, cfg: PreprocessConfig, crops: int | None) -> np.ndarray:
@@ -550,6 +583,64 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
+def scan_folder(folder: str | os.PathLike) -> tuple[list[Path], list[Path], list[tuple[str, str]]]:
+    """The files under ``folder``, recursively and sorted: (image files by suffix, other files,
+    (folder, reason) for each folder that could not be listed). Linked folders are not followed,
+    so a link back up cannot loop."""
+    images: list[Path] = []
+    others: list[Path] = []
+    unreadable: list[tuple[str, str]] = []
+
+    def refused(exc: OSError) -> None:
+        unreadable.append((str(exc.filename), f"cannot read folder ({exc.strerror or exc})"))
+
+    for root, _, names in os.walk(folder, onerror=refused):
+        for name in names:
+            path = Path(root) / name
+            if path.is_file():
+                (images if is_image_file(path) else others).append(path)
+    return sorted(images), sorted(others), unreadable
+
+
 def find_images(folder: str | os.PathLike) -> list[Path]:
     """Image files under ``folder``, recursively, in sorted order (by suffix, see IMAGE_SUFFIXES)."""
-    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and is_image_file(p))
+    return scan_folder(folder)[0]
+
+
+#: The reason given for a glob that names nothing.
+NO_MATCH = "no file or folder matches this pattern"
+
+
+def expand_local(pattern: str) -> tuple[list[Union[str, tuple[str, str]]], list[str]]:
+    """A file, folder or glob -> (what it names in order: a path to read, or (source, reason) for
+    what cannot be read; files skipped in folders for their suffix).
+
+    A missing path that is not a glob is kept, so reading it says "file not found"; a file named
+    explicitly is always tried, whatever its suffix; a folder gives its image files
+    (:func:`scan_folder`). A recursive glob follows linked folders, so the files it reaches
+    through a link back up are kept once (by real path)."""
+    is_glob = not Path(pattern).exists() and any(ch in pattern for ch in "*?[")
+    if not is_glob:
+        matches = [pattern]
+    else:
+        real: dict[str, str] = {}  # real path -> the shortest name matched for it
+        for match in glob.glob(pattern, recursive=True):
+            key = os.path.realpath(match)
+            if key not in real or len(match) < len(real[key]):
+                real[key] = match
+        matches = sorted(real.values())
+        if not matches:
+            return [(pattern, NO_MATCH)], []
+    entries: list[Union[str, tuple[str, str]]] = []
+    skipped: list[str] = []
+    for match in matches:
+        if Path(match).is_dir():
+            images, others, unreadable = scan_folder(match)
+            if not images and not unreadable:
+                log.warning("%s: folder holds no image files", match)
+            entries.extend(str(p) for p in images)
+            entries.extend(unreadable)
+            skipped.extend(str(p) for p in others)
+        else:
+            entries.append(match)
+    return entries, skipped

@@ -48,8 +48,9 @@ def read_ladder_rows(csv_path: str | Path, refs: Sequence[str] | None = None,
         raise DatasetError(f"{csv_path}: needs columns {sorted(needed)} (a glia-edge synth labels.csv)")
     keep = [r for r in rows if (not refs or r["ref"] in refs) and
             (r["distortion"] == "none" or not types or r["distortion"] in types)]
-    if not keep:
-        raise DatasetError(f"{csv_path}: no rows for refs={refs} types={types}")
+    if all(r["distortion"] == "none" for r in keep):  # references alone rank nothing
+        raise DatasetError(f"{csv_path}: no distorted rows for refs={refs} types={types} "
+                           f"(types here: {', '.join(sorted({r['distortion'] for r in rows} - {'none'}))})")
     return keep
 
 

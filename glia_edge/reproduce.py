@@ -234,8 +234,23 @@ def write_table(folder: Path, opts: ReproduceOptions, rows: Sequence[TableRow], 
     return md, table_csv
 
 
+def _check_before_training(opts: ReproduceOptions) -> None:
+    """What would otherwise fail only after a split has trained (hours on the real protocol)."""
+    from glia_edge.data import dataset_spec
+    from glia_edge.data.splits import N_SPLITS
+
+    for split in opts.splits:
+        if not 0 <= split < N_SPLITS:
+            raise DatasetError(f"split {split} does not exist: the protocol's splits are 0-{N_SPLITS - 1}")
+    for target, location in sorted(opts.cross.items()):
+        dataset_spec(target)
+        if not Path(location).exists():
+            raise DatasetError(f"--cross {target}={location}: not found")
+
+
 def reproduce(opts: ReproduceOptions, command: str | None = None, **fns: Any) -> tuple[list[TableRow], Path, Path]:
     """Every split (resumable), then the table; returns its rows and the Markdown and CSV paths."""
+    _check_before_training(opts)
     if opts.dataset in CROSS_TARGETS:
         missing = [t for t in CROSS_TARGETS[opts.dataset] if t not in opts.cross]
         if missing:

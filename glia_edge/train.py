@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from glia_edge.data.torch_dataset import LadderCrops, collate_skip_failed
 from glia_edge.distributed import DistContext
-from glia_edge.errors import BackboneWeightsError, CheckpointError
+from glia_edge.errors import BackboneWeightsError, CheckpointError, TrainingError
 from glia_edge.losses import IQALoss
 from glia_edge.models import GLIA, GliaConfig, create_model
 from glia_edge.models.backbone import looks_like_path
@@ -79,8 +79,13 @@ class MetricsLog:
     """Per-epoch metrics as JSON lines (appended) and a CSV (rewritten), in the output folder."""
 
     def __init__(self, folder: Path, history: list[dict[str, Any]]) -> None:
+        import json
+
         self.folder, self.rows = folder, list(history)
         folder.mkdir(parents=True, exist_ok=True)
+        # Start from this run's history (empty for a fresh run), so the JSON lines never mix in an
+        # earlier run's rows written to the same folder, and agree with the CSV.
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.rows))
 
     def write(self, row: dict[str, Any]) -> None:
         import csv
@@ -226,12 +231,16 @@ def _run_epoch(net: nn.Module, loader: DataLoader, data: TrainData, opt: torch.o
         with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=cfg.amp and ctx.device.type == "cuda"):
             pred = net(x.flatten(0, x.dim() - 4)).view(y.shape)  # ladders (G, L, 3, S, S) -> (G, L)
         loss = loss_fn(pred.float(), y)
+        value = float(loss.detach())
+        if not math.isfinite(value):  # stop before the step writes nan into the weights
+            raise TrainingError(f"the loss became {value} at step {state.step + 1} (epoch {state.epoch + 1}); "
+                                "check the labels and the learning rate")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         lr = set_lr(opt, cosine_lr(cfg.lr, state.step, total_steps))
         opt.step()
         state.step += 1
-        losses.append(float(loss.detach()))
+        losses.append(value)
         bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
     return float(np.mean(losses)) if losses else float("nan")
 
@@ -297,6 +306,11 @@ def _wrap(model: GLIA, ctx: DistContext) -> nn.Module:
 def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
     resume = _resolve_resume(cfg.resume) if cfg.resume else None
     out = Path(cfg.output) if cfg.output else (resume.parent if resume else default_output(cfg))
+    if out.exists() and not out.is_dir():  # before data preparation, not after it
+        raise CheckpointError(f"{out}: is a file; the run's output is a folder")
+    if resume is None and (out / "last.safetensors").exists():
+        log.warning("%s holds an earlier run: this new run replaces its checkpoints and metrics "
+                    "(--resume %s continues it instead)", out, out / "last.safetensors")
     seed_everything(cfg.seed)
     # Data first: a bad dataset path should fail before a backbone download is attempted.
     data = prepare_data(cfg, ctx, int(cfg.model_overrides.get("img_size", GliaConfig.img_size)))

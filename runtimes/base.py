@@ -19,7 +19,7 @@ from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from glia_edge.errors import BackendUnavailableError, ImageLoadError, UnsupportedArtifactError
+from glia_edge.errors import BackendUnavailableError, GliaError, ImageLoadError, UnsupportedArtifactError, one_line
 from glia_edge.formats import format_of
 from glia_edge.meta import ArtifactMeta
 from glia_edge.preprocess import ImageInput, PreprocessConfig, aggregate, preprocess
@@ -42,6 +42,12 @@ class ScoreResult:
         return self.error is None
 
 
+def check_batch_size(batch_size: object) -> None:
+    """Raise ``ValueError`` unless ``batch_size`` is a positive integer (crops per inference call)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
 class Backend(ABC):
     """Base of ``TorchBackend``, ``OnnxRuntimeBackend``, ``OpenVinoBackend``, ``TensorRtBackend``."""
 
@@ -49,6 +55,7 @@ class Backend(ABC):
 
     def __init__(self, path: str | Path, meta: ArtifactMeta, *, batch_size: int = 8,
                  fixed_batch: int | None = None) -> None:
+        check_batch_size(batch_size)
         self.path = Path(path)
         self.meta = meta
         self.preprocess_config: PreprocessConfig = meta.preprocess_config
@@ -79,7 +86,13 @@ class Backend(ABC):
         size = self.preprocess_config.crop_size
         if batch.ndim != 4 or batch.shape[1:] != (3, size, size):
             raise ValueError(f"expected a (N, 3, {size}, {size}) batch, got {batch.shape}")
+        if not np.issubdtype(batch.dtype, np.floating):
+            raise ValueError(f"expected float crops in [0, 1] (crop_batch makes them), got dtype {batch.dtype}")
         batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if batch.size:  # 0-255 pixels or NaN would score silently wrong; two reductions cost ~0.1 ms
+            lo, hi = batch.min(), batch.max()
+            if not (lo >= 0.0 and hi <= 1.0):
+                raise ValueError(f"expected float crops in [0, 1] (crop_batch makes them), got values in [{lo:g}, {hi:g}]")
         out = []
         for start in range(0, len(batch), self.batch_size):
             chunk = batch[start:start + self.batch_size]
@@ -260,7 +273,14 @@ def load(path: str | Path | None = None, *, runtime: str | None = None, **option
     if unknown:
         raise TypeError(f"{cls.__name__} has no option {', '.join(map(repr, unknown))}; "
                         f"it takes: {', '.join(accepted)}")
-    return cls(path, **options)
+    if "batch_size" in options:
+        check_batch_size(options["batch_size"])
+    try:
+        return cls(path, **options)
+    except (GliaError, TypeError, ValueError, FileNotFoundError):
+        raise
+    except Exception as exc:  # the runtime's own: a corrupt file, a device without its driver, memory
+        raise BackendUnavailableError(f"{path}: {cls.__name__} could not open it: {one_line(exc)}") from exc
 
 
 def load_batched(path: str | Path | None = None, *, batched: bool = True, **options: Any) -> Backend:

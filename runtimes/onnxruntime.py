@@ -25,8 +25,10 @@ class OnnxRuntimeBackend(Backend):
         if threads:
             opts.intra_op_num_threads = threads
         if providers is None:
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") \
-                else ["CPUExecutionProvider"]
+            kind = device.lower().split(":")[0]
+            if kind not in ("cpu", "cuda"):  # anything else would silently run on the CPU
+                raise BackendUnavailableError(f"ONNX Runtime backend: unknown device {device!r} (use cpu or cuda[:N])")
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if kind == "cuda" else ["CPUExecutionProvider"]
         missing = [p for p in providers if p not in ort.get_available_providers()]
         if missing:
             raise BackendUnavailableError(f"ONNX Runtime providers not available here: {missing} "

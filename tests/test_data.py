@@ -101,6 +101,22 @@ def test_csv_reads_the_synthetic_labels_file_relative_to_its_folder(tmp_path: Pa
     assert load_dataset("csv", root=labels.parent).source == str(labels)  # labels.csv found in --root
 
 
+def test_csv_rows_without_a_finite_score_are_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    labels = make_blur_set(tmp_path / "synth", photos=("astronaut", "coffee", "chelsea"), size=(64, 48))
+    lines = labels.read_text().splitlines()
+    header = lines[0].split(",")
+    col = header.index("score")
+    for i, bad in zip((1, 2, 3), ("inf", "-inf", "nan")):  # inf made the label range (and the loss) inf
+        cells = lines[i].split(",")
+        cells[col] = bad
+        lines[i] = ",".join(cells)
+    labels.write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING):
+        ds = load_dataset("csv", csv=labels)
+    assert len(ds) == 9 and np.isfinite(ds.score.max) and np.isfinite(ds.score.min)
+    assert "3 row(s) without a finite numeric score" in caplog.text
+
+
 def test_csv_reads_pyiqa_meta_info_columns(tmp_path: Path) -> None:
     write_images(tmp_path / "imgs", ["I01.png", "I01_01_01.png", "I02.png", "I02_01_01.png"])
     meta = tmp_path / "meta_info_KADID10kDataset.csv"
@@ -126,7 +142,7 @@ def test_bad_files_are_reported_with_path_and_reason_and_skipped(tmp_path: Path,
     assert sorted(r.key for r in ds.records) == ["a.png", "b.png", "c.png"]
     text = caplog.text
     assert "empty.jpg: empty file" in text and "notes.jpg: not an image" in text
-    assert "missing.png: file not found" in text and "without a numeric score" in text
+    assert "missing.png: file not found" in text and "without a finite numeric score" in text
 
 
 def test_a_root_without_usable_images_stops_with_a_clear_error(tmp_path: Path) -> None:

@@ -136,6 +136,9 @@ def test_make_dataset_writes_labels_and_is_deterministic(tmp_path: Path, photo: 
         assert (r["distortion"] == "none") == (r["level"] == "0")
     make_dataset(tmp_path / "b", refs, ["jpeg", "gaussian_noise"], levels=3, seed=1)
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(DatasetError, match="afile: is a file"):
+        make_dataset(tmp_path / "afile", refs, ["jpeg"], levels=3, seed=1)
     make_dataset(tmp_path / "c", refs, ["gaussian_noise"], levels=3, seed=2)
     noisy = "images/coffee-0-gaussian_noise-2.png"
     assert _digest(tmp_path / "a")[noisy] != _digest(tmp_path / "c")[noisy]

@@ -117,6 +117,8 @@ def test_eval_cli_prints_a_table_json_and_predictions(tiny_run: tuple[Path, Path
     assert len(preds.read_text().splitlines()) == 1 + 20
     bad = runner.invoke(app, [*base[:-3], "--crops", "4"])
     assert bad.exit_code != 0
+    a_dir = runner.invoke(app, [*base, "--predictions", str(tmp_path)])  # refused before the evaluation
+    assert a_dir.exit_code == 2 and "is a directory" in a_dir.output and "SRCC" not in a_dir.stdout
 
 
 def test_an_exported_onnx_model_is_evaluated_the_same_way(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:

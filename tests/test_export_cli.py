@@ -98,6 +98,29 @@ def test_bad_precision_and_missing_checkpoint_are_one_line_errors(tmp_path: Path
     assert result.exit_code != 0 and "bf16" in result.output
 
 
+def test_an_output_that_is_not_an_export_is_refused_before_exporting(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """The export replaces what is at --output: a user's folder or a file is never taken for an old export."""
+    user = tmp_path / "userdir"
+    (user / "sub").mkdir(parents=True)
+    (user / "notes.txt").write_text("precious")
+    (tmp_path / "afile").write_text("")
+    for out, words in [(user, "holds other files than an export's"), (tmp_path / "afile", "is a file"),
+                       (tmp_path / "m.onnx", None)]:
+        if words is None:  # a folder named like the one-file target
+            (tmp_path / "m.onnx").mkdir()
+            words = "is a folder"
+        result = run("export", "-c", tiny_checkpoint, "-t", "openvino" if out != tmp_path / "m.onnx" else "onnx",
+                     "-o", out)
+        assert result.exit_code == 2 and words in " ".join(result.output.replace("│", " ").split()), result.output
+    assert (user / "notes.txt").read_text() == "precious" and (user / "sub").is_dir()
+    old = tmp_path / "old_export"  # a folder of only an export's files is replaced
+    old.mkdir()
+    (old / "model.xml").write_text("<old/>")
+    result = run("export", "-c", tiny_checkpoint, "-t", "openvino", "-o", old)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in old.iterdir()) == ["model.bin", "model.xml"]
+
+
 def test_export_without_checkpoint_uses_the_default_model_and_its_calibration(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No -c: the packaged model; INT8 with no --calib: calibration photos made from its training set."""

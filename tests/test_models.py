@@ -1,6 +1,8 @@
 """Model tests that loop over the preset registry: shapes, frozen backbone, export, checkpoints."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,21 @@ from glia_edge.preprocess import PreprocessConfig
 
 torch.set_num_threads(2)
 SHALLOW = {"depth": 1}
+
+
+def test_presets_and_model_options_are_checked_before_anything_is_built() -> None:
+    from glia_edge.models.registry import check_model_options
+
+    for name, options, words in [("nosuch", {}, "unknown preset 'nosuch'"),
+                                 ("glia_vit_nano", {"nosuch": 1}, "unknown model option 'nosuch'"),
+                                 ("glia_vit_nano", {"depth": "abc"}, "depth='abc': expected int"),
+                                 ("glia_vit_nano", {"depth": 0}, "at least 1 block"),
+                                 ("glia_vit_nano", {"local_channels": "ab"}, "expected tuple")]:
+        with pytest.raises(ValueError, match=re.escape(words)):
+            check_model_options(name, options)
+    check_model_options("glia_vit_nano", {"depth": 2, "init_scale": 1, "local_channels": [8, 16], "local_weights": None})
+    with pytest.raises(ValueError, match="depth must be >= 1"):  # 0 used to build the full-depth ViT
+        create_model("glia_vit_nano", depth=0)
 
 
 def test_registry_lists_all_presets() -> None:

@@ -101,6 +101,46 @@ def test_bad_files_are_named_errors(tmp_path) -> None:
         load_image(42)  # type: ignore[arg-type]
 
 
+def test_a_tiff_whose_tag_makes_pillow_raise_type_error_is_a_named_error(tmp_path) -> None:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((150, 200, 3), 128, np.uint8)).save(buf, "TIFF")
+    data = bytearray(buf.getvalue())
+    data[51], data[72] = 242, 7  # a tag Pillow 13 decodes into a TypeError inside load() (found by fuzzing)
+    (tmp_path / "bad.tif").write_bytes(bytes(data))
+    with pytest.warns(UserWarning), pytest.raises(ImageLoadError, match="corrupt image") as info:
+        preprocess(tmp_path / "bad.tif")
+    assert "bad.tif" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("make,reason", [
+    (lambda: Image.new("RGB", (0, 0)), "empty image"),
+    (lambda: Image.new("RGB", (5, 0)), "empty image"),
+    (lambda: _closed(Image.new("RGB", (50, 50))), "closed image"),
+])
+def test_unusable_pil_images_are_named_errors(make, reason: str) -> None:
+    for crops in (1, 5):
+        with pytest.raises(ImageLoadError, match=reason):
+            preprocess(make(), crops=crops)
+
+
+def _closed(img: Image.Image) -> Image.Image:
+    img.close()
+    return img
+
+
+def test_extreme_aspect_ratio_is_refused_before_the_whole_resize(tmp_path) -> None:
+    """5 and 9 crops resize the whole image: 2 x 4000 px would become 384 x 768,000 (885 MB)."""
+    Image.fromarray(np.zeros((4000, 2), np.uint8)).save(tmp_path / "line.png")
+    with pytest.raises(ImageLoadError, match="aspect ratio 2000:1") as info:
+        preprocess(tmp_path / "line.png", crops=5)
+    assert "line.png" in str(info.value) and "over the limit of 100000000" in str(info.value)
+    assert preprocess(tmp_path / "line.png", crops=1).shape == (1, 3, 224, 224)  # the centre crop alone is small
+    Image.fromarray(np.zeros((200, 30), np.uint8)).save(tmp_path / "tall.png")  # 384 x 2560: fine
+    assert preprocess(tmp_path / "tall.png", crops=9).shape == (9, 3, 224, 224)
+
+
 def test_random_crop_and_flips_stay_in_range() -> None:
     cfg = PreprocessConfig()
     img = resize_short_side(_rgb(), cfg.short_side)

@@ -31,8 +31,10 @@ def test_blur_levels_rank_below_reference(tiny_checkpoint, synth_csv) -> None:
 def test_filters_and_bad_rows(tiny_checkpoint, synth_csv) -> None:
     rows = read_ladder_rows(synth_csv, refs=["coffee"], types=["contrast"])
     assert {r["ref"] for r in rows} == {"coffee"} and {r["distortion"] for r in rows} == {"none", "contrast"}
-    with pytest.raises(DatasetError, match="no rows"):
+    with pytest.raises(DatasetError, match="no distorted rows"):
         read_ladder_rows(synth_csv, refs=["nobody"])
+    with pytest.raises(DatasetError, match="no distorted rows.*types here: .*contrast"):  # was a nan mean
+        read_ladder_rows(synth_csv, types=["foo"])
     (synth_csv.parent / rows[1]["path"]).write_bytes(b"")  # one broken image: reported, the rest ranked
     report = level_ranking(glia_edge.load(tiny_checkpoint), synth_csv, refs=["coffee"], types=["contrast"])
     assert len(report.failed) == 1 and "empty file" in report.failed[0][1]

@@ -123,8 +123,26 @@ def test_bad_bodies_get_json_4xx(server: str, body: bytes, ctype: str, status: i
     assert words in reply["error"]
 
 
+def _corrupt_tiff() -> bytes:
+    """A TIFF whose tag makes Pillow 13 raise TypeError (not OSError) inside load(); found by fuzzing."""
+    buf = io.BytesIO()
+    Image.fromarray(np.full((150, 200, 3), 128, np.uint8)).save(buf, "TIFF")
+    data = bytearray(buf.getvalue())
+    data[51], data[72] = 242, 7
+    return bytes(data)
+
+
+def test_an_image_pillow_fails_on_oddly_is_422(server: str) -> None:
+    status, reply = request(f"{server}/score", _corrupt_tiff(), ctype="image/tiff")
+    assert status == 422 and "corrupt image" in reply["error"]
+
+
 def test_bad_routes_and_methods(server: str) -> None:
-    assert request(f"{server}/score")[0] == 405  # GET
+    try:
+        urllib.request.urlopen(f"{server}/score", timeout=60)  # GET
+        raise AssertionError("GET /score answered 2xx")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 405 and exc.headers["Allow"] == "POST"  # RFC 9110: a 405 lists what is allowed
     status, reply = request(f"{server}/files/etc/passwd")
     assert status == 404 and "no route" in reply["error"]
 

@@ -12,7 +12,7 @@ pytest.importorskip("pyarrow")
 
 from glia_edge.scale.artifact import ArtifactBundle  # noqa: E402
 from glia_edge.scale.cluster import plan_resources  # noqa: E402
-from glia_edge.preprocess import PreprocessConfig, crops_uint8  # noqa: E402
+from glia_edge.preprocess import NO_MATCH, PreprocessConfig, crops_uint8  # noqa: E402
 from glia_edge.scale.inputs import expand_inputs, load_source, read_manifest  # noqa: E402
 from glia_edge.scale.output import OutputExistsError, ResultStore, ResumeMismatchError, schema  # noqa: E402
 
@@ -64,11 +64,12 @@ def test_inputs_manifests_and_file_uris(tmp_path: Path) -> None:
     assert read_manifest(str(tmp_path / "m.csv")) == [str(tmp_path / "a" / "x.png"), str(tmp_path / "0001.jpg")]
     with pytest.raises(ValueError, match="no column 'file'"):
         read_manifest(str(tmp_path / "m.csv"), "file")
-    sources, unmatched = expand_inputs([str(tmp_path / "a"), f"file://{tmp_path}/a", str(tmp_path / "z*.png")],
+    sources, problems = expand_inputs([str(tmp_path / "a"), f"file://{tmp_path}/a", str(tmp_path / "z*.png")],
                                        [str(tmp_path / "m.csv")])
-    assert sources == [str(tmp_path / "a" / "x.png"), str(tmp_path / "a" / "y.jpg"),
-                       f"file://{tmp_path}/a/x.png", f"file://{tmp_path}/a/y.jpg", str(tmp_path / "0001.jpg")]
-    assert unmatched == [str(tmp_path / "z*.png")]
+    assert sources == [str(tmp_path / "a" / "x.png"), str(tmp_path / "a" / "y.jpg"),  # in input order
+                       f"file://{tmp_path}/a/x.png", f"file://{tmp_path}/a/y.jpg", str(tmp_path / "z*.png"),
+                       str(tmp_path / "0001.jpg")]
+    assert problems == {str(tmp_path / "z*.png"): NO_MATCH}
     tiny = PreprocessConfig(short_side=8, crop_size=8, max_pixels=10_000)
     cut = load_source(f"file://{tmp_path}/a/x.png", tiny)  # the crops `score` cuts from the local file
     assert cut.dtype == np.uint8 and cut.shape == (1, 8, 8, 3)

@@ -244,6 +244,21 @@ def test_reproduce_resumes_per_split_and_writes_the_table(tmp_path: Path) -> Non
     assert json.loads((tmp_path / "out" / "split2" / "test.json").read_text())["best"]["epoch"] == 4
 
 
+def test_reproduce_checks_splits_and_cross_sets_before_any_training(tmp_path: Path) -> None:
+    from glia_edge.errors import DatasetError
+    from glia_edge.reproduce import ReproduceOptions, reproduce
+
+    def never(*args: object) -> None:
+        raise AssertionError("trained although the options were wrong")
+
+    for changes, words in [({"splits": [0, 10]}, "split 10 does not exist"),
+                           ({"cross": {"livec": str(tmp_path / "nonexist")}}, "--cross livec="),
+                           ({"cross": {"nosuch": str(tmp_path)}}, "unknown dataset 'nosuch'")]:
+        opts = ReproduceOptions("koniq", root="/data/koniq", output=str(tmp_path / "out"), **changes)
+        with pytest.raises(DatasetError, match=words):
+            reproduce(opts, train_fn=never, score_fn=never)
+
+
 def test_reproduce_cli_end_to_end_on_a_tiny_synthetic_set(tmp_path: Path) -> None:
     """``glia-edge reproduce`` trains two splits of a tiny csv set with a random tiny backbone, scores
     each test part at best and last, scores another set whole (cross rows), and resumes for free."""

@@ -10,6 +10,7 @@ match the PyTorch reference within 1e-4 of the score range. The ONNX Runtime and
 """
 from __future__ import annotations
 
+import shutil
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +22,7 @@ from PIL import Image
 from scipy.stats import spearmanr
 
 import glia_edge
-from glia_edge.errors import BackendUnavailableError, ImageLoadError
+from glia_edge.errors import BackendUnavailableError, GliaError, ImageLoadError
 from glia_edge.meta import sha256_file
 from glia_edge.runtimes import read_meta
 from glia_edge.formats import read_sidecar, sidecar_path
@@ -203,6 +204,27 @@ class RuntimeContract:
         out = model.predict_batch(crops)
         assert out.shape == (5,) and out.dtype == np.float64
         assert out.mean() == pytest.approx(model.predict(images[0], crops=5)[0], abs=self.tol(model))
+        # 0-255 pixels or NaN would score silently wrong: refused, naming what came in
+        for bad, reason in [((crops * 255).astype(np.uint8), "dtype uint8"), (crops * 255, r"\[0, 255\]"),
+                            (np.where(crops > 0.5, np.nan, crops), "nan")]:
+            with pytest.raises(ValueError, match=reason):
+                model.predict_batch(bad)
+
+    @pytest.mark.parametrize("batch_size", [0, -3, 2.5, True])
+    def test_batch_size_must_be_a_positive_integer(self, artifact: Path, batch_size: Any) -> None:
+        with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+            glia_edge.load(artifact, batch_size=batch_size, **self.options)
+
+    def test_a_corrupt_artifact_is_one_named_error(self, artifact: Path, tmp_path: Path) -> None:
+        main = artifact / "model.xml" if artifact.is_dir() else artifact
+        cut = tmp_path / artifact.name
+        if artifact.is_dir():  # an IR folder: a truncated .xml beside its .bin
+            shutil.copytree(artifact, cut)
+        (cut / "model.xml" if artifact.is_dir() else cut).write_bytes(main.read_bytes()[:64])  # a cut-off copy
+        for call in (read_meta, lambda p: glia_edge.load(p, **self.options)):
+            with pytest.raises(GliaError) as info:
+                call(cut)
+            assert str(cut) in str(info.value) and "\n" not in str(info.value)
 
 
     def test_shared_by_threads(self, model: Any, images: list[Path]) -> None:

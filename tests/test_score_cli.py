@@ -186,11 +186,59 @@ def test_glob_and_unmatched_glob(image_dir: Path, tiny_checkpoint: Path) -> None
     assert result.exit_code == 0, result.output
     assert sorted(csv_rows(result.stdout)) == [f"chelsea_b{i}.jpg" for i in range(5)]
     pattern = image_dir / "nothing_*.jpg"
-    result = score(pattern, image_dir / GOOD, "-m", tiny_checkpoint, "-f", "csv")
+    result = score(image_dir / GOOD, pattern, image_dir / "chelsea_b0.jpg", "-m", tiny_checkpoint, "-f", "csv")
     assert result.exit_code == 1
-    assert csv_rows(result.stdout)["nothing_*.jpg"]["error"] == "no file or folder matches this pattern"
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [Path(r["path"]).name for r in rows] == [GOOD, "nothing_*.jpg", "chelsea_b0.jpg"]  # input order
+    assert rows[1]["error"] == "no file or folder matches this pattern"
     (line,) = error_lines(result.stderr)
     assert str(pattern) in line
+
+
+def test_recursive_glob_through_a_link_back_up_scores_each_file_once(tmp_path: Path, image_dir: Path,
+                                                                      tiny_checkpoint: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    shutil.copy(image_dir / GOOD, tmp_path / "sub" / GOOD)
+    (tmp_path / "sub" / "loop").symlink_to("..")  # a glob with ** follows it until paths get too long
+    result = score(f"{tmp_path}/**/*.jpg", "-m", tiny_checkpoint, "-f", "csv")
+    assert result.exit_code == 0, result.output
+    assert [r["path"] for r in csv.DictReader(io.StringIO(result.stdout))] == [str(tmp_path / "sub" / GOOD)]
+
+
+def test_a_folder_that_cannot_be_read_is_an_error_row(tmp_path: Path, image_dir: Path, tiny_checkpoint: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    (tmp_path / "locked").mkdir()
+    shutil.copy(image_dir / GOOD, tmp_path / GOOD)
+    shutil.copy(image_dir / GOOD, tmp_path / "locked" / "b.jpg")
+    real_scandir = os.scandir
+
+    def scandir(path: object = ".") -> object:  # root reads any folder: refuse like chmod 000 would
+        if Path(os.fsdecode(path)).name == "locked":
+            raise PermissionError(13, "Permission denied", os.fsdecode(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    result = score(tmp_path, "-m", tiny_checkpoint, "-f", "csv")
+    assert result.exit_code == 1, result.output
+    rows = csv_rows(result.stdout)
+    assert rows[GOOD]["status"] == "ok"
+    assert rows["locked"]["error"] == "cannot read folder (Permission denied)"
+    (line,) = error_lines(result.stderr)
+    assert str(tmp_path / "locked") in line
+
+
+def test_an_output_that_cannot_be_written_fails_before_scoring(tmp_path: Path, inputs: Path,
+                                                               tiny_checkpoint: Path) -> None:
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "a_file").write_text("")
+    for out, reason in [(tmp_path / "a_folder", "is a directory"), (tmp_path / "a_file" / "x.csv", "it is a file")]:
+        result = score(inputs / GOOD, "-m", tiny_checkpoint, "-o", out)
+        assert result.exit_code == 2, result.output
+        (line,) = error_lines(result.stderr)
+        assert str(out) in line and reason in line and "scored" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "a_folder"]
 
 
 def test_csv_scores_match_the_python_api(image_dir: Path, tiny_checkpoint: Path) -> None:
@@ -223,11 +271,18 @@ def test_json_output_written_atomically(tmp_path: Path, inputs: Path, tiny_check
     assert [p.name for p in out.parent.iterdir()] == ["scores.json"]  # no temp file left behind
 
 
-def test_table_format(inputs: Path, tiny_checkpoint: Path) -> None:
+def test_table_format(inputs: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
     result = score(inputs / GOOD, inputs / "text.jpg", "-m", tiny_checkpoint, "-f", "table")
     assert result.exit_code == 1
     assert "score (MOS)" in result.stdout and GOOD in result.stdout and "not an image" in result.stdout
     assert f"scored by {tiny_checkpoint.name} on PyTorch, fp32" in result.stdout
+    deep = tmp_path.joinpath("site-0042-north-gate", "2025-11-30", "cam03-entrance-ptz", "frames", "hour-14-" * 12)
+    deep.mkdir(parents=True)
+    for name in ("frame_0001.jpg", "frame_0002.jpg"):
+        shutil.copy(inputs / GOOD, deep / name)
+    table = score(deep, "-m", tiny_checkpoint, "-f", "table").stdout
+    flat = "".join(line.strip(" │┃") for line in table.splitlines())  # long paths are folded, never cut
+    assert "…" not in table and "frame_0001.jpg" in flat and "frame_0002.jpg" in flat
 
 
 def test_usage_and_model_errors_exit_2(inputs: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:

@@ -71,6 +71,18 @@ def test_parse_source() -> None:
     assert parse_source("clip.mp4").kind == "file" and not parse_source("clip.mp4").live
 
 
+def test_a_file_with_an_exclamation_mark_is_a_file(tmp_path: Path) -> None:
+    clip = write_video(tmp_path / "wow!.avi", n=3, start=0, end=0, size=(64, 48))
+    assert parse_source(str(clip)).kind == "file"
+    assert parse_source(str(tmp_path / "missing ! appsink")).kind == "gstreamer"
+
+
+@pytest.mark.parametrize("option,value", [("crops", 3), ("crops", 0), ("results_buffer", 0)])
+def test_monitor_refuses_bad_settings_when_made(option: str, value: int) -> None:
+    with pytest.raises(ValueError, match=option):
+        QualityMonitor(SharpnessBackend(), **{option: value})
+
+
 def test_file_source_reads_every_frame_with_media_timestamps(tmp_path: Path) -> None:
     video = write_video(tmp_path / "clip.avi", n=12, start=4, end=8, size=(64, 48), fps=24)
     src = VideoSource(video).open()

@@ -14,7 +14,7 @@ import glia_edge
 from _data_fixtures import _cache, blur_labels  # noqa: F401  (pytest fixtures)
 from _data_fixtures import TINY_OVERRIDES
 from glia_edge.checkpoint import read_checkpoint_meta
-from glia_edge.errors import BackboneWeightsError
+from glia_edge.errors import BackboneWeightsError, CheckpointError, TrainingError
 from glia_edge.preprocess import preprocess
 from glia_edge import train as train_module
 from glia_edge.train import TrainConfig, train
@@ -92,6 +92,33 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path: Path, blur_lab
     state = torch.load(tmp_path / "resumed" / "last.state.pt", weights_only=False)
     assert state["epoch"] == 2 and state["step"] == 12
     assert len((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_new_run_in_an_old_run_folder_starts_its_metrics_afresh(tmp_path: Path, blur_labels: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    train(tiny_config(tmp_path / "run", blur_labels, epochs=1, max_steps=2))
+    with caplog.at_level("WARNING"):
+        train(tiny_config(tmp_path / "run", blur_labels, epochs=1, max_steps=1))
+    assert "holds an earlier run" in caplog.text
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1]  # only this run's rows, as in metrics.csv
+    assert len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) == 2
+
+
+def test_a_loss_that_becomes_nan_stops_the_run_before_the_step(tmp_path: Path, blur_labels: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(train_module, "loss_of", lambda cfg: lambda pred, y: (pred * float("nan")).mean())
+    with pytest.raises(TrainingError, match="loss became nan at step 1"):
+        train(tiny_config(tmp_path / "run", blur_labels))
+    assert not (tmp_path / "run" / "last.safetensors").exists()
+
+
+def test_an_output_that_is_a_file_is_refused_before_the_data(tmp_path: Path, blur_labels: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setattr(train_module, "prepare_data", lambda *a, **k: pytest.fail("data prepared"))
+    with pytest.raises(CheckpointError, match="afile: is a file"):
+        train(tiny_config(tmp_path / "afile", blur_labels))
 
 
 def test_max_steps_stops_the_run_early(tmp_path: Path, blur_labels: Path) -> None:

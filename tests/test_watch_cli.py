@@ -95,6 +95,9 @@ def test_watch_defaults_to_baseline_mode(tiny_checkpoint: Path, video: Path, tmp
 def test_watch_threshold_is_auto_or_a_number(video: Path) -> None:
     res = _watch(str(video), "--threshold", "high")
     assert res.exit_code == 2 and "give 'auto' or a score" in res.output
+    for value in ("nan", "inf"):  # nan never compares below: it would turn every alert off
+        res = _watch(str(video), "--threshold", value)
+        assert res.exit_code == 2 and "finite score" in res.output
     assert "auto" in _watch("--help").output
 
 
@@ -140,6 +143,18 @@ def test_watch_jsonl_to_stdout(tiny_checkpoint: Path, video: Path) -> None:
     records = [json.loads(line) for line in res.stdout.splitlines()]
     assert [r["index"] for r in records if r["event"] == "frame"] == [0, 1, 2, 3]
     assert records[-1]["event"] == "summary"
+
+
+def test_watch_checks_its_outputs_before_the_stream(tiny_checkpoint: Path, video: Path, tmp_path: Path) -> None:
+    kept = tmp_path / "kept.jsonl"
+    kept.write_text('{"earlier": 1}\n')
+    res = _watch(str(tmp_path / "nope.mp4"), "--model", str(tiny_checkpoint), "--jsonl", str(kept))
+    assert res.exit_code == 2 and kept.read_text() == '{"earlier": 1}\n'  # a failed start empties nothing
+    res = _watch(str(video), "--model", str(tiny_checkpoint), "--jsonl", str(tmp_path))
+    assert res.exit_code == 2 and "is a directory" in res.output and "Traceback" not in res.output
+    res = _watch(str(video), "--model", str(tiny_checkpoint), "--plot", str(tmp_path / "q.xyz"))
+    assert res.exit_code == 2 and "cannot write .xyz" in res.output and "frames," not in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.jsonl"]
 
 
 def test_watch_reports_sources_that_cannot_open(tiny_checkpoint: Path, tmp_path: Path) -> None:

@@ -41,6 +41,13 @@ def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug lo
     from rich.console import Console
     from rich.logging import RichHandler
 
+    import warnings
+
+    from PIL import Image
+
+    # glia-edge's own pixel limit (--max-pixels) refuses oversized images with a one-line error;
+    # Pillow's two-line warning for those over its lower limit would only repeat it.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     # Logs go to stderr: stdout carries results (CSV/JSON) that other programs read.
     handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)

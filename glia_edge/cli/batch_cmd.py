@@ -65,11 +65,11 @@ def batch(
         require_ray()
         try:
             out_fmt = output_format(output, fmt)
-            sources, unmatched = expand_inputs(inputs or [], manifest or [], path_column)
+            sources, problems = expand_inputs(inputs or [], manifest or [], path_column)
         except ValueError as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from None
-        summary = _run(sources, unmatched, ray_address, num_cpus, out_fmt, output, model, crops, actors, threads,
+        summary = _run(sources, problems, ray_address, num_cpus, out_fmt, output, model, crops, actors, threads,
                        batch_size, rows_per_task, commit_rows, commit_seconds, max_restarts, task_retries,
                        precision, max_pixels, overwrite)
     typer.echo(f"scored {summary.total - summary.failed} of {summary.total} inputs"
@@ -80,7 +80,7 @@ def batch(
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
-def _run(sources: list[str], unmatched: list[str], address: Optional[str], num_cpus: Optional[int], out_fmt: str,
+def _run(sources: list[str], problems: dict[str, str], address: Optional[str], num_cpus: Optional[int], out_fmt: str,
          output: Path, model: Optional[Path], crops: Optional[int], actors: Optional[int], threads: Optional[int],
          batch_size: int, rows_per_task: int, commit_rows: int, commit_seconds: float, max_restarts: int,
          task_retries: int, precision: Optional[str], max_pixels: Optional[int], overwrite: bool):  # noqa: ANN202
@@ -98,7 +98,7 @@ def _run(sources: list[str], unmatched: list[str], address: Optional[str], num_c
         read_artifact_meta(model)  # an unusable artifact: one line, before any Ray process starts
     connect(address, num_cpus=num_cpus)
     try:
-        return run_batch(sources, unmatched, cfg)
+        return run_batch(sources, problems, cfg)
     finally:
         ray.shutdown()
 

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import typer
 
+from glia_edge.atomic import atomic_write, check_writable
 from glia_edge.cli.common import cli_errors
 
 METRIC_COLUMNS = ("srcc", "plcc", "krcc", "rmse")
@@ -48,12 +49,14 @@ def _print_table(dataset: str, which: str, results: list[Any], median: dict[str,
 
 
 def _write_predictions(path: Path, results: list[Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        writer = csv_module.writer(fh)
-        writer.writerow(["split", "path", "score", "prediction"])
-        for res in results:
-            writer.writerows((res.split, key, score, pred) for key, score, pred in res.predictions)
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv_module.writer(fh)
+            writer.writerow(["split", "path", "score", "prediction"])
+            for res in results:
+                writer.writerows((res.split, key, score, pred) for key, score, pred in res.predictions)
+
+    atomic_write(path, write)
 
 
 def eval_command(
@@ -62,9 +65,9 @@ def eval_command(
     dataset: str = typer.Option(..., "--dataset", "-d", help="koniq, livec, spaq, kadid or csv."),
     root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Annotation file (csv set)."),
-    split: Optional[str] = typer.Option(None, "--split", help="N, 'official' or 'all' [the split trained on]."),
+    split: Optional[str] = typer.Option(None, "--split", help="N, 'official' or 'all' (default: the split trained on)."),
     splits: Optional[str] = typer.Option(None, "--splits", help="Several splits, e.g. 0-9: reports medians."),
-    splits_file: Optional[Path] = typer.Option(None, "--splits-file", help="Split JSON [beside the checkpoint]."),
+    splits_file: Optional[Path] = typer.Option(None, "--splits-file", help="Split JSON (default: beside the checkpoint)."),
     crops: str = typer.Option("random15", "--crops",
                               help="Evaluation crops: random15 (LoDa's, seeded per image), grid1, grid5, grid9."),
     which: str = typer.Option("both", "--which",
@@ -97,6 +100,8 @@ def eval_command(
                                   dataset_options={"higher_is_better": False} if lower_is_better else None,
                                   **_backend_options(device, threads, batch_size))
     with cli_errors():
+        if predictions:
+            check_writable(predictions)  # before the evaluation, not after it
         runs = _evaluate_runs(checkpoint, dataset.lower(), split, splits, which, common)
     if predictions:
         _write_predictions(predictions, runs[0][1])  # the selected (first) checkpoint's predictions

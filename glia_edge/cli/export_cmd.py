@@ -16,6 +16,7 @@ from glia_edge.formats import EXPORT_TARGETS, FORMATS, artifact_size_mb
 
 def _print_summary(result: Any, target: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -46,7 +47,7 @@ def _print_summary(result: Any, target: str) -> None:
                       f"{speed}; {agree}{' (within the bound)' if c.get('passes') else ''}")
     console.print(table)
     for note in result.notes:
-        console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True)
+        console.print(f"[yellow]note:[/yellow] {escape(note)}", soft_wrap=True)  # notes hold [extras]
 
 
 def export(

@@ -16,10 +16,14 @@ def presets(pattern: str = typer.Argument("glia_*", help="Shell-style pattern.")
     from rich.table import Table
 
     from glia_edge.models import create_model, list_models
+    from glia_edge.models.backbone import FROM_CHECKPOINT
 
-    table = Table("preset", "backbone", "local stream", "trainable", "total")
+    table = Table()
+    for column in ("preset", "backbone", "local stream", "trainable", "total"):
+        table.add_column(column, overflow="fold")  # names wrap on a narrow terminal instead of being cut
     for name in list_models(pattern):
-        model = create_model(name)
+        # Only the shapes count here: the bare architecture, without the "randomly initialised" warnings.
+        model = create_model(name, backbone_weights=FROM_CHECKPOINT, local_weights=FROM_CHECKPOINT)
         counts = model.param_counts()
         table.add_row(name, model.cfg.backbone, model.cfg.local_stream,
                       f"{counts['trainable'] / 1e6:.2f}M", f"{counts['total'] / 1e6:.1f}M")

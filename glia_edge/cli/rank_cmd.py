@@ -25,6 +25,8 @@ def rank_levels(labels: Path = typer.Argument(..., help="labels.csv written by `
     from glia_edge.ranking import level_ranking
 
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731
+    if crops is not None and crops not in (1, 5, 9):
+        raise typer.BadParameter(f"must be 1, 5 or 9, got {crops}", param_hint="--crops")
     with cli_errors():
         backend = glia_edge.load(model, threads=threads)
         report = level_ranking(backend, labels, refs=split(refs), types=split(types), crops=crops)

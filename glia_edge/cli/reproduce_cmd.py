@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from glia_edge.cli.common import cli_errors
-from glia_edge.cli.train_cmd import parse_overrides
+from glia_edge.cli.train_cmd import check_preset, parse_overrides
 
 
 def _cross(pairs: list[str]) -> dict[str, str]:
@@ -57,13 +57,15 @@ def reproduce_command(
     from glia_edge.data.splits import parse_split_range
     from glia_edge.reproduce import ReproduceOptions, reproduce
 
+    overrides = parse_overrides(model_opt)
+    check_preset(preset, overrides)
     with cli_errors():
         opts = ReproduceOptions(
             dataset=dataset.lower(), root=str(root) if root else None, csv=str(csv) if csv else None,
             output=str(output) if output else None, preset=preset, backbone_weights=backbone_weights,
             local_weights=local_weights, splits=[int(s) for s in parse_split_range(splits)],
             split_source=split_source, eval_crops=eval_crops, epochs=epochs, batch_size=batch_size, device=device,
-            workers=workers, cross=_cross(cross), short_side=short_side, model_overrides=parse_overrides(model_opt),
+            workers=workers, cross=_cross(cross), short_side=short_side, model_overrides=overrides,
             progress=progress)
         rows, md, table_csv = reproduce(opts)
     table = Table("train", "test", "checkpoint", "splits", "SRCC", "PLCC", "KRCC", "RMSE",

@@ -12,17 +12,16 @@ CSV columns). Nothing here imports torch unless the artifact is a PyTorch checkp
 from __future__ import annotations
 
 import csv
-import glob
 import io
 import json
 import logging
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Union
 
 import typer
 
-from glia_edge.cli.common import cli_errors
+from glia_edge.cli.common import allow_pillow_pixels, cli_errors
 
 log = logging.getLogger(__name__)
 
@@ -43,56 +42,51 @@ class CropCount(str, Enum):
     nine = "9"
 
 
-def expand_inputs(patterns: Iterable[str]) -> tuple[list[str], list[str], list[str]]:
-    """Files, folders (recursive, image suffixes only) and globs -> (paths, patterns matching
-    nothing, files in folders skipped for their suffix).
+#: What ``expand_inputs`` lists in order: a path to read, or (source, reason) for what cannot be.
+Entry = Union[str, tuple[str, str]]
+
+
+def expand_inputs(patterns: Iterable[str]) -> tuple[list[Entry], list[str]]:
+    """Files, folders (recursive, image suffixes only) and globs -> (what they name, in the order
+    given and without duplicates: a path, or (source, reason) for a glob matching nothing or a
+    folder that cannot be read; files in folders skipped for their suffix).
 
     A path that does not exist and is not a glob is kept, so it is reported as not found; a file
-    named explicitly is always tried, whatever its suffix.
+    named explicitly is always tried, whatever its suffix (``preprocess.expand_local``).
     """
-    from glia_edge.preprocess import is_image_file
+    from glia_edge.preprocess import expand_local
 
-    paths: list[str] = []
-    unmatched: list[str] = []
+    entries: list[Entry] = []
     skipped: list[str] = []
     for pattern in patterns:
-        is_glob = not Path(pattern).exists() and any(ch in pattern for ch in "*?[")
-        matches = sorted(glob.glob(pattern, recursive=True)) if is_glob else [pattern]
-        if not matches:
-            unmatched.append(pattern)
-        for match in matches:
-            path = Path(match)
-            if path.is_dir():
-                files = sorted(p for p in path.rglob("*") if p.is_file())
-                found = [str(p) for p in files if is_image_file(p)]
-                skipped.extend(str(p) for p in files if not is_image_file(p))
-                if not found:
-                    log.warning("%s: folder holds no image files", match)
-                paths.extend(found)
-            else:
-                paths.append(match)
-    return list(dict.fromkeys(paths)), unmatched, list(dict.fromkeys(skipped))
+        named, other = expand_local(pattern)
+        entries.extend(named)
+        skipped.extend(other)
+    return list(dict.fromkeys(entries)), list(dict.fromkeys(skipped))
 
 
-def _run(backend: Any, paths: list[str], unmatched: list[str], crops: int | None) -> list[Any]:
-    """Score ``paths`` with a progress bar on stderr; each failure is also one line on stderr."""
+def _run(backend: Any, entries: list[Entry], crops: int | None) -> list[Any]:
+    """Score ``entries`` in order with a progress bar on stderr; each failure is also one line on
+    stderr. Entries that cannot be read take their place in the results with their reason."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.text import Text
 
     from glia_edge.runtimes import ScoreResult
 
-    results = [ScoreResult(p, None, "no file or folder matches this pattern") for p in unmatched]
+    paths = [e for e in entries if isinstance(e, str)]
+    scored = iter(backend.iter_scores(paths, crops=crops))
+    results: list[Any] = []
     columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-        for res in results:
-            progress.console.print(Text(f"error: {res.source}: {res.error}", style="red"), soft_wrap=True)
         task = progress.add_task("score", total=len(paths))
-        for res in backend.iter_scores(paths, crops=crops):
+        for entry in entries:
+            res = next(scored) if isinstance(entry, str) else ScoreResult(entry[0], None, entry[1])
             if not res.ok:
                 progress.console.print(Text(f"error: {res.source}: {res.error}", style="red"), soft_wrap=True)
             results.append(res)
-            progress.advance(task)
+            if isinstance(entry, str):
+                progress.advance(task)
     return results
 
 
@@ -138,7 +132,11 @@ def render(results: list[Any], fmt: OutputFormat, backend: Any, skipped: list[st
 def _table(rows: list[dict[str, Any]], meta: Any, title: str) -> Any:
     from rich.table import Table
 
-    table = Table("path", f"score ({meta.score_spec.name})", "crops", "status", "error", title=f"scored by {title}")
+    table = Table(title=f"scored by {title}")
+    table.add_column("path", overflow="fold")  # a cut path could not tell two rows apart
+    for name in (f"score ({meta.score_spec.name})", "crops", "status"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("error", overflow="fold")
     for r in rows:
         score = "" if r["score"] is None else f"{r['score']:.3f}"
         table.add_row(r["path"], score, str(r["crops"] or ""), r["status"], r["error"],
@@ -178,12 +176,15 @@ def score(
                                                       "cores, up to 4; 0 = serially on the main thread)."),
 ) -> None:
     """Score images; unreadable inputs are reported (exit code 1) and the rest are still scored."""
-    from glia_edge.atomic import atomic_write
+    from glia_edge.atomic import atomic_write, check_writable
+    from glia_edge.errors import OutputError
     from glia_edge.runtimes.base import load_batched
 
     options: dict[str, Any] = {"batch_size": batch_size, "threads": threads, "precision": precision,
                                "inference_precision": inference_precision, "device": device}
     with cli_errors():
+        if output:
+            check_writable(output)  # now, not after the whole run
         try:
             backend = load_batched(model, batched=batch_size > 1, **{k: v for k, v in options.items() if v is not None})
         except (ValueError, TypeError) as exc:  # an option the backend refuses or does not take
@@ -192,16 +193,21 @@ def score(
         with backend:
             if max_pixels:
                 backend.preprocess_config = backend.preprocess_config.replace(max_pixels=max_pixels)
+                allow_pillow_pixels(max_pixels)
             backend.decode_workers = decode_workers
-            found, unmatched, skipped = expand_inputs(paths)
+            entries, skipped = expand_inputs(paths)
             if skipped:
                 typer.echo(f"skipped {len(skipped)} file(s) in folders with an unsupported suffix "
                            "(their names are in --format json output)", err=True)
-            results = _run(backend, found, unmatched, int(crops.value) if crops else None)
+            results = _run(backend, entries, int(crops.value) if crops else None)
     fmt = _format_for(fmt, output)
     text = render(results, fmt, backend, skipped)
     if output:
-        atomic_write(output, lambda tmp: tmp.write_text(text))
+        with cli_errors():
+            try:
+                atomic_write(output, lambda tmp: tmp.write_text(text))
+            except OSError as exc:
+                raise OutputError(f"{output}: could not write the results ({exc.strerror or exc})") from None
     else:
         typer.echo(text, nl=False)
     failed = sum(not r.ok for r in results)

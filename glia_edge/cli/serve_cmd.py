@@ -46,10 +46,34 @@ def serve(
     if crops is not None and crops not in (1, 5, 9):
         typer.secho(f"error: --crops must be 1, 5 or 9, got {crops}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
+    if ray_address is None:  # a local Ray instance will listen here: fail now, not after starting it
+        problem = _port_problem(host, port)
+        if problem:
+            typer.secho(f"error: cannot listen on {host}:{port}: {problem}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2)
     with cli_errors():
         require_ray()
         _serve(model, host, port, ray_address, replicas, replica_cpus, threads, batching, max_batch_size,
                batch_wait_ms, max_body_mb, max_pixels, crops, precision, num_cpus)
+
+
+def _port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (in use, no such address), or None. Binds the way
+    Serve's HTTP proxy does (SO_REUSEADDR), so a port in TIME_WAIT is not refused."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return exc.strerror or str(exc)
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def _serve(model: Optional[Path], host: str, port: int, address: Optional[str], replicas: int,

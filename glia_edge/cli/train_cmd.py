@@ -25,6 +25,16 @@ def parse_overrides(pairs: list[str], **named: Any) -> dict[str, Any]:
     return out
 
 
+def check_preset(preset: str, overrides: dict[str, Any]) -> None:
+    """An unknown preset or model option is a usage error now, not a traceback after data preparation."""
+    from glia_edge.models.registry import check_model_options
+
+    try:
+        check_model_options(preset, overrides)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--preset / --model-opt") from None
+
+
 def train(
     dataset: str = typer.Option(..., "--dataset", "-d", help="koniq, livec, spaq, kadid or csv."),
     root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder (as released)."),
@@ -39,7 +49,7 @@ def train(
     split_source: str = typer.Option("glia", "--split-source",
                                      help="glia (this project's seeded splits) or loda (LoDa's, regenerated)."),
     splits_file: Optional[Path] = typer.Option(None, "--splits-file", help="Split JSON (made if missing)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder [runs/SET/PRESET/splitN]."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder (default: runs/SET/PRESET/splitN)."),
     epochs: int = typer.Option(10, "--epochs", min=1),
     batch_size: int = typer.Option(128, "--batch-size", "-b", min=1, help="Global batch (crops)."),
     lr: float = typer.Option(3e-4, "--lr"),
@@ -88,6 +98,7 @@ def train(
         raise typer.BadParameter(str(exc), param_hint="--ladder-repeat") from None
     overrides = parse_overrides(model_opt, depth=depth, adapter_dim=adapter_dim, adapter_every=adapter_every,
                                 head_hidden=head_hidden, score_head=score_head)
+    check_preset(preset, overrides)
     with cli_errors():
         cfg = TrainConfig(
             dataset=dataset.lower(), root=str(root) if root else None, csv=str(csv) if csv else None, preset=preset,

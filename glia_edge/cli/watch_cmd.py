@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -22,7 +23,7 @@ from typing import IO, Any, Iterator, Optional
 
 import typer
 
-from glia_edge.atomic import atomic_write
+from glia_edge.atomic import atomic_write, check_writable
 from glia_edge.cli.common import cli_errors
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,22 @@ def parse_threshold(text: str) -> Optional[float]:
     if text.strip().lower() == "auto":
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise typer.BadParameter(f"{text!r}: give 'auto' or a score", param_hint="--threshold") from None
+    if not math.isfinite(value):  # nan would never compare below and turn every alert off
+        raise typer.BadParameter(f"{text!r}: give 'auto' or a finite score", param_hint="--threshold")
+    return value
+
+
+def _check_plot_path(plot: Path) -> None:
+    """Refuse a --plot path before the stream starts, not after it ends (maybe hours later)."""
+    from matplotlib.figure import Figure
+
+    fmt = plot.suffix.lstrip(".").lower() or "png"
+    if fmt not in Figure().canvas.get_supported_filetypes():
+        raise typer.BadParameter(f"{plot}: matplotlib cannot write .{fmt} (use .png, .svg or .pdf)", param_hint="--plot")
+    check_writable(plot)
 
 
 def _thresholds(model: Any, threshold: Optional[float], hysteresis: Optional[float], min_frames: int,
@@ -160,6 +174,12 @@ def _write_plot(path: Path, history: History, title: str) -> None:
         plt.close(fig)
 
 
+def _open_jsonl(path: Path) -> IO[str]:
+    """The --jsonl file, truncated, its folder made (a stream log, appended to line by line)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "w")
+
+
 def _emit(sink: Optional[IO[str]], record: dict[str, Any]) -> None:
     if sink is not None:
         sink.write(json.dumps(record) + "\n")
@@ -245,11 +265,16 @@ def watch(
     history = History()
     with ExitStack() as stack:
         with cli_errors():
-            sink = None if jsonl is None else sys.stdout if jsonl == "-" else stack.enter_context(open(jsonl, "w"))
+            if plot is not None:
+                _check_plot_path(plot)
+            if jsonl not in (None, "-"):
+                check_writable(Path(jsonl))
             backend = stack.enter_context(_open_model(model, crops, queue_size, threads, precision))
             limits = _thresholds(backend, absolute, hysteresis, min_frames, hold, drop, learn_s, adapt_s)
             video = VideoSource(source, realtime=realtime, reconnect_attempts=reconnect, max_frames=max_frames).open()
             stack.callback(video.close)
+            # Opened (and an earlier file emptied) only once the model and the source are known to work.
+            sink = None if jsonl is None else sys.stdout if jsonl == "-" else stack.enter_context(_open_jsonl(Path(jsonl)))
         monitor = QualityMonitor(backend, every_n=every_n, max_fps=max_fps, crops=crops, smoothing=smoothing,
                                  thresholds=limits, queue_size=queue_size, bgr=True,
                                  block=not video.spec.live and not realtime)

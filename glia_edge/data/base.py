@@ -127,15 +127,17 @@ def require_columns(table: Any, columns: Iterable[str], source: Path) -> None:
 
 
 def finite_rows(table: Any, score_column: str, source: Path) -> Any:
-    """Drop rows whose score is missing or not a number, with a warning."""
+    """Drop rows whose score is missing, not a number or infinite, with a warning."""
+    import numpy as np
     import pandas as pd
 
     scores = pd.to_numeric(table[score_column], errors="coerce")
-    bad = int(scores.isna().sum())
+    finite = np.isfinite(scores.to_numpy(dtype=float))  # inf would make the label range, and the loss, inf
+    bad = int((~finite).sum())
     if bad:
-        log.warning("%s: %d row(s) without a numeric %s are skipped", source, bad, score_column)
+        log.warning("%s: %d row(s) without a finite numeric %s are skipped", source, bad, score_column)
     table = table.assign(**{score_column: scores})
-    return table[scores.notna()]
+    return table[finite]
 
 
 def probe_image(path: Path) -> str | None:

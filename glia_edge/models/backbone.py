@@ -54,7 +54,9 @@ def load_weights_file(model: nn.Module, path: str | Path, what: str) -> None:
     try:
         state = _read_state_dict(path)
     except Exception as exc:  # corrupt file, wrong format
-        raise BackboneWeightsError(f"cannot read {what} weights {path}: {exc}") from exc
+        # torch's own message runs to several lines and suggests weights_only=False: not here.
+        raise BackboneWeightsError(f"cannot read {what} weights {path}: not a readable safetensors file or "
+                                   f"PyTorch state dict ({type(exc).__name__})") from exc
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     missing = [k for k in own if k not in usable and not k.startswith(("head", "fc."))]

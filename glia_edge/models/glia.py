@@ -225,6 +225,8 @@ class GLIA(nn.Module):
         super().__init__()
         self.cfg = cfg
         weights = cfg.backbone_pretrained if backbone_weights == "pretrained" else backbone_weights
+        if cfg.depth is not None and cfg.depth < 1:  # 0 would silently build the full-depth ViT
+            raise ValueError(f"depth must be >= 1 (or None for the backbone's own), got {cfg.depth}")
         extra = {"depth": cfg.depth} if cfg.depth else {}
         self.vit = freeze(create_timm(cfg.backbone, weights, "ViT backbone", img_size=cfg.img_size, num_classes=0, **extra))
         dim = self.vit.embed_dim

@@ -48,3 +48,46 @@ def create_model(name: str, backbone_weights: str | None = None, **overrides: An
         **overrides: fields of ``GliaConfig`` (e.g. ``adapter_dim=32``, ``depth=2``).
     """
     return model_entrypoint(name)(backbone_weights=backbone_weights, **overrides)
+
+
+def check_model_options(name: str, overrides: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming an unknown preset, an unknown ``GliaConfig`` field or a value of
+    the wrong type among ``overrides``: the CLI checks them before preparing data or training."""
+    import typing
+
+    from glia_edge.models.glia import GliaConfig
+
+    if not is_model(name):
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(list_models())}")
+    hints = typing.get_type_hints(GliaConfig)
+    for key, value in overrides.items():
+        if key == "local_weights":  # a constructor argument beside the config fields
+            continue
+        if key not in hints:
+            raise ValueError(f"unknown model option {key!r}; options: {', '.join(hints)}")
+        if not _fits(value, hints[key]):
+            raise ValueError(f"model option {key}={value!r}: expected {_name(hints[key])}")
+        if key == "depth" and value is not None and value < 1:
+            raise ValueError(f"model option depth={value}: give at least 1 block (or leave it unset)")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin is tuple:
+        return isinstance(value, (list, tuple)) and all(_fits(v, args[0]) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint)

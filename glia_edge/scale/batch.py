@@ -28,7 +28,6 @@ import numpy as np
 
 from glia_edge.scale.artifact import ArtifactBundle, read_artifact_meta
 from glia_edge.scale.cluster import ResourcePlan, cluster_cpus, plan_resources, quiet_ray_data
-from glia_edge.scale.inputs import NO_MATCH
 from glia_edge.scale.output import ResultStore
 
 log = logging.getLogger(__name__)
@@ -178,8 +177,10 @@ def _build_dataset(todo: list[str], bundle_ref: Any, meta: Any, cfg: BatchConfig
     return ds
 
 
-def run_batch(sources: list[str], unmatched: list[str], cfg: BatchConfig) -> BatchSummary:
-    """Score ``sources`` on the connected Ray cluster into ``cfg.output``; resumes an interrupted run."""
+def run_batch(sources: list[str], problems: dict[str, str], cfg: BatchConfig) -> BatchSummary:
+    """Score ``sources`` on the connected Ray cluster into ``cfg.output``; resumes an interrupted run.
+    ``problems`` (those of ``sources`` that cannot be read -> the reason: a glob matching nothing, a
+    folder that cannot be listed) become error rows in their place."""
     import ray
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -195,12 +196,12 @@ def run_batch(sources: list[str], unmatched: list[str], cfg: BatchConfig) -> Bat
     meta = read_artifact_meta(Path(model_path))
     store = ResultStore(cfg.output, cfg.fmt, _job_settings(bundle, cfg))
     done = store.open(overwrite=cfg.overwrite)
-    order = [*unmatched, *sources]
-    missing = [p for p in unmatched if p not in done]
-    store.commit([{"path": p, "score": None, "crops": 0, "status": "error", "error": NO_MATCH, "model": bundle.name,
+    order = sources
+    missing = [p for p in problems if p not in done]
+    store.commit([{"path": p, "score": None, "crops": 0, "status": "error", "error": problems[p], "model": bundle.name,
                    "artifact_sha256": bundle.sha256, "format": meta.format, "precision": meta.precision,
                    "node": "", "worker_pid": 0} for p in missing])
-    todo = [p for p in sources if p not in done]
+    todo = [p for p in sources if p not in done and p not in problems]
     plan = None
     if todo:
         quiet_ray_data()

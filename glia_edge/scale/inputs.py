@@ -17,7 +17,6 @@ failure that the preprocessing definition gives for local files.
 """
 from __future__ import annotations
 
-import glob
 import logging
 import re
 from functools import lru_cache
@@ -28,12 +27,10 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from glia_edge.errors import ImageLoadError
-from glia_edge.preprocess import IMAGE_SUFFIXES, PreprocessConfig, crops_uint8, find_images
+from glia_edge.preprocess import IMAGE_SUFFIXES, NO_MATCH, PreprocessConfig, crops_uint8, expand_local
 
 log = logging.getLogger(__name__)
 
-#: Error text for a glob or folder that matches nothing (the same words ``glia-edge score`` uses).
-NO_MATCH = "no file or folder matches this pattern"
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 
 
@@ -85,23 +82,6 @@ def _expand_uri(uri: str) -> list[str]:
     return [uri]  # a file, or missing (then reported as "file not found" for that source)
 
 
-def _expand_local(pattern: str) -> tuple[list[str], bool]:
-    """(sources, matched anything). A missing non-glob path is kept so it is reported by name."""
-    is_glob = not Path(pattern).exists() and any(ch in pattern for ch in "*?[")
-    matches = sorted(glob.glob(pattern, recursive=True)) if is_glob else [pattern]
-    out: list[str] = []
-    for match in matches:
-        path = Path(match)
-        if path.is_dir():
-            found = [str(p) for p in find_images(path)]
-            if not found:
-                log.warning("%s: folder holds no image files (%s)", match, " ".join(IMAGE_SUFFIXES))
-            out.extend(found)
-        else:
-            out.append(match)
-    return out, bool(matches)
-
-
 def read_manifest(manifest: str, column: str = "path") -> list[str]:
     """The sources a CSV or Parquet manifest lists in ``column`` (blank cells are skipped)."""
     import pyarrow.csv as pa_csv
@@ -134,27 +114,32 @@ def read_manifest(manifest: str, column: str = "path") -> list[str]:
 
 
 def expand_inputs(patterns: Iterable[str], manifests: Iterable[str] = (), column: str = "path"
-                  ) -> tuple[list[str], list[str]]:
-    """All sources in order without duplicates, and the patterns that matched nothing."""
+                  ) -> tuple[list[str], dict[str, str]]:
+    """All sources in input order without duplicates, and which of them cannot be read, with the
+    reason (a pattern that matched nothing, a folder that cannot be listed)."""
     sources: list[str] = []
-    unmatched: list[str] = []
+    problems: dict[str, str] = {}
     for pattern in patterns:
         if is_uri(pattern):
             found = _expand_uri(pattern)
             if not found:
-                unmatched.append(pattern)
+                problems[pattern] = NO_MATCH
+                sources.append(pattern)
             sources.extend(found)
             continue
-        found, matched = _expand_local(pattern)
-        if not matched:
-            unmatched.append(pattern)
-        sources.extend(found)
+        entries, _ = expand_local(pattern)  # files skipped for their suffix are not inputs here
+        for entry in entries:
+            if isinstance(entry, str):
+                sources.append(entry)
+            else:
+                problems.setdefault(*entry)
+                sources.append(entry[0])
     for manifest in manifests:
         sources.extend(read_manifest(manifest, column))
     unique = list(dict.fromkeys(sources))
     if len(unique) < len(sources):
         log.warning("%d duplicate inputs listed more than once are scored once", len(sources) - len(unique))
-    return unique, unmatched
+    return unique, problems
 
 
 def load_source(source: str, cfg: PreprocessConfig, crops: int | None = None) -> np.ndarray:

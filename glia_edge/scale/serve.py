@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from glia_edge.errors import one_line
 from glia_edge.scale.artifact import ArtifactBundle
 
 log = logging.getLogger(__name__)
@@ -51,16 +52,17 @@ class ServeSettings:
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
-def _json(status: int, body: dict[str, Any]) -> Any:
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
     from starlette.responses import JSONResponse
 
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class ScoreServer:
@@ -86,15 +88,18 @@ class ScoreServer:
         try:
             if route in ("/healthz", "/health"):
                 if request.method not in ("GET", "HEAD"):
-                    raise HttpError(405, f"{request.method} not allowed on {route}; use GET")
+                    raise HttpError(405, f"{request.method} not allowed on {route}; use GET", {"Allow": "GET, HEAD"})
                 return _json(200, {"status": "ok", **self._identity()})
             if route == "/score":
                 if request.method != "POST":
-                    raise HttpError(405, f"{request.method} not allowed on /score; POST the image bytes")
+                    raise HttpError(405, f"{request.method} not allowed on /score; POST the image bytes", {"Allow": "POST"})
                 return _json(200, await self._score_request(request))
             raise HttpError(404, f"no route {route}; POST /score or GET /healthz")
         except HttpError as exc:
-            return _json(exc.status, {"error": exc.message, "status": exc.status})
+            return _json(exc.status, {"error": exc.message, "status": exc.status}, exc.headers)
+        except Exception as exc:  # a bug or a runtime failure: still a JSON answer, and logged whole
+            log.exception("%s %s failed", request.method, route)
+            return _json(500, {"error": f"internal error: {one_line(exc)}", "status": 500})
 
     def check_health(self) -> None:
         """Serve's replica health check: the backend must still answer."""
@@ -127,7 +132,7 @@ class ScoreServer:
     def _decode(self, body: bytes) -> np.ndarray:
         """Bytes -> the (n, S, S, 3) uint8 crops ``glia-edge score`` cuts, refusing oversize images
         before decoding their pixels."""
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
 
         from glia_edge.errors import ImageLoadError
         from glia_edge.preprocess import crops_uint8
@@ -137,8 +142,8 @@ class ScoreServer:
                 pixels = probe.width * probe.height
         except Image.DecompressionBombError as exc:  # Pillow's own guard fires first for huge claims
             raise HttpError(413, f"decompression bomb guard: {exc}") from None
-        except (UnidentifiedImageError, OSError, ValueError):
-            pixels = 0  # crops_uint8 below gives the precise reason
+        except Exception:  # unreadable header (any of Pillow's errors): crops_uint8 below gives the reason
+            pixels = 0
         if pixels > self.preprocess.max_pixels:
             raise HttpError(413, f"image has {pixels} pixels, over the limit of {self.preprocess.max_pixels}")
         try:

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from glia_edge.errors import ImageLoadError
-from glia_edge.preprocess import aggregate
+from glia_edge.preprocess import CROP_COUNTS, aggregate
 from glia_edge.stream.states import Alert, QualityState, RelativeThresholds, Rule, Thresholds
 
 log = logging.getLogger(__name__)
@@ -102,8 +102,10 @@ class QualityMonitor:
                  on_alert: Callable[[Alert], None] | None = None,
                  on_result: Callable[[FrameResult], None] | None = None, queue_size: int = 1, bgr: bool = True,
                  block: bool = False, results_buffer: int = 1024) -> None:
-        if every_n < 1 or queue_size < 1 or (max_fps is not None and max_fps <= 0):
-            raise ValueError("every_n and queue_size must be >= 1 and max_fps > 0")
+        if every_n < 1 or queue_size < 1 or results_buffer < 1 or (max_fps is not None and max_fps <= 0):
+            raise ValueError("every_n, queue_size and results_buffer must be >= 1 and max_fps > 0")
+        if crops not in CROP_COUNTS:  # here, not in the worker at the first frame
+            raise ValueError(f"crops must be one of {CROP_COUNTS}, got {crops}")
         if thresholds is None:  # baseline mode, sized by the model's declared score range
             spec = model.meta.score_spec
             thresholds = RelativeThresholds.for_score_range(spec.min, spec.max)

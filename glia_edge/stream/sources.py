@@ -60,13 +60,13 @@ class SourceSpec:
 
 
 def parse_source(source: str | int | Path) -> SourceSpec:
-    """Tell a camera index, URL, GStreamer pipeline (contains ``!``) and file path apart."""
+    """Tell a camera index, URL, GStreamer pipeline (contains ``!`` and is no existing file) and file path apart."""
     if isinstance(source, int) or (isinstance(source, str) and source.strip().isdigit()):
         return SourceSpec("camera", int(source))
     text = str(source).strip()
     if text.lower().startswith(URL_SCHEMES):
         return SourceSpec("url", text)
-    if "!" in text:
+    if "!" in text and not Path(text).exists():  # a file may have "!" in its name
         return SourceSpec("gstreamer", gstreamer_pipeline(text))
     return SourceSpec("file", text)
 
