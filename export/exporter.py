@@ -138,6 +138,10 @@ def _resolve_source(checkpoint: str | Path | None, precision: str,
             calib = default_calibration()
             log.info("default model: INT8 calibration on %s (pass --calib for your own images)", Path(calib).parent)
     checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():  # a training run's folder
+        found = sorted(p.name for p in checkpoint.glob("*.safetensors"))
+        raise FileNotFoundError(f"checkpoint {checkpoint} is a folder: pass a checkpoint file in it"
+                                + (f" ({', '.join(found)})" if found else ""))
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     return checkpoint, calib

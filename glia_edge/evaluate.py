@@ -61,9 +61,10 @@ def split_checkpoint(spec: str | Path, split: int | str | None, which: str = "be
         if (path / f"{which}.safetensors").is_file():
             path = path / f"{which}.safetensors"
         elif not any(path.glob("*.xml")):  # an OpenVINO IR folder is itself an artifact
-            raise CheckpointError(f"no {which}.safetensors for split {split} in {path}")
+            where = f" for split {split}" if split is not None else ""
+            raise CheckpointError(f"no {which}.safetensors{where} in {path}")
     if not path.exists():
-        raise CheckpointError(f"checkpoint for split {split} not found: {path}")
+        raise CheckpointError(f"checkpoint{f' for split {split}' if split is not None else ''} not found: {path}")
     return path
 
 

@@ -207,7 +207,10 @@ def format_of(path: str | Path) -> ArtifactFormat:
     if path.is_dir():
         if any(path.glob("*.xml")):
             return FORMATS["openvino"]
-        raise UnsupportedArtifactError(f"{path}: folder holds no OpenVINO .xml model")
+        inside = sorted(p.name for p in path.iterdir() if p.suffix.lower() in {s for f in FORMATS.values()
+                                                                                 for s in f.suffixes})
+        hint = f"; open a file in it ({', '.join(inside)})" if inside else ""  # e.g. a TensorRT export folder
+        raise UnsupportedArtifactError(f"{path}: folder holds no OpenVINO .xml model{hint}")
     suffix = path.suffix.lower()
     for fmt in FORMATS.values():
         if suffix in fmt.suffixes:

@@ -96,6 +96,10 @@ def test_bad_precision_and_missing_checkpoint_are_one_line_errors(tmp_path: Path
     assert result.exit_code == 2 and "checkpoint not found" in result.output
     result = run("export", "-c", tmp_path / "nope.safetensors", "-t", "onnx", "-p", "bf16")
     assert result.exit_code != 0 and "bf16" in result.output
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "best.safetensors").write_bytes(b"")
+    result = run("export", "-c", tmp_path / "run", "-t", "onnx")  # a run folder, not its checkpoint
+    assert result.exit_code == 2 and "is a folder: pass a checkpoint file in it (best.safetensors)" in result.output
 
 
 def test_an_output_that_is_not_an_export_is_refused_before_exporting(tiny_checkpoint: Path, tmp_path: Path) -> None:
@@ -135,6 +139,12 @@ def test_export_without_checkpoint_uses_the_default_model_and_its_calibration(
     assert meta.preset == "glia_vit_nano" and meta.precision == "int8"
     assert meta.source_checkpoint_sha256 == sha256_file(default_checkpoint()) and meta.calibration_sha256
     assert len(list((tmp_path / "cache").glob("glia_vit_nano.synthetic.calibration-*/labels.csv"))) == 1
+
+
+def test_info_on_a_tensorrt_export_folder_names_the_file_to_open(trt_int8) -> None:
+    _, folder = trt_int8
+    result = run("info", folder)
+    assert result.exit_code == 2 and "open a file in it (model.trt.onnx)" in result.output
 
 
 def test_build_engine_without_tensorrt_says_so(trt_int8) -> None:
