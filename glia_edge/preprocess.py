@@ -607,6 +607,20 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
     return scan_folder(folder)[0]
 
 
+def unique_paths(items: Sequence[Any], key: Callable[[str], str] | None = None) -> list[Any]:
+    """``items`` without repeats, first spelling kept: paths count as the same file when they are
+    after ``os.path.abspath`` (``./a.jpg`` and ``a.jpg``); other items (tuples) when equal.
+    ``key`` overrides how a path string is compared (URIs are compared as written)."""
+    seen: set[Any] = set()
+    out: list[Any] = []
+    for item in items:
+        ident = (key or os.path.abspath)(item) if isinstance(item, str) else item
+        if ident not in seen:
+            seen.add(ident)
+            out.append(item)
+    return out
+
+
 #: The reason given for a glob that names nothing.
 NO_MATCH = "no file or folder matches this pattern"
 

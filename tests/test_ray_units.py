@@ -64,8 +64,9 @@ def test_inputs_manifests_and_file_uris(tmp_path: Path) -> None:
     assert read_manifest(str(tmp_path / "m.csv")) == [str(tmp_path / "a" / "x.png"), str(tmp_path / "0001.jpg")]
     with pytest.raises(ValueError, match="no column 'file'"):
         read_manifest(str(tmp_path / "m.csv"), "file")
-    sources, problems = expand_inputs([str(tmp_path / "a"), f"file://{tmp_path}/a", str(tmp_path / "z*.png")],
-                                       [str(tmp_path / "m.csv")])
+    sources, problems = expand_inputs([str(tmp_path / "a"), f"file://{tmp_path}/a", str(tmp_path / "z*.png"),
+                                       str(tmp_path / "a" / "." / "x.png")],  # x.png again, spelled otherwise
+                                      [str(tmp_path / "m.csv")])
     assert sources == [str(tmp_path / "a" / "x.png"), str(tmp_path / "a" / "y.jpg"),  # in input order
                        f"file://{tmp_path}/a/x.png", f"file://{tmp_path}/a/y.jpg", str(tmp_path / "z*.png"),
                        str(tmp_path / "0001.jpg")]

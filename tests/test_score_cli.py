@@ -205,6 +205,14 @@ def test_recursive_glob_through_a_link_back_up_scores_each_file_once(tmp_path: P
     assert [r["path"] for r in csv.DictReader(io.StringIO(result.stdout))] == [str(tmp_path / "sub" / GOOD)]
 
 
+def test_one_file_spelled_two_ways_is_scored_once(image_dir: Path, tiny_checkpoint: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(image_dir)
+    result = score(f"./{GOOD}", GOOD, image_dir / GOOD, "-m", tiny_checkpoint, "-f", "csv")
+    assert result.exit_code == 0, result.output
+    assert [r["path"] for r in csv.DictReader(io.StringIO(result.stdout))] == [f"./{GOOD}"]  # first spelling kept
+
+
 def test_a_folder_that_cannot_be_read_is_an_error_row(tmp_path: Path, image_dir: Path, tiny_checkpoint: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     import os

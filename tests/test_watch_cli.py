@@ -101,6 +101,34 @@ def test_watch_threshold_is_auto_or_a_number(video: Path) -> None:
     assert "auto" in _watch("--help").output
 
 
+def test_sigterm_ends_the_run_like_ctrl_c_with_its_summary_and_plot(tiny_checkpoint: Path, video: Path,
+                                                                     tmp_path: Path) -> None:
+    """``docker stop`` and systemd send SIGTERM: the run still writes its summary and plot (exit 143)."""
+    import os
+    import signal
+    import threading
+
+    out, plot = tmp_path / "w.jsonl", tmp_path / "w.png"
+
+    def terminate_after_the_first_frame() -> None:  # the handler is in place once frames are written
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if out.is_file() and '"event": "frame"' in out.read_text():
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.02)
+
+    before = signal.getsignal(signal.SIGTERM)
+    killer = threading.Thread(target=terminate_after_the_first_frame, daemon=True)
+    killer.start()
+    res = _watch(str(video), "--model", str(tiny_checkpoint), "--realtime", "--jsonl", str(out), "--plot", str(plot))
+    killer.join(5)
+    assert res.exit_code == 143, res.output
+    summary = _lines(out)[-1]
+    assert summary["event"] == "summary" and summary["end"] == "terminated" and summary["frames"] < N
+    assert plot.is_file() and signal.getsignal(signal.SIGTERM) == before
+
+
 def test_sigusr1_relearns_in_baseline_mode() -> None:
     import os
     import signal

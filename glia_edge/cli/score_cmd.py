@@ -54,7 +54,7 @@ def expand_inputs(patterns: Iterable[str]) -> tuple[list[Entry], list[str]]:
     A path that does not exist and is not a glob is kept, so it is reported as not found; a file
     named explicitly is always tried, whatever its suffix (``preprocess.expand_local``).
     """
-    from glia_edge.preprocess import expand_local
+    from glia_edge.preprocess import expand_local, unique_paths
 
     entries: list[Entry] = []
     skipped: list[str] = []
@@ -62,7 +62,7 @@ def expand_inputs(patterns: Iterable[str]) -> tuple[list[Entry], list[str]]:
         named, other = expand_local(pattern)
         entries.extend(named)
         skipped.extend(other)
-    return list(dict.fromkeys(entries)), list(dict.fromkeys(skipped))
+    return unique_paths(entries), unique_paths(skipped)
 
 
 def _run(backend: Any, entries: list[Entry], crops: int | None) -> list[Any]:

@@ -210,9 +210,9 @@ def _consume(monitor: Any, source: Any, sink: Optional[IO[str]], console: Any, h
                 live.update(_status(res, monitor.stats, monitor.model.describe()))
         except SourceError as exc:
             error = str(exc)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             monitor.close(drain=False)
-            error = "interrupted"
+            error = "terminated" if isinstance(exc, Terminated) else "interrupted"
     return error
 
 
@@ -281,6 +281,7 @@ def watch(
         console.print(f"watching {video.spec.name} ({video.spec.kind}, {video.fps or '?'} fps) with "
                       f"{backend.describe()}; {_describe_rule(limits)}")
         stack.enter_context(_relearn_on_signal(monitor))
+        stack.enter_context(_stop_on_sigterm())
         error = _consume(monitor, video, sink, console, history)
         summary = _summary(monitor, video.spec.name, error or video.end_reason)
         _emit(sink, summary)
@@ -291,7 +292,33 @@ def watch(
                   f"dropped, {summary['alerts']} alerts; final state {summary['final_state']}; {summary['end']}")
     if error is not None:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(130 if error == "interrupted" else 1)
+        raise typer.Exit(EXIT_CODES.get(error, 1))
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``docker stop``, systemd) while watching: it ends the run like Ctrl-C does."""
+
+
+#: Exit codes of a run a signal ended: 128 + the signal's number, as a shell reports it.
+EXIT_CODES = {"interrupted": 130, "terminated": 143}
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM stops the run as Ctrl-C does: the summary line, the --jsonl summary and the plot
+    are still written (a service manager stops a camera job with SIGTERM, not SIGINT)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

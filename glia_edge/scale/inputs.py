@@ -18,6 +18,7 @@ failure that the preprocessing definition gives for local files.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -27,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from glia_edge.errors import ImageLoadError
-from glia_edge.preprocess import IMAGE_SUFFIXES, NO_MATCH, PreprocessConfig, crops_uint8, expand_local
+from glia_edge.preprocess import IMAGE_SUFFIXES, NO_MATCH, PreprocessConfig, crops_uint8, expand_local, unique_paths
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def expand_inputs(patterns: Iterable[str], manifests: Iterable[str] = (), column
                 sources.append(entry[0])
     for manifest in manifests:
         sources.extend(read_manifest(manifest, column))
-    unique = list(dict.fromkeys(sources))
+    unique = unique_paths(sources, key=lambda s: s if is_uri(s) else os.path.abspath(s))
     if len(unique) < len(sources):
         log.warning("%d duplicate inputs listed more than once are scored once", len(sources) - len(unique))
     return unique, problems
