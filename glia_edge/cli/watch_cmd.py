@@ -3,7 +3,7 @@
 A one-line status updates as frames are scored; alerts are printed as they happen; ``--jsonl``
 writes one JSON line per scored frame (``event: frame``), per alert (``event: alert``) and per
 learned baseline (``event: baseline``) plus a closing ``event: summary``; ``--plot`` draws score,
-baseline and thresholds over time when the source ends or on Ctrl-C.
+baseline and thresholds over time when the source ends, on Ctrl-C or on SIGTERM.
 
 ``--threshold auto`` (the default) learns the stream's own normal level first and alerts on a drop
 below it (:class:`~glia_edge.stream.RelativeThresholds`); SIGUSR1 re-learns it. A number is an
