@@ -123,3 +123,18 @@ def test_object_store_uris_keep_their_options() -> None:
     assert _with_path(uri, "bucket/shoot/day1/a.jpg") == (
         "s3://bucket/shoot/day1/a.jpg?region=eu-west-1&endpoint_override=127.0.0.1:9&scheme=http")
     assert is_uri("gs://b/k") and not is_uri("C:/photos/a.jpg") and not is_uri("photos/a.jpg")
+
+
+def test_a_cluster_that_cannot_be_joined_is_one_named_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    from glia_edge.scale.cluster import ClusterError, connect
+
+    def no_cluster(**kwargs: object) -> None:  # what ray.init(address="auto") raises with none running
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to\nmore")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", no_cluster)
+    with pytest.raises(ClusterError, match="cannot join the Ray cluster at 'auto': ConnectionError: Could not find") as info:
+        connect("auto")
+    assert "\n" not in str(info.value)

@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from glia_edge.errors import GliaError, one_line
+
 log = logging.getLogger(__name__)
 
 #: CPUs per decode task: small, so several decode tasks fit beside the actors on any node.
@@ -60,6 +62,10 @@ def plan_resources(cluster_cpus: float, actors: int | None = None, threads: int 
                         threads=threads or max(1, int(actor_cpus)))
 
 
+class ClusterError(GliaError, ConnectionError):
+    """The Ray cluster named by ``--ray`` cannot be joined; the message says why."""
+
+
 def connect(address: str | None, *, num_cpus: int | None = None) -> bool:
     """Join the Ray cluster at ``address`` (``auto``, ``host:port``, ``ray://...``) or start a local one.
 
@@ -73,7 +79,10 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> bool:
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address:
         log.info("connecting to the Ray cluster at %s", address)
-        ray.init(address=address, **quiet)
+        try:
+            ray.init(address=address, **quiet)
+        except (ConnectionError, RuntimeError, ValueError) as exc:  # none running, unreachable, bad address
+            raise ClusterError(f"cannot join the Ray cluster at {address!r}: {one_line(exc)}") from None
         return False
     cpus = num_cpus or os.cpu_count() or 1
     log.info("starting a local Ray instance with %d CPUs", cpus)
