@@ -21,14 +21,31 @@ def parse_min_speedup(spec: str | None) -> tuple[float | None, dict[str, float]]
         return None, {}
     spec = spec.strip()
     if "=" not in spec:
-        return float(spec), {}
+        return _ratio(spec), {}
     named: dict[str, float] = {}
     for part in spec.split(","):
         key, _, value = part.partition("=")
         if not key.strip() or not value.strip():
             raise ValueError(f"--min-speedup: expected TARGET:PRECISION=X, got {part!r}")
-        named[key.strip()] = float(value)
+        named[key.strip()] = _ratio(value)
     return None, named
+
+
+def _ratio(text: str) -> float:
+    """A speed-up bound: a finite number above 0 (nan would never fail, so the check would be off)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--min-speedup: {text.strip()!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"--min-speedup: {text.strip()!r} must be a finite ratio above 0")
+    return value
+
+
+def check_max_drop(value: float | None) -> None:
+    """``--max-drop``: 1 - Spearman lies in [0, 2], so the bound must too (nan would switch it off)."""
+    if value is not None and not (math.isfinite(value) and 0.0 <= value <= 2.0):
+        raise ValueError(f"--max-drop must be between 0 and 2 (1 - Spearman), got {value}")
 
 
 def check_regressions(rows: Sequence[BenchRow], configs: Sequence[BenchConfig], min_speedup: str | None,

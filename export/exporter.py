@@ -175,6 +175,8 @@ def export(checkpoint: str | Path | None = None, *, target: str, precision: str 
                            dynamic=dynamic, val=val, max_drop=max_drop, crops=crops, build_engine=build_engine, **opts)
     fmt = get_format(target)
     check_precision(target, precision)
+    if isinstance(calib_size, bool) or not isinstance(calib_size, int) or calib_size < 1:
+        raise ValueError(f"calib_size must be a positive integer, got {calib_size!r}")
     checkpoint, calib = _resolve_source(checkpoint, precision, calib)
     if precision == "int8" and calib is None:
         raise CalibrationError(f"{target} int8 needs calibration images: pass --calib DIR|CSV")

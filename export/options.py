@@ -31,6 +31,28 @@ _GROUPS = {"onnx": OnnxOptions, "quant": QuantizeOptions, "openvino": OpenVinoOp
            "trt": TrtOnnxOptions}
 
 
+def _check_types(*, batch: Any, dynamic: Any, crops: Any, build_engine: Any, opset: Any) -> None:
+    """The options whose wrong type would otherwise fail deep inside a pass (or be recorded as is)."""
+    def integer(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not integer(batch) or batch < 1:
+        raise TypeError(f"batch must be a positive integer, got {batch!r}")
+    if not isinstance(dynamic, bool):
+        raise TypeError(f"dynamic must be True or False, got {dynamic!r}")
+    if not integer(crops) or crops not in (1, 5, 9):
+        raise ValueError(f"crops must be 1, 5 or 9, got {crops!r}")
+    if build_engine is not None and not isinstance(build_engine, bool):
+        raise TypeError(f"build_engine must be None, True or False, got {build_engine!r}")
+    if opset is not None and not integer(opset):
+        raise TypeError(f"opset must be an integer, got {opset!r}")
+
+
+def known_options() -> list[str]:
+    """Every flat export option name (``export(**opts)``, ``--export-option KEY=VALUE``)."""
+    return sorted({f.name for cls in _GROUPS.values() for f in fields(cls)})
+
+
 def export_options(target: str, *, batch: int = EngineOptions.opt_batch, dynamic: bool = OnnxOptions.dynamic,
                    crops: int = 1, build_engine: bool | None = None, **opts: Any) -> ExportOptions:
     """Sort flat keyword options into their groups; ``TypeError`` names an unknown one.
@@ -39,12 +61,12 @@ def export_options(target: str, *, batch: int = EngineOptions.opt_batch, dynamic
     static export pins the engine's profile to it. TensorRT INT8 starts from
     :meth:`QuantizeOptions.tensorrt` (signed symmetric Q/DQ).
     """
+    _check_types(batch=batch, dynamic=dynamic, crops=crops, build_engine=build_engine, opset=opts.get("opset"))
     groups: dict[str, dict[str, Any]] = {name: {} for name in _GROUPS}
     for key, value in opts.items():
         hits = [name for name, cls in _GROUPS.items() if key in {f.name for f in fields(cls)}]
         if not hits:
-            known = sorted({f.name for cls in _GROUPS.values() for f in fields(cls)})
-            raise TypeError(f"unknown export option {key!r}; known: {', '.join(known)}")
+            raise TypeError(f"unknown export option {key!r}; known: {', '.join(known_options())}")
         for name in hits:
             groups[name][key] = tuple(value) if isinstance(value, list) else value
     engine = groups["engine"]

@@ -392,6 +392,21 @@ def test_bench_rejects_bad_options(tmp_path: Path) -> None:
                                        "--output", str(tmp_path)])
     assert missing.exit_code == 2 and "no/such/model" in missing.output
     assert not any(tmp_path.iterdir())  # nothing written for a run that cannot start
+    (tmp_path / "afile").write_text("")
+    artifact = "glia_edge/weights/glia_vit_nano.synthetic.fp32.onnx"
+    for args, words in [(["--preset", "nosuch"], "unknown preset 'nosuch'"),
+                        (["--output", str(tmp_path / "afile")], "is a file"),
+                        (["--max-drop", "nan"], "--max-drop must be between 0 and 2"),
+                        (["--max-drop", "-0.5"], "--max-drop must be between 0 and 2"),
+                        (["--min-speedup", "nan"], "finite ratio above 0"),  # nan never fails: the check was off
+                        (["--min-speedup", "onnx:int8=-1"], "finite ratio above 0"),
+                        (["--export-option", "bogus_opt=1"], "unknown export option(s) bogus_opt"),
+                        (["--end-to-end", artifact, "--e2e-files", str(tmp_path / "none")], "not a folder of images"),
+                        (["--end-to-end", artifact, "--e2e-sizes", "", "--frames", ""], "nothing to measure")]:
+        result = CliRunner().invoke(app, ["bench", *args])
+        flat = " ".join(result.output.replace("│", " ").split())
+        assert result.exit_code == 2 and words in flat, (args, result.output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
 def test_preset_without_model_builds_a_random_weight_checkpoint_once(tmp_path: Path) -> None:

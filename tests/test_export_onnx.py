@@ -196,6 +196,16 @@ def test_bad_arguments_are_rejected(tiny_checkpoint: Path, tmp_path: Path) -> No
         export(tiny_checkpoint, target="onnx", output=tmp_path / "x.xml")
     with pytest.raises(TypeError, match="unknown export option"):
         export(tiny_checkpoint, target="onnx", output=tmp_path / "x.onnx", no_such_option=1)
+    # wrong types fail here, not deep inside a pass, and are never recorded in the metadata
+    for options, error, words in [({"batch": "8"}, TypeError, "batch must be a positive integer"),
+                                  ({"dynamic": "no"}, TypeError, "dynamic must be True or False"),
+                                  ({"crops": 3}, ValueError, "crops must be 1, 5 or 9"),
+                                  ({"build_engine": "yes"}, TypeError, "build_engine must be"),
+                                  ({"opset": "17"}, TypeError, "opset must be an integer"),
+                                  ({"calib_size": 0}, ValueError, "calib_size must be a positive integer")]:
+        with pytest.raises(error, match=words):
+            export(tiny_checkpoint, target="onnx", output=tmp_path / "x.onnx", **options)
+    assert not (tmp_path / "x.onnx").exists()
     with pytest.raises(AccuracyGateError, match="validation images"):
         export(tiny_checkpoint, target="onnx", output=tmp_path / "x.onnx", max_drop=0.01)
     assert list(tmp_path.iterdir()) == []

@@ -40,11 +40,25 @@ def _batches(text: str) -> tuple[int, ...]:
 
 
 def _export_options(items: list[str]) -> dict[str, object]:
-    """``KEY=VALUE`` pairs; values are Python literals (True, 0.15, None, ['a', 'b']) or plain text."""
+    """``KEY=VALUE`` pairs; values are Python literals (True, 0.15, None, ['a', 'b']) or plain text.
+    An unknown key is refused here, not as a failed export in every row of the report."""
+    from glia_edge.export.options import known_options
+
     try:
-        return parse_key_values(items, "--export-option")
+        opts = parse_key_values(items, "--export-option")
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    unknown = sorted(set(opts) - set(known_options()))
+    if unknown:
+        raise typer.BadParameter(f"unknown export option(s) {', '.join(unknown)}; known: {', '.join(known_options())}",
+                                 param_hint="--export-option")
+    return opts
+
+
+def _check_output_folder(output: Path) -> None:
+    """--output is a folder of reports and artifacts: a file there is refused before any work."""
+    if output.exists() and not output.is_dir():
+        raise typer.BadParameter(f"{output} is a file; the bench writes a folder", param_hint="--output")
 
 
 def _command(o: BenchOptions) -> str:
@@ -174,7 +188,7 @@ def bench(
     if end_to_end is not None:
         _end_to_end(end_to_end, e2e_sizes, e2e_count, e2e_files, frames, decode_workers, e2e_repeats, threads, output)
         return
-    from glia_edge.benchmarks.checks import parse_min_speedup
+    from glia_edge.benchmarks.checks import check_max_drop, parse_min_speedup
     from glia_edge.benchmarks.configs import OPENVINO_MODES, OPENVINO_SHAPES, PRECISIONS, TARGETS
     from glia_edge.benchmarks.report import write_all
     from glia_edge.benchmarks.runner import BenchOptions, run_benchmark
@@ -185,8 +199,16 @@ def bench(
         raise typer.BadParameter(f"--device must be auto, cpu or cuda[:N], got {device!r}")
     try:
         parse_min_speedup(min_speedup)
+        check_max_drop(max_drop)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    _check_output_folder(output)
+    if model is None and preset is not None:
+        from glia_edge.models.registry import is_model, list_models
+
+        if not is_model(preset):
+            raise typer.BadParameter(f"unknown preset {preset!r}; known: {', '.join(list_models())}",
+                                     param_hint="--preset")
     opts = BenchOptions(model=model, preset=preset, targets=_split(targets, "--targets", TARGETS),
                         precisions=_split(precisions, "--precisions", PRECISIONS), batches=_batches(batch), crops=crops,
                         threads=threads, images=images, labels=labels, calib=calib, calib_size=calib_size,
@@ -223,6 +245,11 @@ def _end_to_end(artifact: Path, sizes: str, count: int, files: Optional[Path], f
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     frame_list = _split(frames, "--frames", tuple(FRAME_SIZES)) if frames.strip() else ()
+    _check_output_folder(output)
+    if files is not None and not files.is_dir():
+        raise typer.BadParameter(f"{files}: not a folder of images", param_hint="--e2e-files")
+    if not size_list and not frame_list and files is None:
+        raise typer.BadParameter("nothing to measure: give --e2e-sizes, --e2e-files or --frames")
     args = ["glia-edge", "bench", "--end-to-end", str(artifact), "--e2e-sizes", sizes, "--e2e-count", str(count),
             "--frames", frames, "--decode-workers", str(resolve_workers(workers)), "--e2e-repeats", str(repeats),
             "--output", str(output)]
