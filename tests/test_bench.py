@@ -426,9 +426,11 @@ def test_export_options_are_parsed_as_literals() -> None:
 
     from glia_edge.cli.bench_cmd import _export_options
 
-    parsed = _export_options(["keep_head_float=True", "smooth_quant_alpha=0.15", "x=None", "exclude_nodes=['/a', '/b']",
-                              "exporter=dynamo"])
-    assert parsed == {"keep_head_float": True, "smooth_quant_alpha": 0.15, "x": None, "exclude_nodes": ["/a", "/b"],
-                      "exporter": "dynamo"}
+    parsed = _export_options(["keep_head_float=True", "smooth_quant_alpha=0.15", "timing_cache=None",
+                              "exclude_nodes=['/a', '/b']", "exporter=dynamo"])
+    assert parsed == {"keep_head_float": True, "smooth_quant_alpha": 0.15, "timing_cache": None,
+                      "exclude_nodes": ["/a", "/b"], "exporter": "dynamo"}
     with pytest.raises(typer.BadParameter):
         _export_options(["no-equals-sign"])
+    with pytest.raises(typer.BadParameter, match="unknown export option"):
+        _export_options(["x=None"])
