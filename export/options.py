@@ -12,6 +12,7 @@ from glia_edge.export.onnx import OnnxOptions
 from glia_edge.export.openvino import OpenVinoOptions
 from glia_edge.export.quantize import QuantizeOptions
 from glia_edge.export.tensorrt import EngineOptions, TrtOnnxOptions
+from glia_edge.preprocess import CROP_COUNTS
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def _check_types(*, batch: Any, dynamic: Any, crops: Any, build_engine: Any, ops
         raise TypeError(f"batch must be a positive integer, got {batch!r}")
     if not isinstance(dynamic, bool):
         raise TypeError(f"dynamic must be True or False, got {dynamic!r}")
-    if not integer(crops) or crops not in (1, 5, 9):
+    if not integer(crops) or crops not in CROP_COUNTS:
         raise ValueError(f"crops must be 1, 5 or 9, got {crops!r}")
     if build_engine is not None and not isinstance(build_engine, bool):
         raise TypeError(f"build_engine must be None, True or False, got {build_engine!r}")

@@ -51,6 +51,7 @@ def batch(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output or discard a partial run."),
 ) -> None:
     """Score many images on Ray; an interrupted run resumes where it stopped (same --output)."""
+    from glia_edge.preprocess import CROP_COUNTS
     from glia_edge.scale import require_ray
     from glia_edge.scale.inputs import expand_inputs
     from glia_edge.scale.output import output_format
@@ -58,7 +59,7 @@ def batch(
     if not inputs and not manifest:
         typer.secho("error: give inputs (files, folders, globs, URIs) or --manifest", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
-    if crops is not None and crops not in (1, 5, 9):
+    if crops is not None and crops not in CROP_COUNTS:
         typer.secho(f"error: --crops must be 1, 5 or 9, got {crops}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
     with cli_errors():

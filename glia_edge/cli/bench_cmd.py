@@ -192,8 +192,9 @@ def bench(
     from glia_edge.benchmarks.configs import OPENVINO_MODES, OPENVINO_SHAPES, PRECISIONS, TARGETS
     from glia_edge.benchmarks.report import write_all
     from glia_edge.benchmarks.runner import BenchOptions, run_benchmark
+    from glia_edge.preprocess import CROP_COUNTS
 
-    if crops not in (1, 5, 9):
+    if crops not in CROP_COUNTS:
         raise typer.BadParameter("--crops must be 1, 5 or 9")
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise typer.BadParameter(f"--device must be auto, cpu or cuda[:N], got {device!r}")
@@ -204,11 +205,12 @@ def bench(
         raise typer.BadParameter(str(exc)) from None
     _check_output_folder(output)
     if model is None and preset is not None:
-        from glia_edge.models.registry import is_model, list_models
+        from glia_edge.models.registry import check_model_options
 
-        if not is_model(preset):
-            raise typer.BadParameter(f"unknown preset {preset!r}; known: {', '.join(list_models())}",
-                                     param_hint="--preset")
+        try:
+            check_model_options(preset, {})
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--preset") from None
     opts = BenchOptions(model=model, preset=preset, targets=_split(targets, "--targets", TARGETS),
                         precisions=_split(precisions, "--precisions", PRECISIONS), batches=_batches(batch), crops=crops,
                         threads=threads, images=images, labels=labels, calib=calib, calib_size=calib_size,

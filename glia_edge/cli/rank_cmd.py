@@ -22,10 +22,11 @@ def rank_levels(labels: Path = typer.Argument(..., help="labels.csv written by `
     from rich.table import Table
 
     import glia_edge
+    from glia_edge.preprocess import CROP_COUNTS
     from glia_edge.ranking import level_ranking
 
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731
-    if crops is not None and crops not in (1, 5, 9):
+    if crops is not None and crops not in CROP_COUNTS:
         raise typer.BadParameter(f"must be 1, 5 or 9, got {crops}", param_hint="--crops")
     with cli_errors():
         backend = glia_edge.load(model, threads=threads)

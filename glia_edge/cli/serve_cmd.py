@@ -41,9 +41,10 @@ def serve(
     num_cpus: Optional[int] = typer.Option(None, "--num-cpus", min=1, help="CPUs of a local Ray instance."),
 ) -> None:
     """Serve scores over HTTP: POST /score with image bytes; GET /healthz. Ctrl-C stops."""
+    from glia_edge.preprocess import CROP_COUNTS
     from glia_edge.scale import require_ray
 
-    if crops is not None and crops not in (1, 5, 9):
+    if crops is not None and crops not in CROP_COUNTS:
         typer.secho(f"error: --crops must be 1, 5 or 9, got {crops}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
     if ray_address is None:  # a local Ray instance will listen here: fail now, not after starting it

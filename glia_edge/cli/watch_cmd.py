@@ -54,12 +54,17 @@ def parse_threshold(text: str) -> Optional[float]:
     return value
 
 
+def _plot_format(path: Path) -> str:
+    """The image format of a --plot path: its suffix, PNG without one."""
+    return path.suffix.lstrip(".").lower() or "png"
+
+
 def _check_plot_path(plot: Path) -> None:
     """Refuse a --plot path before the stream starts, not after it ends (maybe hours later)."""
-    from matplotlib.figure import Figure
+    from matplotlib.backend_bases import FigureCanvasBase
 
-    fmt = plot.suffix.lstrip(".").lower() or "png"
-    if fmt not in Figure().canvas.get_supported_filetypes():
+    fmt = _plot_format(plot)
+    if fmt not in FigureCanvasBase.get_supported_filetypes():
         raise typer.BadParameter(f"{plot}: matplotlib cannot write .{fmt} (use .png, .svg or .pdf)", param_hint="--plot")
     check_writable(plot)
 
@@ -169,7 +174,7 @@ def _write_plot(path: Path, history: History, title: str) -> None:
     fig.tight_layout()
     try:
         # The temporary file has no image suffix, so name the format explicitly.
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png"))
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format=_plot_format(path)))
     finally:
         plt.close(fig)
 
@@ -256,9 +261,10 @@ def watch(
     """Score a live stream or video, smooth the score and alert when quality degrades and recovers."""
     from rich.console import Console
 
+    from glia_edge.preprocess import CROP_COUNTS
     from glia_edge.stream import QualityMonitor, VideoSource
 
-    if crops not in (1, 5, 9):
+    if crops not in CROP_COUNTS:
         raise typer.BadParameter("must be 1, 5 or 9", param_hint="--crops")
     absolute = parse_threshold(threshold)
     console = Console(stderr=jsonl == "-", highlight=False)

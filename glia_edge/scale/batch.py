@@ -196,7 +196,6 @@ def run_batch(sources: list[str], problems: dict[str, str], cfg: BatchConfig) ->
     meta = read_artifact_meta(Path(model_path))
     store = ResultStore(cfg.output, cfg.fmt, _job_settings(bundle, cfg))
     done = store.open(overwrite=cfg.overwrite)
-    order = sources
     missing = [p for p in problems if p not in done]
     store.commit([{"path": p, "score": None, "crops": 0, "status": "error", "error": problems[p], "model": bundle.name,
                    "artifact_sha256": bundle.sha256, "format": meta.format, "precision": meta.precision,
@@ -228,7 +227,7 @@ def run_batch(sources: list[str], problems: dict[str, str], cfg: BatchConfig) ->
                     buffer, last_commit = [], time.monotonic()
             store.commit(buffer)
         del bundle_ref
-    merged = store.finalize(order)
+    merged = store.finalize(sources)
     failed = sum(s != "ok" for s in merged.column("status").to_pylist())
     return BatchSummary(total=merged.num_rows, scored_now=len(todo), skipped=len(done), failed=failed,
                         output=cfg.output, plan=plan, seconds=time.perf_counter() - started)
