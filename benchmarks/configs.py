@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from glia_edge.errors import one_line
+from glia_edge.errors import BackendUnavailableError, one_line
 from glia_edge.formats import FORMATS, loadable_path
 
 log = logging.getLogger(__name__)
@@ -141,15 +141,22 @@ def gpu_tensorrt_available() -> bool:
 
 
 def torch_device(requested: str) -> str:
-    """``auto`` -> ``cuda`` when PyTorch sees a GPU, else ``cpu``."""
-    if requested != "auto":
-        return requested
+    """``auto`` -> ``cuda`` when PyTorch sees a GPU, else ``cpu``; ``cuda[:N]`` must name a GPU PyTorch sees.
+
+    Checked before the run: a benchmark whose baseline cannot run measures no speed-up at all.
+    """
     try:
         import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
     except ImportError:
         return "cpu"
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda"):
+        index = int(requested.partition(":")[2] or 0)
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if index >= count:
+            raise BackendUnavailableError(f"--device {requested}: PyTorch sees {count} CUDA GPU(s) here")
+    return requested
 
 
 @dataclass

@@ -378,11 +378,11 @@ def run_benchmark(opts: BenchOptions) -> BenchReport:
     """Run the whole benchmark and return its report (not yet written)."""
     out = Path(opts.output)
     workdir = out / "artifacts"
-    checkpoint, model_name, random_weights = checkpoint_to_bench(opts, workdir)  # before anything is written
+    device = torch_device(opts.device)  # like the checkpoint, checked before anything is written
+    checkpoint, model_name, random_weights = checkpoint_to_bench(opts, workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if not opts.threads:
         opts.threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    device = torch_device(opts.device)
     configs = build_matrix(opts.targets, opts.precisions, gpu_tensorrt=gpu_tensorrt_available(),
                            compile=opts.compile, openvino_modes=opts.openvino_modes,
                            openvino_shapes=opts.openvino_shapes)

@@ -164,6 +164,8 @@ def export(checkpoint: str | Path | None = None, *, target: str, precision: str 
     :class:`TrtOnnxOptions` (``int8_graph``: TensorRT INT8 Q/DQ on the ``fp32`` or ``fp16`` graph).
     ``build_engine``: None builds a TensorRT engine where possible, True requires it, False skips it.
     Raises :class:`AccuracyGateError` when ``max_drop`` is exceeded (nothing is written then).
+    Error messages name the ``glia-edge export`` flag (``--max-drop``, ``--calib``); each is this
+    function's keyword of the same name with underscores (``max_drop=``, ``calib=``).
     """
     if target not in EXPORT_TARGETS:
         raise ValueError(f"target must be one of {', '.join(EXPORT_TARGETS)}, got {target!r}")

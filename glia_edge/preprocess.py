@@ -167,6 +167,15 @@ def _rgb8_to_pil(arr: np.ndarray, bgr: bool) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(arr), "L").convert("RGB")
 
 
+def allow_pillow_pixels(max_pixels: int) -> None:
+    """Let ``max_pixels`` govern in this process: Pillow refuses images over twice its own
+    ``MAX_IMAGE_PIXELS`` (about 179 MP) inside ``Image.open``, before this module's guard, which
+    checks the same header size, could allow them. Process-wide, so only a process that serves one
+    limit (``score``, a Ray batch or serve worker) raises it; it is never lowered."""
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+
 def _check_pixels(width: int, height: int, max_pixels: int, name: str, guard: str = "") -> None:
     if width * height > max_pixels:
         raise ImageLoadError(name, f"image has {width * height} pixels, over the limit of {max_pixels}{guard}")

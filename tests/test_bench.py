@@ -402,11 +402,25 @@ def test_bench_rejects_bad_options(tmp_path: Path) -> None:
                         (["--min-speedup", "onnx:int8=-1"], "finite ratio above 0"),
                         (["--export-option", "bogus_opt=1"], "unknown export option(s) bogus_opt"),
                         (["--end-to-end", artifact, "--e2e-files", str(tmp_path / "none")], "not a folder of images"),
-                        (["--end-to-end", artifact, "--e2e-sizes", "", "--frames", ""], "nothing to measure")]:
+                        (["--end-to-end", artifact, "--e2e-sizes", "", "--frames", ""], "nothing to measure"),
+                        (["--device", "cudax"], "auto, cpu or cuda[:N]")]:
         result = CliRunner().invoke(app, ["bench", *args])
         flat = " ".join(result.output.replace("│", " ").split())
         assert result.exit_code == 2 and words in flat, (args, result.output)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_bench_on_a_gpu_pytorch_cannot_see_stops_before_any_work(tmp_path: Path) -> None:
+    import torch
+
+    from glia_edge.cli import app
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, ["bench", "--preset", "glia_vit_nano", "--targets", "torch", "--precisions", "fp32",
+                                      "--device", f"cuda:{gpus}", "--output", str(out)])
+    assert result.exit_code == 2 and f"PyTorch sees {gpus} CUDA GPU(s)" in result.output, result.output
+    assert not out.exists()  # before, the baseline row failed after the export and the run exited 0
 
 
 def test_preset_without_model_builds_a_random_weight_checkpoint_once(tmp_path: Path) -> None:

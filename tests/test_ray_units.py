@@ -138,3 +138,20 @@ def test_a_cluster_that_cannot_be_joined_is_one_named_error(monkeypatch: pytest.
     with pytest.raises(ClusterError, match="cannot join the Ray cluster at 'auto': ConnectionError: Could not find") as info:
         connect("auto")
     assert "\n" not in str(info.value)
+
+
+def test_batch_workers_let_max_pixels_govern_over_pillows_own_limit(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from glia_edge.scale.batch import decode_batch
+
+    Image.new("RGB", (64, 64), "gray").save(tmp_path / "a.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow refuses over 2x this: the 4096 px image
+    tiny = PreprocessConfig(short_side=8, crop_size=8, max_pixels=10_000)
+    out = decode_batch({"path": np.array([str(tmp_path / "a.png")], dtype=object)}, preprocess=tiny.to_dict(), crops=1)
+    assert list(out["error"]) == [""] and list(out["n_crops"]) == [1]  # before: "over Pillow's decompression bomb limit"
+    assert Image.MAX_IMAGE_PIXELS == 10_000
+    small = tiny.replace(max_pixels=100)  # and glia-edge's own guard still refuses what --max-pixels does
+    out = decode_batch({"path": np.array([str(tmp_path / "a.png")], dtype=object)}, preprocess=small.to_dict(), crops=1)
+    assert "over the limit of 100" in out["error"][0] and Image.MAX_IMAGE_PIXELS == 10_000  # never lowered

@@ -6,6 +6,7 @@ Exports what it needs, measures all configurations alternating, prints the table
 """
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
@@ -196,7 +197,7 @@ def bench(
 
     if crops not in CROP_COUNTS:
         raise typer.BadParameter("--crops must be 1, 5 or 9")
-    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+    if device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", device):
         raise typer.BadParameter(f"--device must be auto, cpu or cuda[:N], got {device!r}")
     try:
         parse_min_speedup(min_speedup)

@@ -23,16 +23,6 @@ def cli_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
-def allow_pillow_pixels(max_pixels: int) -> None:
-    """Let ``--max-pixels`` govern in this process: Pillow refuses images over twice its own
-    ``MAX_IMAGE_PIXELS`` (about 179 MP) inside ``Image.open``, before glia-edge's guard, which
-    checks the same header size, could allow them."""
-    from PIL import Image
-
-    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
-        Image.MAX_IMAGE_PIXELS = max_pixels
-
-
 def parse_key_values(items: Iterable[str], flag: str) -> dict[str, Any]:
     """``KEY=VALUE`` strings -> a dict; values are Python literals where they parse (True, 0.15,
     None, ['a', 'b'], 8,16 as a tuple), else plain text. Raises ``ValueError`` naming ``flag``."""

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Optional, Union
 
 import typer
 
-from glia_edge.cli.common import allow_pillow_pixels, cli_errors
+from glia_edge.cli.common import cli_errors
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,8 @@ def score(
             raise typer.Exit(2) from None
         with backend:
             if max_pixels:
+                from glia_edge.preprocess import allow_pillow_pixels
+
                 backend.preprocess_config = backend.preprocess_config.replace(max_pixels=max_pixels)
                 allow_pillow_pixels(max_pixels)
             backend.decode_workers = decode_workers

@@ -71,10 +71,11 @@ def decode_batch(batch: dict[str, np.ndarray], *, preprocess: dict[str, Any], cr
     """Ray task body: each source's uint8 crops, as ``glia-edge score`` cuts them; failures carry
     their reason in ``error``."""
     from glia_edge.errors import ImageLoadError
-    from glia_edge.preprocess import PreprocessConfig
+    from glia_edge.preprocess import PreprocessConfig, allow_pillow_pixels
     from glia_edge.scale.inputs import load_source
 
     cfg = PreprocessConfig.from_dict(preprocess)
+    allow_pillow_pixels(cfg.max_pixels)  # this worker decodes for this job only: --max-pixels governs, as in score
     pixels: list[bytes] = []
     counts: list[int] = []
     errors: list[str] = []

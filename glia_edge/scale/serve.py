@@ -70,6 +70,7 @@ class ScoreServer:
 
     def __init__(self, bundle: ArtifactBundle, settings: dict[str, Any], backend_options: dict[str, Any]) -> None:
         import glia_edge
+        from glia_edge.preprocess import allow_pillow_pixels
         from glia_edge.runtimes import read_meta
 
         self.settings = ServeSettings(**settings)
@@ -78,6 +79,7 @@ class ScoreServer:
         self.meta = read_meta(path)
         self.bundle_name, self.sha256 = bundle.name, bundle.sha256
         self.preprocess = self.backend.preprocess_config.replace(max_pixels=self.settings.max_pixels)
+        allow_pillow_pixels(self.settings.max_pixels)  # the replica's own process: --max-pixels governs
         self.lock = threading.Lock()
         self._score_batched.set_max_batch_size(self.settings.max_batch_size)
         self._score_batched.set_batch_wait_timeout_s(self.settings.batch_wait_s)
