@@ -27,6 +27,17 @@ from glia_edge.meta import META_KEY, ArtifactMeta
 
 
 # -- metadata: read and written in one place per format ----------------------------------------
+def _meta_from_json(text: str, path: Path) -> ArtifactMeta:
+    """Parse an artifact's metadata and check the settings every backend builds on, so a corrupt or
+    edited entry is refused at load, naming the artifact, not at the first image."""
+    try:
+        meta = ArtifactMeta.from_json(text)
+        _ = (meta.preprocess_config, meta.score_spec)  # built for their checks
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise UnsupportedArtifactError(f"{path}: glia-edge metadata unreadable: {one_line(exc)}") from None
+    return meta
+
+
 def _read_safetensors_meta(path: Path) -> ArtifactMeta:
     # The header is 8 bytes of little-endian length followed by JSON; read it without torch.
     with open(path, "rb") as fh:
@@ -37,7 +48,7 @@ def _read_safetensors_meta(path: Path) -> ArtifactMeta:
     props = header.get("__metadata__", {}) or {}
     if META_KEY not in props:
         raise UnsupportedArtifactError(f"{path}: safetensors file has no glia-edge config in its header")
-    return ArtifactMeta.from_json(props[META_KEY])
+    return _meta_from_json(props[META_KEY], path)
 
 
 def safetensors_metadata(meta: ArtifactMeta) -> dict[str, str]:
@@ -59,7 +70,7 @@ def onnx_meta_from_props(props: dict[str, str], path: Path) -> ArtifactMeta:
     """The metadata in an ONNX model's props (as ONNX Runtime's ``custom_metadata_map`` gives them)."""
     if META_KEY not in props:
         raise UnsupportedArtifactError(f"{path}: ONNX model has no glia-edge metadata (not exported by glia-edge)")
-    return ArtifactMeta.from_json(props[META_KEY])
+    return _meta_from_json(props[META_KEY], path)
 
 
 def _read_onnx_meta(path: Path) -> ArtifactMeta:
@@ -94,7 +105,7 @@ def openvino_meta_from_model(model: Any, path: Path) -> ArtifactMeta:
     (which OpenVINO's ONNX reader puts under rt_info ``framework``)."""
     for key in ([META_KEY], ["framework", META_KEY]):
         if model.has_rt_info(key):
-            return ArtifactMeta.from_json(model.get_rt_info(key).astype(str))
+            return _meta_from_json(model.get_rt_info(key).astype(str), path)
     kind = "ONNX model" if Path(path).suffix.lower() == ".onnx" else "OpenVINO IR"
     raise UnsupportedArtifactError(f"{path}: {kind} has no glia-edge metadata (not exported by glia-edge)")
 
@@ -128,7 +139,7 @@ def read_sidecar(path: Path) -> ArtifactMeta:
     side = sidecar_path(path)
     if not side.is_file():
         raise UnsupportedArtifactError(f"{path}: TensorRT engine has no metadata sidecar {side.name}")
-    return ArtifactMeta.from_json(side.read_text())
+    return _meta_from_json(side.read_text(), side)
 
 
 # -- the table ---------------------------------------------------------------------------------

@@ -85,8 +85,7 @@ class PreprocessConfig:
     def __post_init__(self) -> None:
         if self.version not in PREPROCESS_VERSIONS:
             raise ValueError(f"preprocessing version must be one of {PREPROCESS_VERSIONS}, got {self.version}")
-        if self.crops not in CROP_COUNTS:
-            raise ValueError(f"crops must be one of {CROP_COUNTS}, got {self.crops}")
+        check_crops(self.crops, none_ok=False)
         if self.short_side < self.crop_size:
             raise ValueError(f"short_side ({self.short_side}) must be >= crop_size ({self.crop_size})")
 
@@ -105,6 +104,20 @@ _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.B
              "lanczos": Image.Resampling.LANCZOS}
 
 
+def check_crops(crops: int | None, *, none_ok: bool = True) -> None:
+    """``crops`` is one of :data:`CROP_COUNTS` (or None, the config's count, where ``none_ok``); else ``ValueError``."""
+    if (crops is None and not none_ok) or (crops is not None and (isinstance(crops, bool) or crops not in CROP_COUNTS)):
+        raise ValueError(f"crops must be one of {CROP_COUNTS}, got {crops}")
+
+
+def is_one_image(source: object) -> bool:
+    """Whether ``source`` is one image input (a path, bytes, a PIL image, an HxW[xC] array), not a
+    collection of them: str, bytes and arrays are iterable too, into characters or pixel rows."""
+    if isinstance(source, np.ndarray):
+        return source.ndim in (2, 3) and source.dtype != object
+    return isinstance(source, (str, os.PathLike, bytes, bytearray, Image.Image))
+
+
 def describe(source: object) -> str:
     """A short name for an input, for error messages."""
     if isinstance(source, (str, os.PathLike)):
@@ -118,16 +131,24 @@ def describe(source: object) -> str:
     return f"<{type(source).__name__}>"
 
 
+def _16_to_8(arr: np.ndarray) -> np.ndarray:
+    """16-bit values (0-65535) to the nearest 8-bit level: one rule for 16-bit files and arrays
+    (x * 255 / 65535 never falls halfway between two levels, so there are no ties to break)."""
+    return ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
 def _to_rgb8(img: Image.Image, name: str) -> Image.Image:
     """Convert any still-image mode PIL decodes to 8-bit RGB, or raise naming the mode."""
     mode = img.mode
     if mode == "RGB":
         return img
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
-        gray = np.clip(np.round(arr * (255.0 / peak)), 0, 255).astype(np.uint8)
-        return Image.fromarray(gray, "L").convert("RGB")
+        # Mode "I" is read as 16-bit whatever its values (Pillow opens 16-bit PGM and some PNGs as
+        # "I"): guessing the depth from the content would rescale a dark image by one bright pixel.
+        arr = np.asarray(img)
+        if mode == "I" and arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ImageLoadError(name, "32-bit integer image with values outside 0-65535; save as 8- or 16-bit")
+        return Image.fromarray(_16_to_8(arr), "L").convert("RGB")
     if mode == "F":
         raise ImageLoadError(name, "unsupported image mode 'F' (32-bit float); save as 8- or 16-bit")
     # Alpha is dropped, not composited: quality is judged on what was captured.
@@ -148,7 +169,7 @@ def _array_to_rgb8(arr: np.ndarray, name: str) -> np.ndarray:
     if arr.dtype == np.uint8:
         pass
     elif arr.dtype == np.uint16:
-        arr = (arr.astype(np.uint32) * 255 // 65535).astype(np.uint8)
+        arr = _16_to_8(arr)
     elif arr.dtype in (np.float32, np.float64):
         if not np.isfinite(arr).all() or arr.min() < 0.0 or arr.max() > 1.0:
             raise ImageLoadError(name, "float arrays must hold finite values in [0, 1]")
@@ -187,9 +208,14 @@ def _pil_to_rgb8(img: Image.Image, name: str, max_pixels: int) -> Image.Image:
         raise ImageLoadError(name, "empty image (no pixels)")
     _check_pixels(img.width, img.height, max_pixels, name)
     try:
+        img.load()  # a lazily opened file decodes here, where its errors are caught
         return _to_rgb8(ImageOps.exif_transpose(img) or img, name)
+    except ImageLoadError:
+        raise
     except ValueError as exc:  # e.g. "Operation on closed image"
         raise ImageLoadError(name, f"unusable PIL image ({exc})") from None
+    except (OSError, SyntaxError, TypeError, IndexError, KeyError, ArithmeticError, struct.error, EOFError) as exc:
+        raise ImageLoadError(name, f"corrupt or truncated image ({one_line(exc)})") from None
 
 
 def _file_source(source: ImageInput, name: str) -> Any:
@@ -387,8 +413,7 @@ def crop_boxes(width: int, height: int, crop_size: int, crops: int) -> list[tupl
 
     Boxes are (left, top, right, bottom) as PIL takes them.
     """
-    if crops not in CROP_COUNTS:
-        raise ValueError(f"crops must be one of {CROP_COUNTS}, got {crops}")
+    check_crops(crops, none_ok=False)
     if width < crop_size or height < crop_size:
         raise ValueError(f"image {width}x{height} is smaller than the crop {crop_size}")
     max_x, max_y = width - crop_size, height - crop_size
@@ -432,7 +457,7 @@ def load_resized(source: ImageInput, cfg: PreprocessConfig, *, bgr: bool = False
 
 def _grid(resized: Image.Image, cfg: PreprocessConfig, crops: int | None) -> np.ndarray:
     """Step 4 on a resized image: its (n, S, S, 3) uint8 crops."""
-    boxes = crop_boxes(resized.width, resized.height, cfg.crop_size, crops or cfg.crops)
+    boxes = crop_boxes(resized.width, resized.height, cfg.crop_size, cfg.crops if crops is None else crops)
     return np.stack([np.asarray(resized.crop(b)) for b in boxes])
 
 
@@ -561,7 +586,8 @@ def crops_uint8(source: ImageInput, cfg: PreprocessConfig | None = None, *, crop
 
     Version 2 with one crop takes :func:`centre_crop` (the same pixels within one level, less work)."""
     cfg = cfg or PreprocessConfig()
-    if cfg.version != 1 and (crops or cfg.crops) == 1:
+    check_crops(crops)
+    if cfg.version != 1 and (cfg.crops if crops is None else crops) == 1:
         return centre_crop(source, cfg, bgr=bgr)[None]
     return _grid(load_resized(source, cfg, bgr=bgr), cfg, crops)
 

@@ -20,9 +20,9 @@ from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
 import numpy as np
 
 from glia_edge.errors import BackendUnavailableError, GliaError, ImageLoadError, UnsupportedArtifactError, one_line
-from glia_edge.formats import format_of
+from glia_edge.formats import format_of, get_format
 from glia_edge.meta import ArtifactMeta
-from glia_edge.preprocess import ImageInput, PreprocessConfig, aggregate, preprocess
+from glia_edge.preprocess import ImageInput, PreprocessConfig, aggregate, check_crops, is_one_image, preprocess
 from glia_edge.runtimes.decode_pool import decode_ahead, resolve_workers
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,17 @@ class ScoreResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def many_images(images: Iterable[ImageInput], method: str) -> Iterable[ImageInput]:
+    """``images`` when it is an iterable of images; one image (which a str, bytes or array would be
+    iterated into characters or pixel rows, each scored as an image) is a ``TypeError``."""
+    if is_one_image(images):
+        raise TypeError(f"{method} takes an iterable of images, got one image ({type(images).__name__}): "
+                        "pass [image], or use predict")
+    if not isinstance(images, Iterable):
+        raise TypeError(f"{method} takes an iterable of images, got {type(images).__name__}")
+    return images
 
 
 def check_batch_size(batch_size: object) -> None:
@@ -73,6 +84,15 @@ class Backend(ABC):
             raise ValueError(f"this {meta.format} artifact is {meta.precision}, not {precision}: its precision is "
                              "fixed at export (choose another artifact; OpenVINO and PyTorch take an "
                              "inference_precision hint)")
+
+    def check_input_shape(self, shape: Sequence[object]) -> None:
+        """Refuse a graph whose (N, C, H, W) input disagrees with its metadata's crop size (an edited
+        or mismatched artifact), at load rather than at the first image; symbolic dims pass."""
+        size = self.preprocess_config.crop_size
+        dims = list(shape)[1:]
+        if len(dims) != 3 or any(isinstance(d, int) and d != want for d, want in zip(dims, (3, size, size))):
+            raise UnsupportedArtifactError(f"{self.path}: the graph takes input {list(shape)}, but its metadata "
+                                           f"crops {size}x{size} RGB: metadata and model do not belong together")
 
     # -- the one method a backend implements -------------------------------------------------
     @abstractmethod
@@ -118,14 +138,23 @@ class Backend(ABC):
         :meth:`crop_batch` as the way one input becomes its crops (evaluation protocols with
         seeded random crops); an image's score is still the mean of its crops' scores.
         """
+        images = many_images(images, "iter_scores")
+        check_crops(crops)
         workers = resolve_workers(self.decode_workers if decode_workers is None else decode_workers)
         # images in flight: about two batches' worth of crops, and work for every thread
         ahead = max(2 * workers, -(-2 * self.batch_size // (crops or self.preprocess_config.crops)))
         cut = cut or (lambda image: self.crop_batch(image, crops=crops, bgr=bgr))
-        decoded = decode_ahead(images, cut, workers=workers, ahead=ahead)
+        decoded = iter(decode_ahead(images, cut, workers=workers, ahead=ahead))
         pending: list[tuple[str, np.ndarray]] = []
         queued = 0
-        for item in decoded:
+        while True:
+            try:
+                item = next(decoded)
+            except StopIteration:
+                break
+            except Exception:  # the input iterable or a decoder failed: what came before still gets scored
+                yield from self._flush(pending)
+                raise
             if item.crops is None:
                 yield from self._flush(pending)
                 pending, queued = [], 0
@@ -146,9 +175,10 @@ class Backend(ABC):
         for (name, _), score, n in zip(pending, scores, counts):
             yield ScoreResult(name, float(score), None, n)
 
-    def score_paths(self, images: Sequence[ImageInput], *, crops: int | None = None,
+    def score_paths(self, images: Iterable[ImageInput], *, crops: int | None = None,
                     decode_workers: int | None = None) -> np.ndarray:
         """One score per input, NaN (and a logged warning) where an input could not be used."""
+        images = list(many_images(images, "score_paths"))
         scores = np.full(len(images), np.nan)
         for i, result in enumerate(self.iter_scores(images, crops=crops, decode_workers=decode_workers)):
             if result.ok:
@@ -157,19 +187,20 @@ class Backend(ABC):
                 log.warning("%s: %s", result.source, result.error)
         return scores
 
-    def predict(self, images: ImageInput | Sequence[ImageInput], *, crops: int | None = None,
+    def predict(self, images: ImageInput | Iterable[ImageInput], *, crops: int | None = None,
                 bgr: bool = False) -> np.ndarray:
-        """Scores for one image or a list of them (paths, bytes, PIL images, HWC uint8 arrays).
+        """Scores for one image or an iterable of them (paths, bytes, PIL images, HWC uint8 arrays).
 
         Returns a float64 array with one score per image. Raises :class:`ImageLoadError` for the
-        first unusable input; use :meth:`iter_scores` to carry on past bad inputs. A list is
-        decoded on the worker pool (:meth:`iter_scores`), a single image on this thread.
+        first unusable input; use :meth:`iter_scores` to carry on past bad inputs. Several images
+        are decoded on the worker pool (:meth:`iter_scores`), a single image on this thread.
         """
-        single = not isinstance(images, (list, tuple))
         if isinstance(images, np.ndarray) and images.ndim == 4:
             raise ValueError("a 4-D array is a batch of crops: use predict_batch, or pass a list of HWC images")
-        results = list(self.iter_scores([images] if single else images, crops=crops, bgr=bgr,
-                                        decode_workers=0 if single or len(images) < 2 else None))
+        single = is_one_image(images) or not isinstance(images, Iterable)
+        images = [images] if single else list(images)
+        results = list(self.iter_scores(images, crops=crops, bgr=bgr,
+                                        decode_workers=0 if len(images) < 2 else None))
         for res in results:
             if not res.ok:
                 raise ImageLoadError(res.source, res.error or "unknown error")
@@ -246,10 +277,14 @@ def pick_default(runtime: str | None = None, **options: Any) -> tuple[Path, type
 
 def _resolve(path: str | Path | None, runtime: str | None, options: dict[str, Any]) -> tuple[Path, type[Backend]]:
     """The artifact ``load`` opens and its backend class: the packaged default model when ``path`` is None."""
+    if runtime is not None:
+        get_format(runtime)  # an unknown name is a ValueError listing the known ones
     if path is None:
         path, cls = pick_default(runtime, **options)
         log.info("default model: %s on %s", Path(path).name, cls.__name__)
         return path, cls
+    if not str(path).strip():
+        raise ValueError("empty artifact path")
     if not Path(path).exists():
         raise FileNotFoundError(f"artifact not found: {path}")
     return Path(path), backend_class(runtime or format_of(path).name)

@@ -44,8 +44,10 @@ def resolve_workers(workers: int | None) -> int:
     return int(workers)
 
 
-def _run(decode: Callable[[ImageInput], np.ndarray], image: ImageInput) -> Decoded:
+def _run(decode: Callable[[ImageInput], np.ndarray], image: ImageInput, index: int) -> Decoded:
     name = describe(image)
+    if not isinstance(image, (str, os.PathLike)):  # arrays, bytes, PIL images: say which one
+        name = f"[{index}] {name}"
     try:
         return Decoded(name, decode(image))
     except ImageLoadError as exc:
@@ -63,15 +65,24 @@ def decode_ahead(images: Iterable[ImageInput], decode: Callable[[ImageInput], np
     few being decoded.
     """
     if workers <= 0:
-        for image in images:
-            yield _run(decode, image)
+        for index, image in enumerate(images):
+            yield _run(decode, image, index)
         return
     ahead = max(ahead, workers)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="glia-decode")
     pending: deque[Future[Decoded]] = deque()
+    source = enumerate(images)
     try:
-        for image in images:
-            pending.append(pool.submit(_run, decode, image))
+        while True:
+            try:
+                index, image = next(source)
+            except StopIteration:
+                break
+            except Exception:  # the input iterable failed: the images before it still come out first
+                while pending:
+                    yield pending.popleft().result()
+                raise
+            pending.append(pool.submit(_run, decode, image, index))
             if len(pending) >= ahead:
                 yield pending.popleft().result()
         while pending:

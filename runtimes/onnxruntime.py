@@ -39,11 +39,14 @@ class OnnxRuntimeBackend(Backend):
         inp = self.session.get_inputs()[0]
         fixed = inp.shape[0] if isinstance(inp.shape[0], int) else None
         super().__init__(path, meta, batch_size=batch_size, fixed_batch=fixed)
+        self.check_input_shape(inp.shape)
         self.input_name = inp.name
         self._input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
         self.providers = self.session.get_providers()
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
+        if self.session is None:
+            raise RuntimeError(f"{self.path}: this ONNX Runtime backend is closed")
         return self.session.run(None, {self.input_name: batch.astype(self._input_dtype, copy=False)})[0]
 
     def close(self) -> None:

@@ -136,6 +136,7 @@ class OpenVinoBackend(Backend):
         shape = model.inputs[0].get_partial_shape()
         fixed = shape[0].get_length() if shape[0].is_static else None
         super().__init__(xml, meta, batch_size=batch_size, fixed_batch=fixed)
+        self.check_input_shape([d.get_length() if d.is_static else None for d in shape])
         #: "static": one compilation per batch size met (a fixed-batch IR has only its own).
         self.shapes = "static" if fixed else shapes
         self.mode, self.device = mode, device.upper()

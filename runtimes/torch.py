@@ -38,6 +38,8 @@ class TorchBackend(Backend):
         self._torch = torch
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
+        if self._module is None:
+            raise RuntimeError(f"{self.path}: this PyTorch backend is closed")
         torch = self._torch
         x = torch.from_numpy(batch).to(self.device)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,

@@ -79,7 +79,7 @@ def test_slow_and_fast_decodes_come_back_in_input_order() -> None:
         return np.full((1, 1), i)
 
     out = list(decode_ahead(range(40), decode, workers=4, ahead=8))  # type: ignore[arg-type]
-    assert [d.source for d in out] == [f"<int>"] * 40
+    assert [d.source for d in out] == [f"[{i}] <int>" for i in range(40)]  # in-memory inputs carry their position
     assert [None if d.crops is None else int(d.crops[0, 0]) for d in out] == [
         None if i % 9 == 4 else i for i in range(40)]
     assert [d.error for d in out if d.error] == ["bad on purpose"] * len(range(4, 40, 9))
@@ -157,3 +157,16 @@ def test_score_cli_decode_workers_switch_gives_the_same_results(tiny_checkpoint:
         assert result.exit_code == 1, result.output  # the bad file is reported, the rest scored
         docs.append(json.loads(result.stdout[result.stdout.index("{"):]))
     assert docs[0]["results"] == docs[1]["results"] and docs[0]["failed"] == 1
+
+
+def test_a_failing_input_iterable_lets_the_images_before_it_out_first() -> None:
+    def frames() -> Iterator[int]:
+        yield from range(6)
+        raise RuntimeError("camera died")
+
+    for workers in (0, 3):
+        got = []
+        with pytest.raises(RuntimeError, match="camera died"):
+            for item in decode_ahead(frames(), lambda i: np.full((1, 1), i), workers=workers, ahead=4):
+                got.append(int(item.crops[0, 0]))
+        assert got == list(range(6)), workers  # before: with workers, the decoded frames were lost

@@ -226,6 +226,11 @@ class RuntimeContract:
                 call(cut)
             assert str(cut) in str(info.value) and "\n" not in str(info.value)
 
+    def test_a_closed_backend_says_so(self, artifact: Path, images: list[Path]) -> None:
+        model = glia_edge.load(artifact, **self.options)
+        model.close()
+        with pytest.raises(RuntimeError, match="closed"):  # before: AttributeError/TypeError on None
+            model.predict(images[0])
 
     def test_shared_by_threads(self, model: Any, images: list[Path]) -> None:
         """N threads x M calls on one backend: no errors, scores equal to serial calls, and at least
@@ -430,3 +435,93 @@ def test_openvino_compiles_each_batch_size_static_with_the_scores_of_one_dynamic
         assert throughput.compiled_batches == [-(-throughput.batch_size // throughput.split)]
     with pytest.raises(ValueError, match="shapes must be one of static, dynamic"):
         glia_edge.load(ov_xml, shapes="fixed")
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tiny_checkpoint: Path) -> Iterator[Any]:
+    with glia_edge.load(exported(tiny_checkpoint, "onnx"), threads=1) as model:
+        yield model
+
+
+def test_one_image_where_several_are_expected_is_refused(onnx_model: Any, images: list[Path]) -> None:
+    rgb = np.asarray(Image.open(images[0]).convert("RGB"))
+    for one in (rgb, str(images[0]), images[0], Image.open(images[0])):
+        for call in (onnx_model.iter_scores, onnx_model.score_paths):  # before: one score per pixel row or letter
+            with pytest.raises(TypeError, match="got one image"):
+                list(call(one))
+    frames = np.stack([rgb, rgb])  # a 4-D stack is a collection of frames
+    assert [r.ok for r in onnx_model.iter_scores(frames)] == [True, True]
+    gen = onnx_model.predict(p for p in images[:2])  # any iterable, not only a list
+    np.testing.assert_allclose(gen, onnx_model.predict(images[:2]), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(onnx_model.score_paths(iter(images[:2])), gen, rtol=0, atol=1e-9)
+    for crops in (0, 3, True):
+        with pytest.raises(ValueError, match="crops must be one of"):  # 0 was taken as the default
+            onnx_model.predict(images[0], crops=crops)
+
+
+def test_a_failing_iterable_keeps_what_was_scored_before_it(onnx_model: Any, images: list[Path]) -> None:
+    def camera() -> Iterator[Path]:
+        yield from images[:3]
+        raise RuntimeError("camera died")
+
+    for workers in (0, 2):
+        got = []
+        with pytest.raises(RuntimeError, match="camera died"):
+            for result in onnx_model.iter_scores(camera(), decode_workers=workers):
+                got.append(result.score)
+        np.testing.assert_allclose(got, onnx_model.predict(images[:3]), rtol=0, atol=1e-9)
+
+
+def test_in_memory_inputs_are_named_with_their_position(onnx_model: Any, images: list[Path], tmp_path: Path) -> None:
+    data = images[0].read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])
+    lazy = Image.open(tmp_path / "cut.jpg")  # opened, not decoded: the truncation shows at decode
+    rgb = np.asarray(Image.open(images[0]).convert("RGB"))
+    results = list(onnx_model.iter_scores([images[1], lazy, rgb[:0], images[2]]))
+    assert [r.ok for r in results] == [True, False, False, True]  # before: the OSError ended the batch
+    assert results[1].source.startswith("[1] <PIL image") and "truncated" in (results[1].error or "")
+    assert results[2].source.startswith("[2] <array") and results[2].error == "empty array"
+
+
+def test_mode_i_images_are_read_as_16_bit_whatever_their_values(onnx_model: Any, images: list[Path]) -> None:
+    gray = np.asarray(Image.open(images[0]).convert("L")).astype(np.int32) * 100  # 16-bit values in a mode I image
+    bright = gray.copy()
+    bright[0, 0] = 65535
+    dark = onnx_model.predict(Image.fromarray(gray // 256, "I"))  # below 256 everywhere: was read as 8-bit
+    assert onnx_model.predict(Image.fromarray(gray, "I"))[0] == pytest.approx(onnx_model.predict(gray.astype(np.uint16))[0])
+    assert dark[0] == pytest.approx(onnx_model.predict((gray // 256).astype(np.uint16))[0])
+    assert abs(onnx_model.predict(Image.fromarray(bright, "I"))[0] - onnx_model.predict(Image.fromarray(gray, "I"))[0]) < 1
+    with pytest.raises(ImageLoadError, match="outside 0-65535"):
+        onnx_model.predict(Image.fromarray(gray * 1000, "I"))
+
+
+def test_load_refuses_unknown_runtimes_empty_paths_and_edited_metadata(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    import json
+
+    import onnx
+
+    from glia_edge.errors import UnsupportedArtifactError
+    from glia_edge.meta import META_KEY
+
+    with pytest.raises(ValueError, match="unknown artifact format 'onnxruntime'; known: torch, onnx"):
+        glia_edge.load(exported(tiny_checkpoint, "onnx"), runtime="onnxruntime")
+    with pytest.raises(ValueError, match="empty artifact path"):  # before: opened the working folder
+        glia_edge.load("")
+    source = onnx.load(str(exported(tiny_checkpoint, "onnx")))
+    meta = json.loads(next(p.value for p in source.metadata_props if p.key == META_KEY))
+    size = meta["preprocess"]["crop_size"]
+    edits = {"garbled": "{bad", "empty": "{}",
+             "crops": json.dumps({**meta, "preprocess": {**meta["preprocess"], "crops": 7}}),
+             "size": json.dumps({**meta, "preprocess": {**meta["preprocess"], "crop_size": size + 8,
+                                                         "short_side": size + 16}})}
+    for name, text in edits.items():
+        for prop in source.metadata_props:
+            if prop.key == META_KEY:
+                prop.value = text
+        path = tmp_path / f"{name}.onnx"
+        onnx.save(source, str(path))
+        with pytest.raises(UnsupportedArtifactError) as info:  # before: JSONDecodeError, TypeError, or an error at predict
+            glia_edge.load(path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value), name
+        if name == "size":
+            assert "do not belong together" in str(info.value)
