@@ -192,8 +192,9 @@ def allow_pillow_pixels(max_pixels: int) -> None:
     """Let ``max_pixels`` govern in this process: Pillow refuses images over twice its own
     ``MAX_IMAGE_PIXELS`` (about 179 MP) inside ``Image.open``, before this module's guard, which
     checks the same header size, could allow them. Process-wide, so only a process that serves one
-    limit (``score``, a Ray batch or serve worker) raises it; it is never lowered."""
-    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+    limit (``score``, a Ray batch or serve worker) raises it, and only when ``max_pixels`` is over
+    Pillow's refusal point; it is never lowered."""
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > 2 * Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = max_pixels
 
 

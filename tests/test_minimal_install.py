@@ -76,3 +76,10 @@ def test_minimal_install_scores_the_samples_without_torch(tmp_path: Path, extra:
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["runtime"] == runtime
+
+    # A command that needs PyTorch says which extra to install, in one line (before: a traceback).
+    proc = subprocess.run([str(bin_dir / "glia-edge"), "presets"], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip() == ("error: this command needs torch, which is not installed: "
+                                   "pip install 'glia-edge[train]'"), proc.stderr

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from typer.testing import CliRunner
 
 from glia_edge.cli import app
+from glia_edge.scale.output import parts_dir_of
 
 
 N_GOOD = 200
@@ -147,7 +148,7 @@ def test_manifests_uris_globs_and_csv_output(cluster: RayCluster, folder: Path, 
 
 
 def _parts(out: Path) -> list[Path]:
-    return sorted((out.parent / f".{out.name}.parts").glob("part-*.parquet"))
+    return sorted(parts_dir_of(out).glob("part-*.parquet"))
 
 
 def test_resume_after_driver_sigkill(cluster: RayCluster, folder: Path, reference: dict, tmp_path: Path) -> None:
@@ -180,6 +181,29 @@ def test_resume_after_driver_sigkill(cluster: RayCluster, folder: Path, referenc
         if row["path"] in first:
             assert row["worker_pid"] == first[row["path"]]["worker_pid"]
     assert not _parts(out)
+
+
+def test_driver_sigterm_says_how_to_resume(cluster: RayCluster, folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "stopped.parquet"
+    cmd = [str(BIN / "glia-edge"), "batch", str(folder), "-o", str(out), "--ray", cluster.address,
+           "--commit-rows", "8", "--rows-per-task", "8"]
+    driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 120
+        while not _parts(out):
+            assert driver.poll() is None, driver.stderr.read().decode()
+            assert time.monotonic() < deadline, "no committed part in 120 s"
+            time.sleep(0.05)
+        driver.send_signal(signal.SIGTERM)  # docker stop, systemd, a scheduler
+        assert driver.wait(timeout=60) == 143
+        err = driver.stderr.read().decode()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        driver.stderr.close()
+    assert "terminated: scored rows are kept in" in err and "rerun the same command to resume" in err, err
+    assert "SIGTERM received" not in err  # before: Ray's native stack trace and exit 15
+    assert _parts(out) and not out.exists()
 
 
 def test_actor_sigkill_mid_run_loses_nothing(cluster: RayCluster, folder: Path, reference: dict,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip("pyarrow")
 
@@ -142,8 +143,6 @@ def test_a_cluster_that_cannot_be_joined_is_one_named_error(monkeypatch: pytest.
 
 def test_batch_workers_let_max_pixels_govern_over_pillows_own_limit(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from PIL import Image
-
     from glia_edge.scale.batch import decode_batch
 
     Image.new("RGB", (64, 64), "gray").save(tmp_path / "a.png")
@@ -155,3 +154,24 @@ def test_batch_workers_let_max_pixels_govern_over_pillows_own_limit(tmp_path: Pa
     small = tiny.replace(max_pixels=100)  # and glia-edge's own guard still refuses what --max-pixels does
     out = decode_batch({"path": np.array([str(tmp_path / "a.png")], dtype=object)}, preprocess=small.to_dict(), crops=1)
     assert "over the limit of 100" in out["error"][0] and Image.MAX_IMAGE_PIXELS == 10_000  # never lowered
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    decode_batch({"path": np.array([str(tmp_path / "a.png")], dtype=object)},
+                 preprocess=tiny.replace(max_pixels=1500).to_dict(), crops=1)
+    assert Image.MAX_IMAGE_PIXELS == 1000  # under Pillow's refusal point (2x): Pillow's messages stay as score gives them
+
+
+def test_batch_checks_its_output_before_starting_ray(tmp_path: Path) -> None:
+    import ray
+    from typer.testing import CliRunner
+
+    from glia_edge.cli import app
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "done.csv").write_text("path,score\n")
+    (tmp_path / "folder.csv").mkdir()
+    for output, words in [(tmp_path / "folder.csv", "is a directory, not a file path"),
+                          (tmp_path / "a.png" / "x.csv", "it is a file"),
+                          (tmp_path / "done.csv", "exists; pass --overwrite")]:
+        result = CliRunner().invoke(app, ["batch", str(tmp_path / "a.png"), "-o", str(output)])
+        assert result.exit_code == 2 and words in result.output, result.output  # before: after scoring everything
+    assert not ray.is_initialized()

@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from glia_edge.cli.common import cli_errors
+from glia_edge.cli.common import SIGNAL_EXIT_CODES, cli_errors, interruption, sigterm_as_interrupt
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ def batch(
     from glia_edge.preprocess import CROP_COUNTS
     from glia_edge.scale import require_ray
     from glia_edge.scale.inputs import expand_inputs
-    from glia_edge.scale.output import output_format
+    from glia_edge.atomic import check_writable
+    from glia_edge.scale.output import check_can_start, output_format, parts_dir_of
 
     if not inputs and not manifest:
         typer.secho("error: give inputs (files, folders, globs, URIs) or --manifest", fg=typer.colors.RED, err=True)
@@ -70,9 +71,18 @@ def batch(
         except ValueError as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from None
-        summary = _run(sources, problems, ray_address, num_cpus, out_fmt, output, model, crops, actors, threads,
-                       batch_size, rows_per_task, commit_rows, commit_seconds, max_restarts, task_retries,
-                       precision, max_pixels, overwrite)
+        check_writable(output)  # now, not after every image is scored
+        check_can_start(output, overwrite)  # before a Ray instance starts
+        try:
+            summary = _run(sources, problems, ray_address, num_cpus, out_fmt, output, model, crops, actors, threads,
+                           batch_size, rows_per_task, commit_rows, commit_seconds, max_restarts, task_retries,
+                           precision, max_pixels, overwrite)
+        except KeyboardInterrupt as exc:
+            how = interruption(exc)
+            parts = parts_dir_of(output)
+            kept = f"scored rows are kept in {parts}; " if parts.is_dir() else ""
+            typer.secho(f"{how}: {kept}rerun the same command to resume", fg=typer.colors.YELLOW, err=True)
+            raise typer.Exit(SIGNAL_EXIT_CODES[how]) from None
     typer.echo(f"scored {summary.total - summary.failed} of {summary.total} inputs"
                + (f" ({summary.skipped} from an earlier run)" if summary.skipped else "")
                + (f"; {summary.failed} could not be read" if summary.failed else "")
@@ -99,7 +109,8 @@ def _run(sources: list[str], problems: dict[str, str], address: Optional[str], n
         read_artifact_meta(model)  # an unusable artifact: one line, before any Ray process starts
     connect(address, num_cpus=num_cpus)
     try:
-        return run_batch(sources, problems, cfg)
+        with sigterm_as_interrupt():  # after connect: it replaces the handler Ray installs
+            return run_batch(sources, problems, cfg)
     finally:
         ray.shutdown()
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import ast
 import logging
+import signal
+import threading
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
@@ -36,3 +38,35 @@ def parse_key_values(items: Iterable[str], flag: str) -> dict[str, Any]:
         except (ValueError, SyntaxError):
             out[key.strip()] = value.strip()
     return out
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``docker stop``, systemd, a batch scheduler): it ends a run as Ctrl-C does."""
+
+
+#: Exit codes of a run a signal ended: 128 + the signal's number, as a shell reports it.
+SIGNAL_EXIT_CODES = {"interrupted": 130, "terminated": 143}
+
+
+def interruption(exc: KeyboardInterrupt) -> str:
+    """``terminated`` for SIGTERM, ``interrupted`` for Ctrl-C: the key of :data:`SIGNAL_EXIT_CODES`."""
+    return "terminated" if isinstance(exc, Terminated) else "interrupted"
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``) while the block runs, so a
+    service manager's stop ends the run through the same clean-up as Ctrl-C. Installed after
+    libraries that set their own handler (Ray's prints a native stack trace and exits 15)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -78,7 +78,8 @@ def _run(backend: Any, entries: list[Entry], crops: int | None) -> list[Any]:
     scored = iter(backend.iter_scores(paths, crops=crops))
     results: list[Any] = []
     columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    console = Console(stderr=True)  # the bar only on a terminal: a log file would keep its blank last frame
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task("score", total=len(paths))
         for entry in entries:
             res = next(scored) if isinstance(entry, str) else ScoreResult(entry[0], None, entry[1])

@@ -213,7 +213,9 @@ def run_batch(sources: list[str], problems: dict[str, str], cfg: BatchConfig) ->
         buffer: list[dict[str, Any]] = []
         last_commit = time.monotonic()
         columns = (TextColumn("scoring on Ray"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=Console(stderr=True), transient=True, disable=not cfg.progress) as progress:
+        console = Console(stderr=True)
+        with Progress(*columns, console=console, transient=True,
+                      disable=not (cfg.progress and console.is_terminal)) as progress:
             task = progress.add_task("score", total=len(todo))
             for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 rows = _rows(table, bundle)

@@ -61,6 +61,18 @@ class OutputExistsError(GliaError, FileExistsError):
     """The output of a finished job is there and ``--overwrite`` was not given."""
 
 
+def parts_dir_of(output: Path) -> Path:
+    """The hidden folder beside ``output`` that holds an unfinished job's committed parts."""
+    return output.parent / f".{output.name}.parts"
+
+
+def check_can_start(output: Path, overwrite: bool) -> None:
+    """Before any work: a finished output is only replaced with ``overwrite`` (an interrupted
+    job's parts, if any, decide later whether this is a resume)."""
+    if output.exists() and not parts_dir_of(output).is_dir() and not overwrite:
+        raise OutputExistsError(f"{output} exists; pass --overwrite to replace it or choose another --output")
+
+
 class ResultStore:
     """The committed parts of one job's output and the final merge."""
 
@@ -68,7 +80,7 @@ class ResultStore:
         self.output = output
         self.fmt = fmt
         self.job = job
-        self.parts_dir = output.parent / f".{output.name}.parts"
+        self.parts_dir = parts_dir_of(output)
 
     # -- opening --------------------------------------------------------------------------------
     def open(self, *, overwrite: bool = False) -> set[str]:
@@ -91,8 +103,7 @@ class ResultStore:
             done = self.committed_paths()
             log.info("resuming: %d inputs already scored in %s", len(done), self.parts_dir)
             return done
-        if self.output.exists() and not overwrite:
-            raise OutputExistsError(f"{self.output} exists; pass --overwrite to replace it or choose another --output")
+        check_can_start(self.output, overwrite)
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(job_file, lambda tmp: tmp.write_text(json.dumps(self.job, indent=2, sort_keys=True)))
         return set()
