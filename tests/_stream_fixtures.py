@@ -8,10 +8,12 @@ test through the ``tiny_checkpoint`` fixture.
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -94,6 +96,9 @@ class SharpnessBackend(Backend):
         super().__init__("sharpness", meta, batch_size=16)
         self.delay, self.fail, self.batches = delay, fail, 0
 
+    def describe(self) -> str:  # no artifact file to name (watch prints this)
+        return "sharpness stand-in"
+
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         self.batches += 1
         if self.fail:
@@ -139,3 +144,53 @@ class MjpegServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class FileServer:
+    """Serves the files of ``folder`` over HTTP (range requests included, so OpenCV can seek): a
+    video file at a URL, which has an end, unlike a live stream."""
+
+    def __init__(self, folder: Path) -> None:
+        class Quiet(SimpleHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+
+    def url(self, name: str) -> str:
+        return f"{self.base}/{name}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FakeCapture:
+    """A stand-in for ``cv2.VideoCapture`` over ``clip``: it reports ``count`` as its frame count
+    (0: a live stream), delivers ``per_connection`` frames then fails a read (a dropped
+    connection), and seeks (``CAP_PROP_POS_FRAMES``) only when ``seekable``."""
+
+    def __init__(self, clip: list[Any], count: int = 0, per_connection: int | None = None,
+                 seekable: bool = True) -> None:
+        self.clip, self.count, self.per_connection, self.seekable = clip, count, per_connection, seekable
+        self.pos = self.read_here = 0
+
+    def read(self) -> tuple[bool, Any]:
+        if self.pos >= len(self.clip) or (self.per_connection is not None and self.read_here >= self.per_connection):
+            return False, None
+        self.pos, self.read_here = self.pos + 1, self.read_here + 1
+        return True, self.clip[self.pos - 1]
+
+    def get(self, prop: int) -> float:
+        return {1: float(self.pos), 5: 30.0, 7: float(self.count)}.get(prop, 0.0)
+
+    def set(self, prop: int, value: float) -> bool:
+        if prop != 1 or not self.seekable:
+            return False
+        self.pos = int(value)
+        return True
+
+    def release(self) -> None:
+        pass

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from _stream_fixtures import MjpegServer, frames, write_video
+from _stream_fixtures import FileServer, MjpegServer, SharpnessBackend, frames, write_video
 
 # Generous: the session's tiny_checkpoint fixture may be fitted during the first of these tests.
 pytestmark = pytest.mark.timeout(600)
@@ -218,3 +218,92 @@ def test_plot_history_stays_bounded() -> None:
     assert 4 <= len(history.points) < 8 and history.points[0][0] == 0.0
     assert history.points[-1][0] > 8.0 and history.alerts == [(5.7, "degraded")]
     assert history.points[-1][4:6] == (60.0, 42.0) and math.isnan(history.points[-1][6])
+
+
+# -- with a fast stand-in model (SharpnessBackend scores 64 on clean frames, ~22 on the worst) ----------
+
+class _Signalling(SharpnessBackend):
+    """Sends ``signum`` to this process from the worker during its ``at``-th batch, whose result
+    the monitor publishes after the signal: the case that lost scored frames."""
+
+    def __init__(self, signum: int, at: int = 3) -> None:
+        super().__init__()
+        self.signum, self.at = signum, at
+
+    def _infer(self, batch: Any) -> Any:
+        if self.batches + 1 == self.at:
+            import os
+
+            os.kill(os.getpid(), self.signum)
+        return super()._infer(batch)
+
+
+def _with_model(monkeypatch: pytest.MonkeyPatch, backend: Any) -> None:
+    from glia_edge.cli import watch_cmd
+
+    monkeypatch.setattr(watch_cmd, "_open_model", lambda *args, **kwargs: backend)
+
+
+def test_watch_ends_a_video_served_over_http(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """It used to reconnect at the clip's end and score it again as new footage, forever."""
+    write_video(tmp_path / "clip.avi", n=20, start=0, end=0, size=(64, 48))
+    server = FileServer(tmp_path)
+    _with_model(monkeypatch, SharpnessBackend())
+    out = tmp_path / "u.jsonl"
+    try:
+        res = _watch(server.url("clip.avi"), "--no-realtime", "--max-frames", "100", "--jsonl", str(out))
+    finally:
+        server.stop()
+    assert res.exit_code == 0, res.output
+    records = _lines(out)
+    assert [r["index"] for r in records if r["event"] == "frame"] == list(range(20))  # --no-realtime: every frame
+    summary = records[-1]
+    assert (summary["frames"], summary["scored"], summary["end"]) == (20, 20, "end of stream after 20 frames")
+    assert "reconnect" not in res.output
+
+
+@pytest.mark.parametrize("signame,code,end", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+def test_a_signal_keeps_every_scored_frame_in_the_jsonl_and_the_plot(
+        monkeypatch: pytest.MonkeyPatch, video: Path, tmp_path: Path, signame: str, code: int, end: str) -> None:
+    """The summary counted frames scored around the signal that --jsonl and --plot never got."""
+    import signal
+
+    from glia_edge.cli import watch_cmd
+
+    plotted: list[int] = []
+    monkeypatch.setattr(watch_cmd, "_write_plot", lambda path, history, title: plotted.append(len(history.points)))
+    _with_model(monkeypatch, _Signalling(getattr(signal, signame)))
+    out = tmp_path / "s.jsonl"
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    res = _watch(str(video), "--no-realtime", "--jsonl", str(out), "--plot", str(tmp_path / "s.png"))
+    assert res.exit_code == code, res.output
+    records = _lines(out)
+    summary = records[-1]
+    scored = [r for r in records if r["event"] == "frame"]
+    assert summary["event"] == "summary" and summary["end"] == end and 3 <= summary["scored"] < N
+    assert len(scored) == summary["scored"] == plotted[0]
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_watch_lines_stay_whole_when_output_is_no_terminal(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """journald and log files got ALERT, summary and "watching" lines hard-wrapped at 80 columns."""
+    clip = write_video(tmp_path / ("a-camera-with-a-rather-long-recording-name-" * 2 + ".avi"), n=N, start=START,
+                       end=END)
+    _with_model(monkeypatch, SharpnessBackend())
+    res = _watch(str(clip), "--no-realtime", "--threshold", "45", "--hysteresis", "5")
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    alerts = [line for line in lines if "ALERT" in line]
+    assert len(alerts) == 2 and all(line.endswith(("was ok)", "was degraded)")) for line in alerts)
+    assert any(line.startswith("watching ") and line.endswith("recovered at 50.0") for line in lines)
+    assert any(line.startswith(f"{N} frames, ") and "final state ok; end of file" in line for line in lines)
+
+
+def test_watch_names_a_folder_or_an_empty_source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "imgs").mkdir()
+    _with_model(monkeypatch, SharpnessBackend())
+    res = _watch(str(tmp_path / "imgs"))
+    assert res.exit_code == 2 and "imgs: is a folder; watch reads a video file, camera index, URL or GStreamer " \
+        "pipeline" in res.output.replace("\n", "") and "not found" not in res.output
+    res = _watch("")
+    assert res.exit_code == 2 and "error: empty source" in res.output

@@ -3,7 +3,9 @@
 A one-line status updates as frames are scored; alerts are printed as they happen; ``--jsonl``
 writes one JSON line per scored frame (``event: frame``), per alert (``event: alert``) and per
 learned baseline (``event: baseline``) plus a closing ``event: summary``; ``--plot`` draws score,
-baseline and thresholds over time when the source ends, on Ctrl-C or on SIGTERM.
+baseline and thresholds over time when the source ends, on Ctrl-C or on SIGTERM. A signal stops
+the source and the monitor, and the frames already scored still reach the JSON lines and the plot,
+so the summary's count matches them.
 
 ``--threshold auto`` (the default) learns the stream's own normal level first and alerts on a drop
 below it (:class:`~glia_edge.stream.RelativeThresholds`); SIGUSR1 re-learns it. A number is an
@@ -24,7 +26,7 @@ from typing import IO, Any, Iterator, Optional
 import typer
 
 from glia_edge.atomic import atomic_write, check_writable
-from glia_edge.cli.common import cli_errors
+from glia_edge.cli.common import SIGNAL_EXIT_CODES, Terminated, cli_errors, interruption
 
 log = logging.getLogger(__name__)
 
@@ -191,33 +193,45 @@ def _emit(sink: Optional[IO[str]], record: dict[str, Any]) -> None:
         sink.flush()
 
 
-def _consume(monitor: Any, source: Any, sink: Optional[IO[str]], console: Any, history: History) -> str | None:
-    """Run the monitor over the source, filling ``history``; returns the error that ended it, if any."""
+def _consume(monitor: Any, source: Any, sink: Optional[IO[str]], console: Any, history: History,
+             stop: Optional["_StopSignals"] = None) -> str | None:
+    """Run the monitor over the source, filling ``history``; returns the error that ended it, if any
+    (``interrupted`` / ``terminated`` when ``stop`` caught a signal)."""
     from rich.live import Live
 
     from glia_edge.stream import SourceError
 
     error = None
     with Live("waiting for frames...", console=console, refresh_per_second=4, transient=True) as live:
+
+        def handle(res: Any) -> None:
+            history.add(res)
+            _emit(sink, {"event": "frame", **res.to_dict()})
+            if res.learned:
+                event = _baseline_event(res, monitor.baseline_frames)
+                _emit(sink, event)
+                live.console.print(f"baseline {event['baseline']:.1f} learned from {event['frames']} frames "
+                                   f"(frame {res.index}, t={res.timestamp:.2f}): degraded below "
+                                   f"{event['threshold']:.1f}, recovered at {event['recover']:.1f}")
+            if res.alert is not None:
+                _emit(sink, res.alert.to_dict())
+                live.console.print(_alert_line(res.alert))
+            live.update(_status(res, monitor.stats, monitor.model.describe()))
+
         try:
+            # A first SIGINT/SIGTERM only closes the monitor (see _StopSignals): this loop then ends
+            # by itself after the results already scored, so none is counted without being written.
             for res in monitor.run(source):
-                history.add(res)
-                _emit(sink, {"event": "frame", **res.to_dict()})
-                if res.learned:
-                    event = _baseline_event(res, monitor.baseline_frames)
-                    _emit(sink, event)
-                    live.console.print(f"baseline {event['baseline']:.1f} learned from {event['frames']} frames "
-                                       f"(frame {res.index}, t={res.timestamp:.2f}): degraded below "
-                                       f"{event['threshold']:.1f}, recovered at {event['recover']:.1f}")
-                if res.alert is not None:
-                    _emit(sink, res.alert.to_dict())
-                    live.console.print(_alert_line(res.alert))
-                live.update(_status(res, monitor.stats, monitor.model.describe()))
+                handle(res)
         except SourceError as exc:
             error = str(exc)
-        except KeyboardInterrupt as exc:
+        except KeyboardInterrupt as exc:  # a second signal, or one caught off the main thread
             monitor.close(drain=False)
-            error = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            for res in monitor.poll():  # scored and counted: write them before the summary
+                handle(res)
+            error = interruption(exc)
+    if stop is not None and stop.reason:
+        return stop.reason
     return error
 
 
@@ -256,7 +270,8 @@ def watch(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Inference threads."),
     precision: Optional[str] = typer.Option(None, "--precision", help="Without --model: the packaged artifact of "
                                             "this precision (fp32 by default, int8); with --model: checked."),
-    reconnect: int = typer.Option(5, "--reconnect", min=0, help="Reconnection attempts for a dropped live stream."),
+    reconnect: int = typer.Option(5, "--reconnect", min=0, help="Reconnection attempts for a dropped live stream, "
+                                  "spent across drops until a connection stays up 10 s."),
 ) -> None:
     """Score a live stream or video, smooth the score and alert when quality degrades and recovers."""
     from rich.console import Console
@@ -267,7 +282,9 @@ def watch(
     if crops not in CROP_COUNTS:
         raise typer.BadParameter("must be 1, 5 or 9", param_hint="--crops")
     absolute = parse_threshold(threshold)
-    console = Console(stderr=jsonl == "-", highlight=False)
+    # soft_wrap: when stdout is no terminal (journald, a log file) one record stays one line
+    # instead of being hard-wrapped at 80 columns.
+    console = Console(stderr=jsonl == "-", highlight=False, soft_wrap=True)
     history = History()
     with ExitStack() as stack:
         with cli_errors():
@@ -283,12 +300,12 @@ def watch(
             sink = None if jsonl is None else sys.stdout if jsonl == "-" else stack.enter_context(_open_jsonl(Path(jsonl)))
         monitor = QualityMonitor(backend, every_n=every_n, max_fps=max_fps, crops=crops, smoothing=smoothing,
                                  thresholds=limits, queue_size=queue_size, bgr=True,
-                                 block=not video.spec.live and not realtime)
+                                 block=video.finite and not realtime)
         console.print(f"watching {video.spec.name} ({video.spec.kind}, {video.fps or '?'} fps) with "
                       f"{backend.describe()}; {_describe_rule(limits)}")
         stack.enter_context(_relearn_on_signal(monitor))
-        stack.enter_context(_stop_on_sigterm())
-        error = _consume(monitor, video, sink, console, history)
+        stop = stack.enter_context(_StopSignals(monitor))
+        error = _consume(monitor, video, sink, console, history, stop)
         summary = _summary(monitor, video.spec.name, error or video.end_reason)
         _emit(sink, summary)
     if plot is not None:
@@ -298,33 +315,38 @@ def watch(
                   f"dropped, {summary['alerts']} alerts; final state {summary['final_state']}; {summary['end']}")
     if error is not None:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(EXIT_CODES.get(error, 1))
+        raise typer.Exit(SIGNAL_EXIT_CODES.get(error, 1))
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``docker stop``, systemd) while watching: it ends the run like Ctrl-C does."""
+class _StopSignals:
+    """Ctrl-C (SIGINT) and SIGTERM (a service manager's stop) end the run with its summary line,
+    --jsonl summary and plot. The first signal only closes the monitor, which stops the source and
+    lets the result loop finish what was already scored: an exception raised wherever the main
+    thread happened to be would lose results the monitor had counted. A second signal raises
+    (:class:`Terminated` or ``KeyboardInterrupt``), for a run that does not stop."""
 
+    SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
-#: Exit codes of a run a signal ended: 128 + the signal's number, as a shell reports it.
-EXIT_CODES = {"interrupted": 130, "terminated": 143}
+    def __init__(self, monitor: Any) -> None:
+        self.monitor = monitor
+        self.reason: str | None = None
+        self._previous: dict[int, Any] = {}
 
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.reason is not None:
+            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        self.reason = self.SIGNALS[signum]
+        log.debug("%s: stopping after the frames already scored", self.reason)
+        self.monitor.close(drain=False, timeout=0)  # never waits: this runs inside the main thread
 
-@contextmanager
-def _stop_on_sigterm() -> Iterator[None]:
-    """SIGTERM stops the run as Ctrl-C does: the summary line, the --jsonl summary and the plot
-    are still written (a service manager stops a camera job with SIGTERM, not SIGINT)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
 
-    def handle(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handle)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def __exit__(self, *exc: object) -> None:
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
 
 
 @contextmanager

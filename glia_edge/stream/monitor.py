@@ -27,7 +27,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, NoReturn
 
 import numpy as np
 
@@ -137,8 +137,15 @@ class QualityMonitor:
         """
         queued = self._offer(frame, timestamp)
         if queued is None:
-            raise RuntimeError("QualityMonitor is closed")
+            self._raise_closed()
         return queued
+
+    def _raise_closed(self) -> NoReturn:
+        """Say why the monitor takes no more frames: its worker failed (the cause chained), or it was closed."""
+        if self.error is not None:
+            raise RuntimeError(f"QualityMonitor stopped: its worker failed: {self.error}") from self.error
+        raise RuntimeError("QualityMonitor is closed (run() closes it when its stream ends): create a new one "
+                           "per stream")
 
     def _offer(self, frame: np.ndarray, timestamp: float | None) -> bool | None:
         """``submit`` without the raise: None when the monitor is closed."""
@@ -261,15 +268,14 @@ class QualityMonitor:
         Re-raises the worker's error, if it failed.
         """
         while True:
+            # One result at a time: a consumer that stops (an exception, a signal) between two
+            # results leaves the rest in the buffer for poll(), not in this generator's hands.
             with self._cond:
-                if not self._results and not self._worker_done:
-                    self._cond.wait(timeout)
-                batch = list(self._results)
-                self._results.clear()
-                finished = self._worker_done
-            yield from batch
-            if not batch and (finished or timeout is not None):
-                break
+                self._cond.wait_for(lambda: self._results or self._worker_done, timeout)
+                result = self._results.popleft() if self._results else None
+            if result is None:
+                break  # finished and drained, or ``timeout`` passed with nothing new
+            yield result
         if self.error is not None:
             raise self.error
 
@@ -285,8 +291,17 @@ class QualityMonitor:
 
         Items are HWC arrays, ``(array, timestamp)`` pairs, or objects with ``image`` and
         ``timestamp`` (:class:`~glia_edge.stream.sources.Frame`). An error raised by the source is
-        re-raised here after the frames already queued are scored.
+        re-raised here after the frames already queued are scored. A monitor runs one stream:
+        ``run`` on a closed (or finished) monitor raises ``RuntimeError`` here, at the call,
+        instead of yielding nothing.
         """
+        with self._cond:
+            closed = self._closing
+        if closed:
+            self._raise_closed()
+        return self._run(frames)
+
+    def _run(self, frames: Iterable[Any]) -> Iterator[FrameResult]:
         failure: list[BaseException] = []
         producer = threading.Thread(target=self._produce, args=(frames, failure), name="glia-producer", daemon=True)
         producer.start()

@@ -2,8 +2,12 @@
 
 ``VideoSource(spec)`` iterates :class:`Frame` objects (BGR uint8, as OpenCV decodes them). A file
 ends at its last frame and can be played at its own frame rate (``realtime=True``, like a camera)
-or read as fast as the consumer takes frames. Live sources (camera, URL, pipeline) that drop are
-reopened with exponential backoff; when they do not come back a :class:`SourceError` says so.
+or read as fast as the consumer takes frames. So does a URL whose stream reports a frame count (a
+video file served over HTTP): it is *finite*, and reaching that count is its end, not a drop.
+Live sources (camera, URL, pipeline) that drop are reopened with exponential backoff (a finite URL
+resumes at the frame it reached); when they do not come back a :class:`SourceError` says so. The
+reconnection budget is spent across drops and refilled only once a connection has stayed up for
+``stable_s`` seconds, so a source that keeps dropping right after reconnecting gives up.
 GStreamer pipelines get ``appsink drop=true max-buffers=1`` so a slow reader sees the newest frame
 instead of a growing backlog. ``close()`` from any thread stops the iteration within one read
 (network reads time out after ``read_timeout_s``).
@@ -35,7 +39,8 @@ class SourceError(GliaError, RuntimeError):
 @dataclass(frozen=True)
 class Frame:
     """One decoded frame: ``image`` is HxWx3 uint8 BGR; ``timestamp`` is media time in seconds for
-    a file and Unix time for live sources; ``index`` counts frames delivered (across reconnects)."""
+    a file or finite URL and Unix time for live sources; ``index`` counts frames delivered (across
+    reconnects)."""
 
     image: np.ndarray
     timestamp: float
@@ -64,6 +69,8 @@ def parse_source(source: str | int | Path) -> SourceSpec:
     if isinstance(source, int) or (isinstance(source, str) and source.strip().isdigit()):
         return SourceSpec("camera", int(source))
     text = str(source).strip()
+    if not text:  # Path("") is ".", which would read as "video file not found"
+        raise SourceError("empty source")
     if text.lower().startswith(URL_SCHEMES):
         return SourceSpec("url", text)
     if "!" in text and not Path(text).exists():  # a file may have "!" in its name
@@ -99,13 +106,15 @@ class VideoSource:
 
     def __init__(self, source: str | int | Path, *, realtime: bool = False, reconnect_attempts: int = 5,
                  backoff: tuple[float, float] = (0.5, 8.0), open_timeout_s: float = 10.0,
-                 read_timeout_s: float = 5.0, max_frames: int | None = None,
+                 read_timeout_s: float = 5.0, max_frames: int | None = None, stable_s: float = 10.0,
                  opener: Callable[[SourceSpec], Any] | None = None) -> None:
         self.spec = parse_source(source)
         self.max_frames = max_frames
-        self.realtime = realtime and not self.spec.live  # live sources set their own pace
+        self._realtime = realtime
+        self.realtime = realtime and not self.spec.live  # live sources set their own pace; see open()
         self.reconnect_attempts = reconnect_attempts
         self.backoff = backoff
+        self.stable_s = stable_s
         self.timeouts_ms = (int(open_timeout_s * 1000), int(read_timeout_s * 1000))
         self._opener = opener or self._open_cv
         self._stop = threading.Event()
@@ -117,12 +126,20 @@ class VideoSource:
         self.frames = 0
         self.reconnects = 0
         self.end_reason = ""
+        self._attempts = 0  # reconnection attempts spent since the last connection that held
+        self._delay = backoff[0]
+        self._connected_at = 0.0
+        self._last_failure = ""
+        self._resumed_at: int | None = None  # a finite URL reopened at this frame, none read since
 
     # -- opening -----------------------------------------------------------------------------
     def _open_cv(self, spec: SourceSpec) -> Any:
         cv2 = _import_cv2()
         if spec.kind == "file":
             path = Path(str(spec.target))
+            if path.is_dir():
+                raise SourceError(f"{spec.target}: is a folder; watch reads a video file, camera index, URL or "
+                                  "GStreamer pipeline")
             if not path.is_file():
                 raise SourceError(f"{path}: video file not found")
             cap = cv2.VideoCapture(str(path))
@@ -154,8 +171,17 @@ class VideoSource:
             fps = float(self._cap.get(5) or 0.0)  # cv2.CAP_PROP_FPS
             self.fps = fps if 0.0 < fps < 1000.0 else None
             count = int(self._cap.get(7) or 0)  # cv2.CAP_PROP_FRAME_COUNT
-            self.frame_count = count if count > 0 and not self.spec.live else None
+            # A URL that reports a frame count is a finite video (a file over HTTP); live streams
+            # report none (FFmpeg gives 0 or a negative sentinel). Cameras and pipelines: never finite.
+            self.frame_count = count if count > 0 and self.spec.kind in ("file", "url") else None
+            self.realtime = self._realtime and self.finite
+            self._connected_at = time.monotonic()
         return self
+
+    @property
+    def finite(self) -> bool:
+        """Whether the source has an end: a file, or a URL that reported a frame count (known once open)."""
+        return self.spec.kind == "file" or self.frame_count is not None
 
     # -- reading -----------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Frame]:
@@ -176,10 +202,12 @@ class VideoSource:
                     if not self.spec.live:
                         self._end_of_file()
                         return
-                    if not self._reconnect():
+                    if self.frame_count is not None and self._end_of_stream():
+                        return
+                    if not self._reconnect() or (self.frame_count is not None and not self._resume()):
                         return
                     continue
-                ts = self.frames / fps if not self.spec.live else time.time()
+                ts = self.frames / fps if self.finite else time.time()
                 if self.realtime and self._stop.wait(max(0.0, start + ts - time.monotonic())):
                     break
                 yield Frame(img, ts, self.frames)
@@ -201,29 +229,71 @@ class VideoSource:
             self.end_reason = f"end of file after {self.frames} frames"
             log.debug("%s: %s", name, self.end_reason)
 
+    def _end_of_stream(self) -> bool:
+        """A finite URL stopped delivering: True (its end) when it reached its frame count, or when,
+        reopened at the frame it had reached, it had nothing more; False when it dropped mid-way."""
+        name = self.spec.name
+        if self.frames >= self.frame_count:  # type: ignore[operator]
+            self.end_reason = f"end of stream after {self.frames} frames"
+            log.debug("%s: %s", name, self.end_reason)
+            return True
+        if self._resumed_at == self.frames:
+            self.end_reason = f"ended early after {self.frames} of {self.frame_count} frames"
+            log.warning("%s: %s", name, self.end_reason)
+            return True
+        return False
+
+    def _resume(self) -> bool:
+        """Seek a reopened finite URL to the frame it had reached, so no footage is scored twice;
+        False (the stream ends) when the server cannot seek: replaying it from the start would
+        pass old frames off as new ones."""
+        if self.frames == 0:
+            return True
+        if self._cap.set(1, self.frames) and int(round(self._cap.get(1))) == self.frames:  # CAP_PROP_POS_FRAMES
+            self._resumed_at = self.frames
+            log.info("%s: resumed at frame %d of %d", self.spec.name, self.frames, self.frame_count)
+            return True
+        self.end_reason = (f"ended early after {self.frames} of {self.frame_count} frames: the connection dropped "
+                           "and the stream cannot resume at that frame")
+        log.warning("%s: %s", self.spec.name, self.end_reason)
+        return False
+
     def _reconnect(self) -> bool:
-        """Reopen a dropped live source with backoff; False if stopped meanwhile, raises if it stays down."""
+        """Reopen a dropped live source with backoff; False if stopped meanwhile, raises if it stays down.
+
+        The attempts and the backoff carry over from the previous drop unless the connection that
+        just dropped held for ``stable_s``: a source that drops right after every reconnect would
+        otherwise get a fresh budget each time and never give up."""
         self._release()
-        delay, cap_delay = self.backoff
-        last = "no reason given"
-        for attempt in range(1, self.reconnect_attempts + 1):
+        if time.monotonic() - self._connected_at >= self.stable_s:
+            self._attempts, self._delay = 0, self.backoff[0]
+        n = self.reconnect_attempts
+        while self._attempts < n:
+            self._attempts += 1
+            delay, self._delay = self._delay, min(self._delay * 2.0, self.backoff[1])
             log.warning("%s: stream dropped after %d frames; reconnecting in %.1f s (attempt %d of %d)",
-                        self.spec.name, self.frames, delay, attempt, self.reconnect_attempts)
+                        self.spec.name, self.frames, delay, self._attempts, n)
             if self._stop.wait(delay):
                 self.end_reason = "stopped"
                 return False
             try:
                 self._cap = self._opener(self.spec)
             except SourceError as exc:
-                last = str(exc)
-                delay = min(delay * 2.0, cap_delay)
+                self._last_failure = str(exc)
                 continue
+            self._last_failure = ""
+            self._connected_at = time.monotonic()
             self.reconnects += 1
             log.info("%s: reconnected", self.spec.name)
             return True
         self.end_reason = "disconnected"
-        n = self.reconnect_attempts
-        tried = f"did not come back after {n} attempt{'s' * (n != 1)} ({last})" if n else "reconnection is off"
+        if not n:
+            tried = "reconnection is off"
+        elif self._last_failure:
+            tried = f"did not come back after {n} attempt{'s' * (n != 1)} ({self._last_failure})"
+        else:
+            tried = (f"it kept dropping right after reconnecting ({n} attempt{'s' * (n != 1)}, none stayed up "
+                     f"for {self.stable_s:g} s)")
         raise SourceError(f"{self.spec.name}: stream disconnected after {self.frames} frames; {tried}")
 
     def _release(self) -> None:
