@@ -398,14 +398,27 @@ def _write_images(root: Path, refs: Sequence[Reference], types: Sequence[str], l
         if len(kept) < len(types):
             log.info("%s is grey: no %s series", stem, ", ".join(sorted(set(types) - set(kept))))
         jobs = [("none", 0)] + [(t, lv) for t in kept for lv in range(1, levels + 1)]
+        pixels = np.asarray(ref.image.convert("RGB"))
+        unchanged: dict[str, list[int]] = {}
         for name, level in jobs:
             rel = f"images/{stem}-ref.png" if level == 0 else f"images/{stem}-{name}-{level}.png"
             img = distort(ref.image, name, level, _rng(seed, ref.ref, ref.part, name, level)) if level \
                 else ref.image
+            if level and np.array_equal(np.asarray(img), pixels):
+                unchanged.setdefault(name, []).append(level)
             img.save(root / rel, compress_level=1)
             rows.append({"path": rel, "score": score_for_level(level), "ref": ref.ref, "distortion": name,
                          "level": level, "part": ref.part})
+        _warn_unchanged(stem, unchanged)
     return rows
+
+
+def _warn_unchanged(stem: str, unchanged: dict[str, list[int]]) -> None:
+    """A level pixel-identical to its reference (blur on a flat image, say) is labelled degraded
+    all the same: a label the image does not carry. Named, so the reference can be replaced."""
+    for name, lv in unchanged.items():
+        log.warning("reference %s: %s level(s) %s leave the image pixel-identical to the reference, yet are "
+                    "labelled as degraded (a flat or tiny reference?)", stem, name, ",".join(map(str, lv)))
 
 
 def make_dataset(out_dir: str | Path, refs: Sequence[Reference] | str | Path | None = None,

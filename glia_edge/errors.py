@@ -43,7 +43,8 @@ class BackendUnavailableError(GliaError, RuntimeError):
 
 
 class TrainingError(GliaError, RuntimeError):
-    """Training cannot go on (the loss became nan or infinite); the message says where."""
+    """Training cannot start or go on (a bad setting, a busy or mismatched run folder, a loss that
+    became nan or infinite); the message says which."""
 
 
 class CalibrationError(GliaError, RuntimeError):

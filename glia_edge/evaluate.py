@@ -23,7 +23,7 @@ import numpy as np
 from glia_edge.data import load_dataset, validate
 from glia_edge.data.base import IQADataset
 from glia_edge.data.crop_protocol import DEFAULT_EVAL_CROPS, CropProtocol, parse_crops
-from glia_edge.data.splits import ALL, load_or_create_splits, select
+from glia_edge.data.splits import ALL, fingerprint, load_or_create_splits, read_splits, select
 from glia_edge.errors import CheckpointError, DatasetError
 from glia_edge.meta import ArtifactMeta
 from glia_edge.metrics import IQAMetrics, iqa_metrics, median_metrics
@@ -43,9 +43,14 @@ class SplitEval:
     epoch: int | None = None  # the training epoch the artifact holds, where its metadata says
     crops: str = DEFAULT_EVAL_CROPS
 
+    @property
+    def part(self) -> str:
+        """What was scored: ``all`` images of the set, or the split's ``test`` part."""
+        return "all" if self.split == ALL else "test"
+
     def to_dict(self) -> dict[str, Any]:
-        return {"split": self.split, "artifact": str(self.artifact), "epoch": self.epoch, "crops": self.crops,
-                **self.metrics.to_dict(), "failed": self.failed}
+        return {"split": self.split, "part": self.part, "artifact": str(self.artifact), "epoch": self.epoch,
+                "crops": self.crops, **self.metrics.to_dict(), "failed": self.failed}
 
 
 def split_checkpoint(spec: str | Path, split: int | str | None, which: str = "best") -> Path:
@@ -97,12 +102,8 @@ def score_dataset(artifact: Path, dataset: IQADataset, *, crops: "str | int | Cr
     return preds
 
 
-def _splits_file(artifact: Path, meta: ArtifactMeta, explicit: str | Path | None, trained: bool) -> Path | None:
-    """An explicit file; else, for the set the run trained on, the one beside it or the one it recorded."""
-    if explicit:
-        return Path(explicit)
-    if not trained:
-        return None
+def _run_splits_file(artifact: Path, meta: ArtifactMeta) -> Path | None:
+    """The split file a run trained with: the copy beside its checkpoint, else the one it recorded."""
     beside = artifact.parent / "splits.json"
     if beside.is_file():
         return beside
@@ -110,34 +111,77 @@ def _splits_file(artifact: Path, meta: ArtifactMeta, explicit: str | Path | None
     return Path(recorded) if recorded and Path(recorded).is_file() else None
 
 
-def trained_on(meta: ArtifactMeta, dataset: IQADataset) -> bool:
-    """Whether the artifact was trained on this dataset (same set, same annotation file)."""
+def _splits_file(artifact: Path, meta: ArtifactMeta, explicit: str | Path | None, trained: bool) -> Path | None:
+    """An explicit file; else, for the set the run trained on, the one beside it or the one it recorded."""
+    if explicit:
+        return Path(explicit)
+    return _run_splits_file(artifact, meta) if trained else None
+
+
+def _run_fingerprint(artifact: Path | None, meta: ArtifactMeta) -> str | None:
+    """The group fingerprint in the run's split file, where one can be read."""
+    path = _run_splits_file(artifact, meta) if artifact is not None else None
+    if path is None:
+        return None
+    try:
+        return read_splits(path).fingerprint or None
+    except DatasetError:
+        return None
+
+
+def trained_on(meta: ArtifactMeta, dataset: IQADataset, artifact: Path | None = None) -> bool:
+    """Whether the artifact was trained on this dataset.
+
+    The set's name must match; then the same annotation file by absolute path, or else the same
+    images/references (the fingerprint the run's split file stores), decides. A recorded path
+    typed relative to the training's working folder says nothing from another folder, and a set
+    that moved keeps its fingerprint, so the path alone is not trusted; it is the fallback only
+    when no split file of the run can be read. No recorded annotation (older checkpoints): yes.
+    """
     if meta.training.get("dataset") != dataset.name:
         return False
     annotation = meta.training.get("annotation")
-    return annotation is None or Path(annotation).resolve() == Path(dataset.source).resolve()
+    if annotation is None:
+        return True
+    same_file = Path(annotation).resolve() == Path(dataset.source).resolve()
+    if Path(annotation).is_absolute() and same_file:
+        return True  # a later fingerprint mismatch (annotation edited) is then refused by the split file
+    recorded = _run_fingerprint(artifact, meta)
+    if recorded is not None:
+        return recorded == fingerprint(dataset.groups())
+    return same_file
 
 
-def default_split(meta: ArtifactMeta, dataset: IQADataset) -> int | str:
+def default_split(meta: ArtifactMeta, dataset: IQADataset, artifact: Path | None = None) -> int | str:
     """The split the artifact was trained on when it was trained on this dataset, else ``all``."""
-    if trained_on(meta, dataset) and meta.training.get("split") is not None:
+    if trained_on(meta, dataset, artifact) and meta.training.get("split") is not None:
         return meta.training["split"]
     return ALL
 
 
 def held_out(dataset: IQADataset, split: int | str, artifact: Path, meta: ArtifactMeta,
              splits_file: str | Path | None = None, split_source: str | None = None) -> IQADataset:
-    """The split's test images (every image for ``all``), with unreadable files dropped."""
-    trained = trained_on(meta, dataset)
-    if trained and split != meta.training.get("split"):
+    """The split's test images (every image for ``all``), with unreadable files dropped.
+
+    A named ``splits_file`` must exist: evaluation never draws a new split file in its place.
+    """
+    if splits_file and not Path(splits_file).is_file():
+        raise DatasetError(f"split file not found: {splits_file} (only training creates split files)")
+    trained = trained_on(meta, dataset, artifact)
+    if trained and split not in (ALL, meta.training.get("split")):
         log.warning("%s was trained on %s split %s; its split %s test images may include training images",
                     artifact, dataset.name, meta.training.get("split"), split)
     if split == ALL:
         if trained:
             log.warning("evaluating %s on all of %s, which it was trained on", artifact, dataset.name)
+        elif meta.training.get("dataset") == dataset.name:  # a set of the same kind not matched to the run's
+            log.warning("evaluating %s on all of %s (%s): it was trained on a %s set (%s) not matched to this one; "
+                        "if it is the same set, its training images are included (pass --split N)", artifact,
+                        dataset.name, dataset.source, dataset.name, meta.training.get("annotation", "unrecorded"))
         return validate(dataset)
     source = split_source or (meta.training.get("split_source", "glia") if trained else "glia")
-    splits, _ = load_or_create_splits(dataset, _splits_file(artifact, meta, splits_file, trained), source=source)
+    splits, _ = load_or_create_splits(dataset, _splits_file(artifact, meta, splits_file, trained), source=source,
+                                      create=not splits_file)
     return validate(select(dataset, splits, split)["test"])
 
 
@@ -154,7 +198,7 @@ def evaluate(artifact: str | Path, dataset_name: str, *, root: str | Path | None
     meta = read_meta(artifact)
     dataset = load_dataset(dataset_name, root, csv, short_side=meta.preprocess_config.short_side,
                            **(dataset_options or {}))
-    split = default_split(meta, dataset) if split is None else split
+    split = default_split(meta, dataset, artifact) if split is None else split
     test = held_out(dataset, split, artifact, meta, splits_file, split_source)
     preds = score_dataset(artifact, test, crops=crops, progress=progress, **backend_options)
     ok = np.isfinite(preds)

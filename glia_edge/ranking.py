@@ -3,11 +3,16 @@
 For every reference (and tile) and distortion type in a synthetic ``labels.csv``
 (``glia_edge.distortions.make_dataset``), the Spearman correlation between level (0..5, level 0 is
 the reference) and the model's score is computed; the table reports its mean per type. Scores that
-fall as distortion rises give values near -1. No torch here: any artifact can be checked.
+fall as distortion rises give values near -1. A series the model scores the same at every level
+kept no ranking and counts as 0, by the project's one constant-series rule
+(:func:`glia_edge.metrics.agreement`); how many did is reported per type. No torch here: any
+artifact can be checked.
 """
 from __future__ import annotations
 
 import csv
+import logging
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +21,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from glia_edge.errors import DatasetError
-from glia_edge.metrics import srcc
+from glia_edge.metrics import agreement
+
+log = logging.getLogger(__name__)
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: an undefined figure is ``null``."""
+    return value if math.isfinite(value) else None
 
 
 @dataclass
@@ -26,13 +38,18 @@ class RankingReport:
     per_type: dict[str, float]
     groups: dict[str, int]
     failed: list[tuple[str, str]] = field(default_factory=list)
+    #: Per type, how many of its series scored every level the same (each counted as 0).
+    constant: dict[str, int] = field(default_factory=dict)
 
     @property
     def mean(self) -> float:
         return float(np.mean(list(self.per_type.values()))) if self.per_type else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mean_srcc": self.mean, "per_type": self.per_type, "groups": self.groups, "failed": self.failed}
+        """Valid JSON: ``mean_srcc`` is ``null`` when no type could be ranked."""
+        return {"mean_srcc": _finite_or_none(self.mean),
+                "per_type": {k: _finite_or_none(v) for k, v in self.per_type.items()}, "groups": self.groups,
+                "constant": self.constant, "failed": self.failed}
 
 
 def read_ladder_rows(csv_path: str | Path, refs: Sequence[str] | None = None,
@@ -41,7 +58,7 @@ def read_ladder_rows(csv_path: str | Path, refs: Sequence[str] | None = None,
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise DatasetError(f"labels file not found: {csv_path}")
-    with open(csv_path, newline="") as fh:
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:  # a BOM (Excel) must not rename "path"
         rows = list(csv.DictReader(fh))
     needed = {"path", "ref", "distortion", "level"}
     if not rows or not needed <= set(rows[0]):
@@ -90,12 +107,20 @@ def level_ranking(model: Any, csv_path: str | Path, *, refs: Sequence[str] | Non
 
 def _ranking(score_of: dict[tuple[str, str], dict[str, float]], failed: list[tuple[str, str]]) -> RankingReport:
     per_group: dict[str, list[float]] = defaultdict(list)
+    constant: dict[str, int] = defaultdict(int)
     for scores in score_of.values():
         for dist, (levels, values) in _series(scores).items():
             if len(levels) >= 3:
-                per_group[dist].append(srcc(np.array(values), np.array(levels, dtype=float)))
+                # agreement's rule: a constant score series kept no ranking and counts 0, not NaN
+                per_group[dist].append(agreement(values, levels).spearman)
+                constant[dist] += int(np.ptp(values) == 0)
+    for dist, n in sorted(constant.items()):
+        if n:
+            log.warning("%s: %d of %d series score every level the same; each counts as Spearman 0",
+                        dist, n, len(per_group[dist]))
     per_type = {d: float(np.mean(v)) for d, v in sorted(per_group.items())}
-    return RankingReport(per_type, {d: len(v) for d, v in per_group.items()}, failed)
+    return RankingReport(per_type, {d: len(v) for d, v in per_group.items()}, failed,
+                         {d: n for d, n in sorted(constant.items()) if n})
 
 
 @dataclass
@@ -144,5 +169,5 @@ def scale_report(model: Any, csv_path: str | Path, score_range: tuple[float, flo
                 for (ref, part), scores in sorted(score_of.items()) if "none:0" in scores}
     lo, hi = score_range
     inside = float(((values >= lo) & (values <= hi)).mean()) if values.size else float("nan")
-    pooled = srcc(values, levels) if values.size >= 3 else float("nan")
+    pooled = agreement(values, levels).spearman  # NaN below 3 images; the constant-series rule otherwise
     return ScaleReport(ranking, float(pooled), pristine, inside, (float(lo), float(hi)), int(values.size))

@@ -3,7 +3,8 @@
 ``reproduce(options)`` fixes what a published table depends on (preset, training recipe,
 evaluation crops, epochs, splits), then for every split trains one run in its own folder
 (``<output>/split<N>``), skipping splits already finished and resuming a split that was cut
-short, and scores that split's *test* part only after training, at the epoch chosen on the
+short (only when they were trained with the same settings, recorded in ``done.json`` and the
+training state: a folder trained otherwise is refused before anything trains), and scores that split's *test* part only after training, at the epoch chosen on the
 validation part (``best``) and at the last epoch. Cross-dataset rows score each split's ``best``
 on every image of another set (LoDa's: train on KonIQ-10k, test on LIVE Challenge and SPAQ).
 The table (median over splits of SRCC, PLCC, KRCC, RMSE, as the papers print it) is written as
@@ -24,13 +25,17 @@ import numpy as np
 
 from glia_edge.atomic import atomic_write
 from glia_edge.data.crop_protocol import DEFAULT_EVAL_CROPS, parse_crops
-from glia_edge.errors import DatasetError
+from glia_edge.errors import DatasetError, OutputError
 
 log = logging.getLogger(__name__)
 
 DONE = "done.json"
 TEST_RESULTS = "test.json"
 METRICS = ("srcc", "plcc", "krcc", "rmse")
+#: The settings that define a trained split: a folder trained with other values is never reused.
+#: (The split file is the output folder's own ``splits-SOURCE.json``: ``split_source`` names it.)
+PROTOCOL_KEYS = ("dataset", "root", "csv", "preset", "backbone_weights", "local_weights", "split", "split_source",
+                 "epochs", "batch_size", "eval_crops", "seed", "short_side", "model_overrides")
 NAMES = {"koniq": "KonIQ-10k", "livec": "LIVE Challenge", "spaq": "SPAQ", "kadid": "KADID-10k", "csv": "CSV set"}
 #: LoDa's cross-dataset rows: trained on KonIQ-10k, tested on these sets whole.
 CROSS_TARGETS = {"koniq": ("livec", "spaq")}
@@ -83,6 +88,49 @@ def split_state(run: Path) -> str:
     return "new"
 
 
+def split_protocol(opts: ReproduceOptions, split: int) -> dict[str, Any]:
+    """The settings a split trains with, as compared with an earlier run in its folder."""
+    from glia_edge.run_state import run_protocol
+
+    protocol = run_protocol(_train_config(opts, split, opts.output_dir() / f"split{split}", resume=False))
+    return {k: protocol[k] for k in PROTOCOL_KEYS}
+
+
+def _recorded_protocol(run: Path, state: str) -> dict[str, Any] | None:
+    """What the run in ``run`` was trained with: ``done.json``'s record, else its training state's."""
+    from glia_edge.run_state import load_state, saved_protocol
+
+    if state == "done":
+        try:
+            recorded = json.loads((run / DONE).read_text()).get("protocol")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise OutputError(f"{run / DONE}: unreadable ({exc}); remove {run} to train this split again") from None
+        if recorded is not None:
+            return recorded
+    state_file = run / "last.state.pt"
+    return saved_protocol(load_state(state_file)) if state_file.is_file() else None
+
+
+def check_split_folder(opts: ReproduceOptions, split: int) -> str:
+    """The split folder's state (:func:`split_state`), after checking that a run already there was
+    trained with these options; one trained otherwise is an :class:`OutputError` naming what differs."""
+    from glia_edge.run_state import protocol_differences
+
+    run = opts.output_dir() / f"split{split}"
+    state = split_state(run)
+    if state == "new":
+        return state
+    recorded = _recorded_protocol(run, state)
+    if recorded is None:
+        raise OutputError(f"{run}: a finished split with no record of the settings it was trained with (written by "
+                          "an older glia-edge); use another --output folder, or remove it to train it again")
+    changed = protocol_differences(recorded, split_protocol(opts, split), PROTOCOL_KEYS)
+    if changed:
+        raise OutputError(f"{run}: trained with other settings ({'; '.join(changed)}); use another --output "
+                          "folder for these, or remove it to train it again")
+    return state
+
+
 def _train_config(opts: ReproduceOptions, split: int, run: Path, resume: bool) -> Any:
     from glia_edge.train_config import TrainConfig
 
@@ -119,13 +167,14 @@ def run_split(opts: ReproduceOptions, split: int, train_fn: Callable[[Any], Any]
               score_fn: Callable[[ReproduceOptions, Path, int], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Train (or resume, or skip) one split, then score it once; results are cached in its folder."""
     run = opts.output_dir() / f"split{split}"
-    state = split_state(run)
+    state = check_split_folder(opts, split)
     if state != "done":
         if train_fn is None:
             from glia_edge.train import train as train_fn
         log.info("split %d: %s", split, "resuming the interrupted run" if state == "resume" else "training")
         train_fn(_train_config(opts, split, run, resume=state == "resume"))
-        atomic_write(run / DONE, lambda tmp: tmp.write_text(json.dumps({"split": split, "epochs": opts.epochs})))
+        done = {"split": split, "epochs": opts.epochs, "protocol": split_protocol(opts, split)}
+        atomic_write(run / DONE, lambda tmp: tmp.write_text(json.dumps(done, indent=1)))
         (run / TEST_RESULTS).unlink(missing_ok=True)  # scored again from the new checkpoints
     cached = run / TEST_RESULTS
     if cached.is_file():
@@ -239,9 +288,13 @@ def _check_before_training(opts: ReproduceOptions) -> None:
     from glia_edge.data import dataset_spec
     from glia_edge.data.splits import N_SPLITS
 
+    from glia_edge.train import check_config
+
     for split in opts.splits:
         if not 0 <= split < N_SPLITS:
             raise DatasetError(f"split {split} does not exist: the protocol's splits are 0-{N_SPLITS - 1}")
+    if opts.splits:  # e.g. a --short-side below the crop size
+        check_config(_train_config(opts, opts.splits[0], opts.output_dir() / f"split{opts.splits[0]}", resume=False))
     for target, location in sorted(opts.cross.items()):
         dataset_spec(target)
         if not Path(location).exists():
@@ -256,11 +309,13 @@ def reproduce(opts: ReproduceOptions, command: str | None = None, **fns: Any) ->
         if missing:
             log.warning("cross-dataset rows left out for %s: pass --cross %s=DIR", ", ".join(missing),
                         "=DIR --cross ".join(missing))
+    for split in opts.splits:  # every folder before any training: a mismatch must not wait for hours
+        check_split_folder(opts, split)
     results = [run_split(opts, split, **fns) for split in opts.splits]
     rows = summarise(opts.dataset, results)
     md, table_csv = write_table(opts.output_dir(), opts, rows, results, command or command_line(opts))
     return rows, md, table_csv
 
 
-__all__ = ["ReproduceOptions", "TableRow", "reproduce", "run_split", "split_state", "summarise", "write_table",
-           "LODA_REFERENCE"]
+__all__ = ["ReproduceOptions", "TableRow", "reproduce", "run_split", "split_state", "check_split_folder",
+           "split_protocol", "summarise", "write_table", "LODA_REFERENCE"]

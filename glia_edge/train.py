@@ -13,13 +13,17 @@ the last epoch. ``last`` and ``best`` checkpoints are written with the full conf
 sizes, the score scale folded into the model so it outputs MOS directly. The learning rate is a
 pure function of the step (cosine to 0 over the run's steps): a resumed run follows the same
 schedule without stored scheduler state, and one resumed with more epochs stretches it. Optimizer
-and random-stream state sit beside ``last`` in ``last.state.pt`` for ``--resume``. Under torchrun
-the same code runs DDP.
+and random-stream state sit beside ``last`` in ``last.state.pt`` for ``--resume``, with the
+trained weights of ``last`` and ``best``: each epoch writes ``best``, then ``last``, then the state,
+the commit point, so a save cut short is repaired from it on resume. A resume that changes the
+data, split, seed or model is refused (recipe changes are warned about). One training at a time
+writes a run folder (``.lock``). Under torchrun the same code runs DDP.
 """
 from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import time
 import warnings
@@ -33,18 +37,19 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from glia_edge.data.torch_dataset import LadderCrops, collate_skip_failed
-from glia_edge.distributed import DistContext
-from glia_edge.errors import BackboneWeightsError, CheckpointError, TrainingError
+from glia_edge.distributed import DistContext, resolve_device
+from glia_edge.errors import (BackboneWeightsError, BackendUnavailableError, CheckpointError, DatasetError,
+                              TrainingError)
 from glia_edge.losses import IQALoss
 from glia_edge.models import GLIA, GliaConfig, create_model
-from glia_edge.models.backbone import looks_like_path
 from glia_edge.models.glia import ResNetLocalStream
+from glia_edge.run_state import (best_epoch, check_legacy_checkpoints, check_resume_config,
+                                 check_resume_split, load_state, load_weights, overrides_path, resolve_resume,
+                                 run_lock, run_protocol, state_path, sync_checkpoints, weights_source)
 from glia_edge.train_config import TrainConfig
-from glia_edge.train_data import TrainData, copy_splits, prepare_data, predict_records
+from glia_edge.train_data import SPLITS_COPY, TrainData, copy_splits, prepare_data, predict_records
 
 log = logging.getLogger(__name__)
-
-STATE_SUFFIX = ".state.pt"
 
 
 @dataclass
@@ -62,6 +67,11 @@ class _State:
     step: int = 0
     best: float = -math.inf
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: What ``best.safetensors`` holds (epoch, trainable weights, metadata), kept so a save cut
+    #: short can be repaired from the training state alone.
+    best_epoch: int | None = None
+    best_weights: dict[str, torch.Tensor] | None = None
+    best_meta: dict[str, Any] | None = None
 
 
 class _Standardised(nn.Module):
@@ -105,12 +115,8 @@ def default_output(cfg: TrainConfig) -> Path:
     return Path("runs") / cfg.dataset / cfg.preset / f"split{cfg.split}"
 
 
-def _weights_source(value: str) -> str | None:
-    return None if value.strip().lower() in ("none", "random", "") else value
-
-
 def _backbone_source(cfg: TrainConfig) -> str | None:
-    return _weights_source(cfg.backbone_weights)
+    return weights_source(cfg.backbone_weights)
 
 
 def build_model(cfg: TrainConfig) -> GLIA:
@@ -120,7 +126,7 @@ def build_model(cfg: TrainConfig) -> GLIA:
     come from; a random one would stay random (it is frozen), so training refuses it.
     """
     overrides = dict(cfg.model_overrides)
-    overrides.setdefault("local_weights", _weights_source(cfg.local_weights))
+    overrides.setdefault("local_weights", weights_source(cfg.local_weights))
     model = create_model(cfg.preset, backbone_weights=_backbone_source(cfg), **overrides)
     if isinstance(model.local, ResNetLocalStream) and overrides["local_weights"] is None:
         raise BackboneWeightsError(f"{cfg.preset} has a frozen ResNet-50 local stream and no weights were given "
@@ -147,10 +153,6 @@ def _train_loader(data: TrainData, cfg: TrainConfig, ctx: DistContext) -> DataLo
                                  seed=cfg.seed)
     return DataLoader(data.train_set, batch_size=per_rank, sampler=sampler, num_workers=cfg.workers,
                       collate_fn=collate_skip_failed, pin_memory=ctx.device.type == "cuda", drop_last=False)
-
-
-def _state_path(checkpoint: Path) -> Path:
-    return checkpoint.with_name(checkpoint.stem + STATE_SUFFIX)
 
 
 def cosine_lr(base: float, step: int, total: int) -> float:
@@ -182,18 +184,8 @@ def _set_rng_state(state: dict[str, Any] | None) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _resolve_resume(path: str) -> Path:
-    p = Path(path)
-    if p.is_dir():
-        p = p / "last.safetensors"
-    if not p.is_file():
-        raise CheckpointError(f"nothing to resume: {p} not found")
-    if not _state_path(p).is_file():
-        raise CheckpointError(f"{p} has no training state beside it ({_state_path(p).name}); only 'last' resumes")
-    return p
-
-
-def _resume(path: Path, model: GLIA, opt: torch.optim.Optimizer, cfg: TrainConfig) -> _State:
+def _resume(path: Path, saved: dict[str, Any], model: GLIA, opt: torch.optim.Optimizer, cfg: TrainConfig,
+            out: Path, ctx: DistContext) -> _State:
     from safetensors.torch import load_file
 
     from glia_edge.checkpoint import read_checkpoint_meta
@@ -201,15 +193,23 @@ def _resume(path: Path, model: GLIA, opt: torch.optim.Optimizer, cfg: TrainConfi
     meta = read_checkpoint_meta(path)
     if meta.preset != cfg.preset:
         raise CheckpointError(f"{path} is a {meta.preset} checkpoint, but this run trains {cfg.preset}")
-    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
-    lost = [k for k in missing if k in model.trainable_state_dict()]
-    if lost or unexpected:
-        raise CheckpointError(f"{path} does not fit this model (missing {lost[:3]}, unexpected {unexpected[:3]})")
-    saved = torch.load(_state_path(path), map_location="cpu", weights_only=False)
+    load_weights(model, load_file(str(path)), path)  # the frozen parts (and, for old states, the trained ones)
+    if saved.get("weights") is not None:
+        # The state is the commit point: its weights win over a ``last`` written after it.
+        load_weights(model, saved["weights"], state_path(path))
+        if ctx.is_main:
+            sync_checkpoints(out, model, saved)
+        best_epoch = saved.get("best_epoch")
+    else:
+        if ctx.is_main:
+            check_legacy_checkpoints(path, model, saved)
+        best_epoch = best_epoch(saved["history"])
+    ctx.barrier()
     opt.load_state_dict(saved["optimizer"])
     _set_rng_state(saved.get("rng"))
     log.info("resumed from %s after epoch %d (step %d)", path, saved["epoch"], saved["step"])
-    return _State(epoch=saved["epoch"], step=saved["step"], best=saved["best"], history=saved["history"])
+    return _State(epoch=saved["epoch"], step=saved["step"], best=saved["best"], history=saved["history"],
+                  best_epoch=best_epoch, best_weights=saved.get("best_weights"), best_meta=saved.get("best_meta"))
 
 
 def _run_epoch(net: nn.Module, loader: DataLoader, data: TrainData, opt: torch.optim.Optimizer,
@@ -247,49 +247,85 @@ def _run_epoch(net: nn.Module, loader: DataLoader, data: TrainData, opt: torch.o
 
 def _save(model: GLIA, data: TrainData, cfg: TrainConfig, ctx: DistContext, out: Path, state: _State,
           row: dict[str, Any], opt: torch.optim.Optimizer, is_best: bool) -> None:
+    """``best`` (when this epoch is the best), then ``last``, then the training state, which is the
+    commit point: it holds the weights of both, so an interrupt anywhere in between leaves files
+    that ``--resume`` repairs from it (:func:`sync_checkpoints`)."""
     from glia_edge.atomic import atomic_write
     from glia_edge.checkpoint import checkpoint_meta, save_checkpoint
 
     training = {**{k: v for k, v in asdict(cfg).items() if k not in ("progress", "resume")},
                 "loss": loss_of(cfg).describe(), "world_size": ctx.world_size,
-                "annotation": data.dataset.source, "splits_file": str(data.splits_path), "eval_part": "val",
-                "eval_crops": data.eval_crops.name, "split_sizes": data.sizes,
+                # Absolute, so eval run from another folder still recognises the set the run trained on.
+                "annotation": str(Path(data.dataset.source).resolve()), "splits_file": str(data.splits_path),
+                "eval_part": "val", "eval_crops": data.eval_crops.name, "split_sizes": data.sizes,
                 "n_train": len(data.train.records), "n_val": len(data.val.records),
                 "epoch": state.epoch, "step": state.step, "metrics": row, "best_selected_on": "val SRCC",
-                "best_epoch": _best_epoch(state.history)}
+                "best_epoch": best_epoch(state.history),
+                "score_range_from": data.score_range_from}
     meta = checkpoint_meta(model, data.score, data.preprocess, training=training,
                            backbone_weights=_backbone_source(cfg))
     local = model.local if isinstance(model.local, ResNetLocalStream) else None
     if local is not None and overrides_path(cfg.local_weights):
         meta.training["weights_saved"] = "full"  # a local-file ResNet cannot be fetched again by name
-    last = save_checkpoint(out / "last.safetensors", model, meta)
-    payload = {"optimizer": opt.state_dict(), "epoch": state.epoch,
-               "step": state.step, "best": state.best, "history": state.history, "config": asdict(cfg),
-               "rng": _rng_state()}
-    atomic_write(_state_path(last), lambda tmp: torch.save(payload, tmp))
+    weights = {k: v.detach().cpu().clone() for k, v in model.trainable_state_dict().items()}
     if is_best:
         save_checkpoint(out / "best.safetensors", model, meta)
+        state.best_epoch, state.best_weights, state.best_meta = state.epoch, weights, meta.to_dict()
+    last = save_checkpoint(out / "last.safetensors", model, meta)
+    payload = {"optimizer": opt.state_dict(), "epoch": state.epoch, "step": state.step, "best": state.best,
+               "history": state.history, "config": asdict(cfg), "protocol": run_protocol(cfg), "rng": _rng_state(),
+               "weights": weights, "meta": meta.to_dict(), "best_epoch": state.best_epoch,
+               "best_weights": state.best_weights, "best_meta": state.best_meta}
+    atomic_write(state_path(last), lambda tmp: torch.save(payload, tmp))
 
 
-def overrides_path(value: str) -> bool:
-    """Whether a weights setting names a local file (not a timm name, "pretrained" or "none")."""
-    source = _weights_source(value)
-    return bool(source) and source != "pretrained" and looks_like_path(source)
+def check_config(cfg: TrainConfig) -> None:
+    """Settings that cannot work, refused before any data is read (each names its option)."""
+    crop = int(cfg.model_overrides.get("img_size", GliaConfig.img_size))
+    problems = [(not math.isfinite(cfg.lr) or cfg.lr <= 0, f"--lr {cfg.lr:g}: the learning rate must be > 0"),
+                (not math.isfinite(cfg.weight_decay) or cfg.weight_decay < 0,
+                 f"--weight-decay {cfg.weight_decay:g}: must be >= 0"),
+                (cfg.epochs < 1, f"--epochs {cfg.epochs}: must be >= 1"),
+                (cfg.batch_size < 1, f"--batch-size {cfg.batch_size}: must be >= 1"),
+                (cfg.short_side < crop, f"--short-side {cfg.short_side}: smaller than the model's {crop}-pixel "
+                                        f"crops; use --short-side {crop} or more")]
+    for bad, message in problems:
+        if bad:
+            raise TrainingError(message)
 
 
-def _best_epoch(history: list[dict[str, Any]]) -> int | None:
-    """The epoch ``best`` holds: highest validation SRCC, the earliest on ties (NaN never wins)."""
-    scored = [(r["val_srcc"], -r["epoch"]) for r in history if not math.isnan(r.get("val_srcc", math.nan))]
-    return -max(scored)[1] if scored else (history[0]["epoch"] if history else None)
+def _device_check(cfg: TrainConfig) -> None:
+    """A device that cannot be used is a one-line error (as in ``eval``), not a traceback."""
+    try:
+        resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+    except RuntimeError as exc:
+        reason = "PyTorch sees no CUDA GPU here" if "no CUDA" in str(exc) else str(exc).strip().splitlines()[0]
+        raise BackendUnavailableError(f"--device {cfg.device}: {reason} (use --device cpu or auto)") from None
 
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Run one training (single process, or one rank under torchrun)."""
+    check_config(cfg)
+    _device_check(cfg)
     ctx = DistContext.setup(cfg.device)
     try:
         return _train(cfg, ctx)
     finally:
         ctx.close()
+
+
+def _check_training_labels(cfg: TrainConfig, data: TrainData) -> None:
+    """Constant training labels: refused for a sigmoid head (no range to bound scores to), else
+    warned. (The range itself is the declared scale, or the training part's: ``prepare_data``.)"""
+    scores = np.asarray(data.train.scores(), dtype=np.float64)
+    lo, hi = float(scores.min()), float(scores.max())
+    sigmoid = cfg.model_overrides.get("score_head", GliaConfig.score_head) == "sigmoid"
+    if hi - lo <= 1e-12:
+        where = f"{data.dataset.source} (split {cfg.split})"
+        if sigmoid:
+            raise DatasetError(f"{where}: every training label is {lo:g}, so a sigmoid score head has no range to "
+                               "bound scores to; fix the labels or use --score-head linear")
+        log.warning("%s: every training label is %g: the model cannot learn to rank images", where, lo)
 
 
 def _wrap(model: GLIA, ctx: DistContext) -> nn.Module:
@@ -304,16 +340,28 @@ def _wrap(model: GLIA, ctx: DistContext) -> nn.Module:
 
 
 def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
-    resume = _resolve_resume(cfg.resume) if cfg.resume else None
+    resume = resolve_resume(cfg.resume) if cfg.resume else None
     out = Path(cfg.output) if cfg.output else (resume.parent if resume else default_output(cfg))
     if out.exists() and not out.is_dir():  # before data preparation, not after it
         raise CheckpointError(f"{out}: is a file; the run's output is a folder")
+    saved = load_state(state_path(resume)) if resume else None
+    if resume and saved is not None:  # before data preparation: a changed split is refused at once
+        check_resume_config(resume, saved, cfg)
+    with run_lock(out, ctx):
+        return _train_locked(cfg, ctx, out, resume, saved)
+
+
+def _train_locked(cfg: TrainConfig, ctx: DistContext, out: Path, resume: Path | None,
+                  saved: dict[str, Any] | None) -> TrainResult:
     if resume is None and (out / "last.safetensors").exists():
         log.warning("%s holds an earlier run: this new run replaces its checkpoints and metrics "
                     "(--resume %s continues it instead)", out, out / "last.safetensors")
     seed_everything(cfg.seed)
     # Data first: a bad dataset path should fail before a backbone download is attempted.
     data = prepare_data(cfg, ctx, int(cfg.model_overrides.get("img_size", GliaConfig.img_size)))
+    _check_training_labels(cfg, data)
+    if resume is not None:
+        check_resume_split(resume.parent / SPLITS_COPY, data.splits_path, cfg)
     model = build_model(cfg)
     data.splits_path = copy_splits(data.splits_path, out, ctx)
     model.set_score_scale(data.score.mean, data.score.std, data.score.min, data.score.max)
@@ -322,7 +370,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
                             weight_decay=cfg.weight_decay)
     loader = _train_loader(data, cfg, ctx)
     total_steps = min(cfg.epochs * len(loader), cfg.max_steps or cfg.epochs * len(loader))
-    state = _resume(resume, model, opt, cfg) if resume else _State()
+    state = _resume(resume, saved, model, opt, cfg, out, ctx) if resume and saved is not None else _State()
     net = _wrap(model, ctx)
     counts = model.param_counts()
     log.info("training %s (%.2fM trainable of %.1fM) on %d %s images (%d crops each), selecting on %d "

@@ -44,13 +44,16 @@ class TrainData:
     dataset: IQADataset
     train: IQADataset
     val: IQADataset
-    score: ScoreSpec  # the set's scale plus the training split's mean/std
+    score: ScoreSpec  # the set's declared scale (else the training part's range) plus the training part's mean/std
     preprocess: PreprocessConfig
     splits_path: Path
     train_set: TrainCrops
     eval_crops: CropProtocol
     sizes: dict[str, int]  # images per part as the split lists them (before unreadable files drop out)
     split_source: str = "glia"
+    #: Where ``score.min``/``max`` come from: ``declared`` (the set's scale) or ``train`` (measured
+    #: over the training part, for sets that declare none: no validation or test label in it).
+    score_range_from: str = "declared"
 
 
 def limit_records(dataset: IQADataset, limit: int | None, seed: int) -> IQADataset:
@@ -94,10 +97,14 @@ def prepare_data(cfg: TrainConfig, ctx: DistContext, crop_size: int) -> TrainDat
     """Load, split, check and standardise the data of a run (train and validation parts only)."""
     if parse_split(cfg.split) == ALL:
         raise DatasetError("training needs a split with held-out parts: pass --split N or --split official")
-    eval_crops = parse_crops(cfg.eval_crops, cfg.seed)
+    # The protocol's own seed (CROP_SEED), not --seed: validation crops are the test protocol's
+    # crops, the same for every run (research.md, "Evaluation crops").
+    eval_crops = parse_crops(cfg.eval_crops)
     dataset, splits, splits_path = _load_in_turn(cfg, ctx)
     parts = select(dataset, splits, cfg.split)
     sizes = {part: len(parts[part].records) if part in parts else 0 for part in ("train", "val", "test")}
+    if not sizes["train"]:
+        raise DatasetError(f"split {cfg.split} of {dataset.name} has no training part")
     if not sizes["val"]:
         raise DatasetError(f"split {cfg.split} of {dataset.name} has no validation part to select the best epoch on")
     progress = cfg.progress and ctx.is_main
@@ -119,8 +126,11 @@ def prepare_data(cfg: TrainConfig, ctx: DistContext, crop_size: int) -> TrainDat
         train_set: TrainCrops = LadderCrops(ladders, preprocess, **options)
     else:
         train_set = TrainCrops(train.records, preprocess, **options)
-    return TrainData(dataset, train, val, replace(dataset.score, mean=mean, std=std), preprocess,
-                     splits_path, train_set, eval_crops, sizes, cfg.split_source)
+    # A declared scale is kept; a range the loader only measured (csv sets) is measured again on
+    # the training part, so a sigmoid head's bounds hold no validation or test label.
+    score = replace(train.score_spec_of(), mean=mean, std=std)
+    return TrainData(dataset, train, val, score, preprocess, splits_path, train_set, eval_crops, sizes,
+                     cfg.split_source, "declared" if dataset.range_declared else "train")
 
 
 def synthetic_ladders(records: Sequence[IQARecord], labels_csv: Path,

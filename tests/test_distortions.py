@@ -273,3 +273,13 @@ def test_grey_copies_join_their_photo_as_pristine_content_without_colour_series(
 def test_oversaturation_raises_chroma_level_by_level(photo: Image.Image) -> None:
     chroma = [float(np.ptp(_f(o), axis=2).mean()) for o in [photo, *_levels(photo, "oversaturation")]]
     assert all(b > a for a, b in zip(chroma, chroma[1:])), chroma
+
+
+def test_a_distortion_that_changes_nothing_is_reported(tmp_path: Path, photo: Image.Image,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    flat = Reference("flat", 0, Image.new("RGB", (48, 32), (90, 140, 200)))  # blur cannot change a flat image
+    with caplog.at_level(logging.WARNING):
+        make_dataset(tmp_path / "s", [flat, Reference("coffee", 0, photo.resize((48, 32)))], ["gaussian_blur"],
+                     levels=2)
+    warned = [r.getMessage() for r in caplog.records if "pixel-identical" in r.getMessage()]
+    assert len(warned) == 1 and "flat-0" in warned[0] and "gaussian_blur level(s) 1,2" in warned[0]

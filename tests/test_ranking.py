@@ -75,3 +75,34 @@ def test_scale_report_pools_photos_and_flags_grey_pristine_references(synth_csv)
     shifted = scale_report(_LevelModel({"astronaut": 0.0, "coffee": -40.0}), synth_csv, (10.0, 100.0))
     assert shifted.ranking.mean == pytest.approx(-1.0) and shifted.pooled > -0.95
     assert shifted.pristine_floor == pytest.approx((60.0 - 10.0) / 90.0) and shifted.inside < 1.0
+
+
+class _FlatForType(_LevelModel):
+    """Scores like :class:`_LevelModel`, except every ``contrast`` image scores as its reference."""
+
+    def iter_scores(self, paths, crops=None):
+        from glia_edge.runtimes.base import ScoreResult
+
+        for p, res in zip(paths, super().iter_scores(paths, crops)):
+            yield ScoreResult(res.source, 100.0 if "-contrast-" in p.stem else res.score, None)
+
+
+def test_a_constant_series_counts_as_no_ranking_and_json_stays_valid(synth_csv, monkeypatch, caplog) -> None:
+    from glia_edge.ranking import RankingReport
+
+    model = _FlatForType({"astronaut": 0.0, "coffee": 0.0})
+    with caplog.at_level("WARNING"):
+        report = level_ranking(model, synth_csv)
+    assert report.per_type == {"contrast": 0.0, "gaussian_blur": pytest.approx(-1.0)}  # agreement's rule: 0, not NaN
+    assert report.constant == {"contrast": 2} and report.mean == pytest.approx(-0.5)
+    assert "contrast: 2 of 2 series score every level the same" in caplog.text
+
+    def strict(text: str) -> dict:
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+
+    assert strict(json.dumps(RankingReport({}, {}).to_dict()))["mean_srcc"] is None  # nothing ranked: null
+    monkeypatch.setattr(glia_edge, "load", lambda *a, **k: model)
+    result = CliRunner().invoke(app, ["rank-levels", str(synth_csv), "--json"])
+    assert result.exit_code == 0, result.output
+    data = strict(result.stdout)
+    assert data["per_type"]["contrast"] == 0.0 and data["constant"] == {"contrast": 2}

@@ -202,14 +202,14 @@ def test_loda_local_stream_normalisation_bn_and_tokens() -> None:
 
 
 def test_reproduce_resumes_per_split_and_writes_the_table(tmp_path: Path) -> None:
-    from glia_edge.reproduce import ReproduceOptions, reproduce, split_state
+    from glia_edge.reproduce import ReproduceOptions, reproduce, split_protocol, split_state
 
     opts = ReproduceOptions("koniq", root="/data/koniq", output=str(tmp_path / "out"), splits=[0, 1, 2])
     (tmp_path / "out" / "split0").mkdir(parents=True)
-    (tmp_path / "out" / "split0" / "done.json").write_text("{}")
+    (tmp_path / "out" / "split0" / "done.json").write_text(json.dumps({"protocol": split_protocol(opts, 0)}))
     (tmp_path / "out" / "split1").mkdir()
-    for name in ("last.safetensors", "last.state.pt"):
-        (tmp_path / "out" / "split1" / name).write_bytes(b"x")
+    (tmp_path / "out" / "split1" / "last.safetensors").write_bytes(b"x")
+    torch.save({"epoch": 3, "protocol": split_protocol(opts, 1)}, tmp_path / "out" / "split1" / "last.state.pt")
     assert [split_state(tmp_path / "out" / f"split{i}") for i in range(3)] == ["done", "resume", "new"]
 
     trained, scored = [], []

@@ -35,8 +35,10 @@ def _print_table(dataset: str, which: str, results: list[Any], median: dict[str,
     from rich.table import Table
 
     crops = results[0].crops if results else ""
+    parts = {res.part for res in results}  # split "all" scores every image: there is no test part to name
+    scored = "all images" if parts == {"all"} else "test part" if parts <= {"test"} else "test parts and all images"
     table = Table("split", "epoch", "images", "SRCC", "PLCC", "KRCC", "RMSE", "failed",
-                  title=f"{dataset} test part, {which} checkpoint, crops {crops}")
+                  title=f"{dataset} {scored}, {which} checkpoint, crops {crops}")
     for res in results:
         m = res.metrics
         table.add_row(str(res.split), str(res.epoch if res.epoch is not None else "-"), str(m.n),
@@ -67,7 +69,8 @@ def eval_command(
     csv: Optional[Path] = typer.Option(None, "--csv", help="Annotation file (csv set)."),
     split: Optional[str] = typer.Option(None, "--split", help="N, 'official' or 'all' (default: the split trained on)."),
     splits: Optional[str] = typer.Option(None, "--splits", help="Several splits, e.g. 0-9: reports medians."),
-    splits_file: Optional[Path] = typer.Option(None, "--splits-file", help="Split JSON (default: beside the checkpoint)."),
+    splits_file: Optional[Path] = typer.Option(None, "--splits-file",
+                                               help="Split JSON; must exist (default: beside the checkpoint)."),
     crops: str = typer.Option("random15", "--crops",
                               help="Evaluation crops: random15 (LoDa's, seeded per image), grid1, grid5, grid9."),
     which: str = typer.Option("both", "--which",

@@ -34,12 +34,14 @@ def rank_levels(labels: Path = typer.Argument(..., help="labels.csv written by `
     for source, error in report.failed:
         typer.secho(f"{source}: {error}", fg=typer.colors.YELLOW, err=True)
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
+        typer.echo(json.dumps(report.to_dict(), indent=2, allow_nan=False))  # strict JSON: null, never NaN
         return
-    table = Table("distortion", "groups", "Spearman(level, score)", title=f"level ranking of {backend.path.name}")
-    for name, value in report.per_type.items():
-        table.add_row(name, str(report.groups[name]), f"{value:+.3f}")
-    table.add_row("[b]mean[/b]", "", f"[b]{report.mean:+.3f}[/b]")
+    table = Table("distortion", "groups", "constant", "Spearman(level, score)",
+                  title=f"level ranking of {backend.path.name}")
+    for name, value in report.per_type.items():  # constant: series scored the same at every level (count 0)
+        table.add_row(name, str(report.groups[name]), str(report.constant.get(name, 0)), f"{value:+.3f}")
+    mean = f"{report.mean:+.3f}" if report.per_type else "-"
+    table.add_row("[b]mean[/b]", "", "", f"[b]{mean}[/b]")
     Console().print(table)
 
 

@@ -69,12 +69,15 @@ def train(
                                             help="Graded synthetic csv sets: serve the ladders of distortion TYPE N "
                                                  "times per epoch (a type slow to learn; repeatable)."),
     score_head: Optional[str] = typer.Option(None, "--score-head",
-                                             help="linear (unbounded) or sigmoid (bounded to the labels' range)."),
+                                             help="linear (unbounded) or sigmoid (bounded to the set's declared "
+                                                  "scale, else to the training labels' range)."),
     seed: int = typer.Option(3407, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     workers: int = typer.Option(4, "--workers", min=0, help="Data loader processes."),
     amp: bool = typer.Option(False, "--amp", help="bfloat16 autocast on CUDA."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Run folder or last.safetensors to continue."),
+    resume: Optional[Path] = typer.Option(None, "--resume",
+                                          help="Run folder or last.safetensors to continue (same data, split, "
+                                               "seed and model; more --epochs extends it)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many steps."),
     limit: Optional[int] = typer.Option(None, "--limit", min=3, help="Use at most N train and N held-out images."),
     short_side: int = typer.Option(384, "--short-side", help="Resize so the short side is this."),

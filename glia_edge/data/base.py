@@ -59,6 +59,11 @@ class IQADataset:
     source: str  # the annotation file the records were read from
     #: Records a loader already found unusable (key -> reason); :func:`validate` skips them.
     rejected: dict[str, str] = field(default_factory=dict)
+    #: True when ``score.min``/``max`` is the set's declared scale (KonIQ-10k's 0-100, KADID-10k's
+    #: 1-5, a range passed in); False when the loader only measured it over all records, test labels
+    #: included: a model's output range must then be measured on its training part
+    #: (:meth:`score_spec_of`), never taken from ``score``.
+    range_declared: bool = True
 
     def __len__(self) -> int:
         return len(self.records)
@@ -80,6 +85,15 @@ class IQADataset:
 
     def scores(self) -> list[float]:
         return [r.score for r in self.records]
+
+    def score_spec_of(self) -> ScoreSpec:
+        """The score spec for a model trained on these records: the declared scale as is; a
+        measured range measured again over these records only (a training part's range then
+        holds no validation or test label)."""
+        if self.range_declared or not self.records:
+            return self.score
+        scores = self.scores()
+        return replace(self.score, min=float(min(scores)), max=float(max(scores)))
 
 
 def cache_root() -> Path:
@@ -109,13 +123,17 @@ def require_file(candidates: Iterable[Path], what: str) -> Path:
 
 
 def read_table(path: Path, **kwargs: Any) -> Any:
-    """Read a CSV or Excel annotation with pandas, turning parse failures into DatasetError."""
+    """Read a CSV or Excel annotation with pandas, turning parse failures into DatasetError.
+
+    CSVs are read as ``utf-8-sig``: a byte-order mark (Excel's "CSV UTF-8") would otherwise stick
+    to the first column's name; files without one read the same as plain UTF-8.
+    """
     import pandas as pd
 
     try:
         if path.suffix.lower() in (".xlsx", ".xls"):
             return pd.read_excel(path, **kwargs)
-        return pd.read_csv(path, sep=None, engine="python", **kwargs)
+        return pd.read_csv(path, sep=None, engine="python", **{"encoding": "utf-8-sig", **kwargs})
     except Exception as exc:  # pandas raises many types for malformed files
         raise DatasetError(f"cannot read annotation {path}: {exc}") from exc
 

@@ -10,12 +10,17 @@ Columns are matched case-insensitively:
 - optional ``set`` / ``split`` with training / validation / test values: the official split.
 
 The synthetic-distortion generator's ``labels.csv`` (``path,score,ref,distortion,level``,
-paths relative to the CSV) loads as is. The score range is taken from the data unless given,
-and scores count as higher-is-better unless told otherwise (pyiqa's LIVE/CSIQ ``dmos`` is not).
+paths relative to the CSV) loads as is. Windows paths (``img\\a0.png``) are read with ``/`` when
+the path does not exist as written. An image listed more than once is kept once, with the mean
+of its scores (one warning): a duplicate would otherwise train on conflicting labels and count
+twice in a test part. The score range is taken from the data unless given, and then marked
+measured (``IQADataset.range_declared`` False: a model's range comes from its training part);
+scores count as higher-is-better unless told otherwise (pyiqa's LIVE/CSIQ ``dmos`` is not).
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -59,11 +64,43 @@ def _base_dir(names: list[str], root: Path | None, csv_dir: Path) -> Path:
     if root is None:
         return csv_dir
     sample = names[:20]
-    hits = {base: sum((base / n).exists() for n in sample) for base in (Path(root), csv_dir)}
+    hits = {base: sum((base / n).exists() or (base / _slashed(n)).exists() for n in sample)
+            for base in (Path(root), csv_dir)}
     if hits[csv_dir] > hits[Path(root)]:
         log.info("image paths in the CSV are relative to its folder %s, not to %s", csv_dir, root)
         return csv_dir
     return Path(root)
+
+
+def _slashed(name: str) -> str:
+    return name.replace("\\", "/")
+
+
+def _normalise_names(names: list[str], base: Path, source: Path) -> list[str]:
+    """Windows separators to ``/``, only for a name that does not exist as written (on POSIX a
+    backslash is a legal file-name character)."""
+    out = [_slashed(n) if "\\" in n and not (base / n).exists() else n for n in names]
+    changed = sum(a != b for a, b in zip(names, out))
+    if changed:
+        log.info("%s: %d path(s) with Windows separators read with '/'", source, changed)
+    return out
+
+
+def _merge_duplicates(records: list[IQARecord], source: Path) -> list[IQARecord]:
+    """One record per image key, in first-seen order, scored with the mean of its rows' scores
+    (other fields from its first row); one warning naming how many and an example."""
+    by_key: dict[str, list[IQARecord]] = {}
+    for rec in records:
+        by_key.setdefault(rec.key, []).append(rec)
+    repeated = {k: v for k, v in by_key.items() if len(v) > 1}
+    if not repeated:
+        return records
+    key, rows = next(iter(repeated.items()))
+    log.warning("%s: %d image(s) listed more than once (%d rows; e.g. %s with scores %s); each is kept once "
+                "with the mean of its scores", source, len(repeated), sum(len(v) for v in repeated.values()),
+                key, ", ".join(f"{r.score:g}" for r in rows))
+    return [replace(v[0], score=float(sum(r.score for r in v) / len(v))) if len(v) > 1 else v[0]
+            for v in by_key.values()]
 
 
 def _subset(value: Any) -> str | None:
@@ -88,13 +125,16 @@ def load_csv(root: Path | None = None, csv: Path | None = None, higher_is_better
     ref_col, subset_col = find_column(table.columns, REF_COLUMNS), find_column(table.columns, SUBSET_COLUMNS)
     names = [str(n).strip() for n in table[path_col]]
     base = _base_dir(names, Path(root) if root else None, source.parent)
+    names = _normalise_names(names, base, source)
     refs = table[ref_col] if ref_col else [None] * len(table)
     subsets = table[subset_col] if subset_col else [None] * len(table)
     records = [IQARecord(path=base / n, score=float(s), key=n, ref=_ref(r), subset=_subset(sub))
                for n, s, r, sub in zip(names, table[score_col], refs, subsets)]
-    check_not_empty(records, base, source)
+    records = _merge_duplicates(check_not_empty(records, base, source), source)
     scores = [r.score for r in records]
+    # Without a given range the min/max below is measured over every record (test labels too):
+    # recorded as such, so training re-measures it on its own part (IQADataset.score_spec_of).
     lo, hi = score_range or (min(scores), max(scores))
     label = {"mos": "MOS", "dmos": "DMOS"}.get(str(score_col).lower(), str(score_col))
     spec = ScoreSpec(name=label, min=float(lo), max=float(hi), higher_is_better=higher_is_better)
-    return IQADataset(name, base, records, spec, str(source))
+    return IQADataset(name, base, records, spec, str(source), range_declared=score_range is not None)

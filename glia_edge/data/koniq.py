@@ -58,8 +58,10 @@ def load_koniq(root: Path, csv: Path | None = None, score_column: str = "MOS") -
                          subset=SUBSET_NAMES.get(str(subset).strip().lower()) if subset is not None else None)
                for name, mos, subset in zip(table["image_name"], table[score_column], sets)]
     check_not_empty(records, root, source)
+    declared = source.name in SCALES or score_column == "MOS_zscore"
     lo, hi = SCALES.get(source.name, (float(table[score_column].min()), float(table[score_column].max())))
     if score_column == "MOS_zscore":
         lo, hi = 0.0, 100.0
+    # A renamed annotation has no known scale: its measured range is marked as such (range_declared).
     return IQADataset("koniq", root, records, ScoreSpec(name="MOS", min=lo, max=hi, higher_is_better=True),
-                      str(source))
+                      str(source), range_declared=declared)

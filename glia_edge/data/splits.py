@@ -39,6 +39,10 @@ SPLIT_SEED = 3407
 OFFICIAL = "official"
 ALL = "all"
 SCHEMA = 2
+#: The split index that seeds the validation part carved from an official split without one.
+#: Non-negative (numpy seeds must be) and above any numbered split, so no numbered split's
+#: draw (``[seed, i, 1]``) is ever shared or changed.
+OFFICIAL_INDEX = 2**31
 #: Where splits come from: this project's seeded draw, or LoDa's regenerated ones.
 SOURCES = ("glia", "loda")
 
@@ -147,9 +151,15 @@ def write_splits(splits: SplitFile, path: Path) -> Path:
 
 
 def load_or_create_splits(dataset: IQADataset, path: Path | None = None, seed: int = SPLIT_SEED,
-                          source: str = "glia") -> tuple[SplitFile, Path]:
-    """Read the dataset's split file, making and saving it first if it does not exist."""
+                          source: str = "glia", create: bool = True) -> tuple[SplitFile, Path]:
+    """Read the dataset's split file, making and saving it first if it does not exist.
+
+    ``create=False`` (evaluation naming a file): a missing file is an error, not a new draw that
+    would silently stand in for the splits a run was trained on.
+    """
     path = Path(path) if path else default_splits_path(dataset, source)
+    if not create and not path.is_file():
+        raise DatasetError(f"split file not found: {path}" if not path.exists() else f"split file {path} is not a file")
     if path.is_file():
         splits = read_splits(path)
         if splits.fingerprint != fingerprint(dataset.groups()):
@@ -179,7 +189,12 @@ def parse_split_range(text: str) -> list[int | str]:
     for part in str(text).split(","):
         part = part.strip()
         if "-" in part:
-            lo, hi = (int(x) for x in part.split("-", 1))
+            try:
+                lo, hi = (int(x) for x in part.split("-", 1))
+            except ValueError:
+                raise DatasetError(f"split range must look like 0-9, got {part!r} in {text!r}") from None
+            if lo > hi:
+                raise DatasetError(f"split range {part!r} runs backwards (write {hi}-{lo})")
             out.extend(range(lo, hi + 1))
         elif part:
             out.append(parse_split(part))
@@ -192,7 +207,7 @@ def split_parts(splits: SplitFile | None, split: int | str) -> dict[str, list[st
     """The group lists of one split: ``train``, ``val`` and ``test``.
 
     A split stored without a validation part gets one carved from its training part here (seeded
-    by the file's seed and the split's index; ``official`` counts as index -1).
+    by the file's seed and the split's index; ``official`` counts as :data:`OFFICIAL_INDEX`).
     """
     if splits is None:
         raise DatasetError("no split file given")
@@ -200,7 +215,7 @@ def split_parts(splits: SplitFile | None, split: int | str) -> dict[str, list[st
         if not splits.official:
             raise DatasetError(f"{splits.dataset} has no official split (KonIQ-10k's needs "
                                "koniq10k_distributions_sets.csv with its 'set' column)")
-        parts, index = dict(splits.official), -1
+        parts, index = dict(splits.official), OFFICIAL_INDEX
     elif not isinstance(split, int) or not 0 <= split < len(splits.splits):
         raise DatasetError(f"split {split!r} does not exist; the split file has 0-{len(splits.splits) - 1}")
     else:
