@@ -20,7 +20,7 @@ from _data_fixtures import PHOTOS, TINY_OVERRIDES
 from glia_edge import train as train_module
 from glia_edge.checkpoint import read_checkpoint_meta
 from glia_edge.data.splits import make_splits
-from glia_edge.errors import CheckpointError, DatasetError, OutputError
+from glia_edge.errors import CheckpointError, OutputError
 from glia_edge.train import TrainConfig, train
 
 torch.set_num_threads(1)
