@@ -1,10 +1,12 @@
 """The configuration matrix of a benchmark, and the artifacts each configuration needs.
 
 Rows, in report order: PyTorch FP32 eager (the baseline every speed-up is measured against, always
-present), torch.compile FP32, PyTorch BF16 autocast (a reference row), ONNX Runtime FP32/FP16/INT8,
-OpenVINO FP32 (inference precision pinned to f32, else a CPU with BF16 units runs BF16)/BF16/FP16/INT8,
-TensorRT FP32/FP16/INT8. A combination a backend does not have is left out; TensorRT rows on a
-machine without a GPU and TensorRT are kept with status "skipped: no GPU/TensorRT".
+present), torch.compile FP32, PyTorch BF16 autocast (a reference row), then each target in the order
+of the format table (:data:`glia_edge.formats.FORMATS`), its rows in the order of the row's
+``precisions``: today ONNX Runtime FP32/FP16/INT8, OpenVINO FP32 (inference precision pinned to f32,
+else a CPU with BF16 units runs BF16)/BF16/FP16/INT8, TensorRT FP32/FP16/INT8. A precision a format
+does not have is left out (a target left with no row at all is refused); rows of a ``needs_gpu``
+format on a machine without a GPU and TensorRT are kept with status "skipped: no GPU/TensorRT".
 
 OpenVINO BF16 is the FP32 IR run with ``INFERENCE_PRECISION_HINT=bf16``, so it shares that IR.
 OpenVINO rows run with the LATENCY hint (one infer request per batch); ``openvino_modes`` adds
@@ -27,8 +29,9 @@ from glia_edge.formats import FORMATS, loadable_path
 
 log = logging.getLogger(__name__)
 
-#: Benchmark targets are the artifact formats, in the table's order.
-TARGETS = tuple(FORMATS)
+#: Benchmark targets are the artifact formats, in the table's order: PyTorch (the baseline) and
+#: every format ``export`` can write (a row without a writer has no artifact to measure).
+TARGETS = tuple(name for name, fmt in FORMATS.items() if name == "torch" or fmt.writer)
 #: Precisions a row can run: the artifacts' precisions, plus BF16 execution of FP32 artifacts.
 PRECISIONS = ("fp32", "fp16", "int8", "bf16")
 SKIP_NO_GPU = "skipped: no GPU/TensorRT"
@@ -107,8 +110,12 @@ def build_matrix(targets: Sequence[str], precisions: Sequence[str], *, gpu_tenso
                  compile: bool = True, openvino_modes: Sequence[str] = ("latency",),
                  openvino_shapes: Sequence[str] = ("static",)) -> list[BenchConfig]:
     """Every configuration asked for, in report order; the PyTorch FP32 eager baseline always.
-    OpenVINO rows come once per mode in ``openvino_modes`` (``latency``, ``throughput``) and shape
-    policy in ``openvino_shapes`` (``static``, ``dynamic``)."""
+
+    Driven by the format table: targets in its order, each one's rows in its ``precisions`` order,
+    skipped (not run) where the format ``needs_gpu`` and ``gpu_tensorrt`` is False. OpenVINO rows
+    come once per mode in ``openvino_modes`` (``latency``, ``throughput``) and shape policy in
+    ``openvino_shapes`` (``static``, ``dynamic``). ``ValueError`` for an unknown name, and for a
+    target none of whose precisions was asked for (it would silently measure nothing)."""
     unknown = [t for t in targets if t not in TARGETS] + [p for p in precisions if p not in PRECISIONS]
     unknown += [m for m in openvino_modes if m not in OPENVINO_MODES]
     unknown += [m for m in openvino_shapes if m not in OPENVINO_SHAPES]
@@ -118,18 +125,24 @@ def build_matrix(targets: Sequence[str], precisions: Sequence[str], *, gpu_tenso
                          f"OpenVINO modes: {', '.join(OPENVINO_MODES)}, shapes: {', '.join(OPENVINO_SHAPES)}")
     rows = _torch_rows(precisions, compile and "torch" in targets) if "torch" in targets \
         else [BenchConfig("torch", "fp32", "eager")]
-    order = {"onnx": ("fp32", "fp16", "int8"), "openvino": ("fp32", "bf16", "fp16", "int8"),
-             "trt": ("fp32", "fp16", "int8")}
-    for target in ("onnx", "openvino", "trt"):
-        if target not in targets:
+    empty = []
+    for target in TARGETS:  # the table's order; each target's rows in its precisions' order
+        fmt = FORMATS[target]
+        if target == "torch" or target not in targets:
             continue
-        for precision in order[target]:
-            if precision in precisions and precision in FORMATS[target].precisions:
-                skip = SKIP_NO_GPU if target == "trt" and not gpu_tensorrt else None
-                variants = ["-".join(p for p in (OPENVINO_MODES[m], OPENVINO_SHAPES[s]) if p)
-                            for m in OPENVINO_MODES if m in openvino_modes
-                            for s in OPENVINO_SHAPES if s in openvino_shapes] if target == "openvino" else [""]
-                rows += [BenchConfig(target, precision, variant, skip=skip) for variant in variants]
+        chosen = [p for p in fmt.precisions if p in precisions]
+        if not chosen:
+            empty.append(f"{target} ({', '.join(fmt.precisions)})")
+        skip = SKIP_NO_GPU if fmt.needs_gpu and not gpu_tensorrt else None
+        variants = ["-".join(p for p in (OPENVINO_MODES[m], OPENVINO_SHAPES[s]) if p)
+                    for m in OPENVINO_MODES if m in openvino_modes
+                    for s in OPENVINO_SHAPES if s in openvino_shapes] if target == "openvino" else [""]
+        rows += [BenchConfig(target, precision, variant, skip=skip) for precision in chosen for variant in variants]
+    if empty:
+        message = f"no rows for target(s) {'; '.join(empty)} at precisions {', '.join(precisions)}"
+        if not any(r.target != "torch" for r in rows):  # only the baseline would run: not what was asked
+            raise ValueError(f"{message}: add one of their precisions or leave the target out")
+        log.warning("%s: left out", message)  # e.g. the default targets with --precisions bf16
     return rows
 
 
@@ -186,8 +199,10 @@ def _reusable(path: Path, checkpoint_sha: str, precision: str, settings: dict[st
 
 
 def artifact_output(artifacts_dir: Path, stem: str, target: str, precision: str) -> Path:
-    """The ``output`` given to export: the file ``STEM.PRECISION.onnx``, or a folder ``STEM.PRECISION.TARGET``."""
-    return artifacts_dir / f"{stem}.{precision}.{target}"
+    """The ``output`` given to export: for a single-file format the file ``STEM.PRECISION<first suffix>``
+    (``.onnx``), else a folder ``STEM.PRECISION.TARGET``."""
+    fmt = FORMATS[target]
+    return artifacts_dir / (f"{stem}.{precision}{fmt.suffixes[0]}" if fmt.single_file else f"{stem}.{precision}.{target}")
 
 
 def _export_one(checkpoint: Path, target: str, precision: str, output: Path, calib: Path | None, crops: int,

@@ -94,8 +94,12 @@ def _writer(fmt: ArtifactFormat) -> Callable[[WriterInput], Written]:
 
 # -- the entry point ---------------------------------------------------------------------------
 def default_output(checkpoint: Path, target: str, precision: str) -> Path:
-    """``<checkpoint stem>.<precision>.onnx`` / ``.openvino`` / ``.trt`` in the working directory."""
-    return Path.cwd() / f"{checkpoint.stem}.{precision}.{target}"
+    """In the working directory: for a single-file format the file ``<checkpoint stem>.<precision>``
+    plus the format's first suffix (``.onnx``), else a folder ``<stem>.<precision>.<target>``
+    (``.openvino``, ``.trt``)."""
+    fmt = get_format(target)
+    name = f"{checkpoint.stem}.{precision}"
+    return Path.cwd() / (name + fmt.suffixes[0] if fmt.single_file else f"{name}.{target}")
 
 
 def check_output(output: Path, fmt: ArtifactFormat) -> Path:

@@ -157,14 +157,14 @@ class ArtifactFormat:
     name: str
     label: str
     suffixes: tuple[str, ...]
-    precisions: tuple[str, ...]
+    precisions: tuple[str, ...]  # what an artifact can hold, in the bench's row order
     backend: str  # "module:Class", imported lazily so a camera box needs only its own runtime
     writer: str | None
     loadable: str
     single_file: bool
     read_meta: Callable[[Path], ArtifactMeta]
-    needs_gpu: bool
-    description: str
+    needs_gpu: bool  # the bench reports its rows as skipped on a machine without a GPU
+    description: str  # one phrase for people reading the table (no code reads it)
 
 
 FORMATS: dict[str, ArtifactFormat] = {f.name: f for f in (
@@ -174,7 +174,7 @@ FORMATS: dict[str, ArtifactFormat] = {f.name: f for f in (
     ArtifactFormat("onnx", "ONNX Runtime", (".onnx",), ("fp32", "fp16", "int8"),
                    "glia_edge.runtimes.onnxruntime:OnnxRuntimeBackend", "glia_edge.export.writers:write_onnx",
                    "model.onnx", True, _read_onnx_meta, False, "ONNX model run by ONNX Runtime"),
-    ArtifactFormat("openvino", "OpenVINO", (".xml",), ("fp32", "fp16", "bf16", "int8"),
+    ArtifactFormat("openvino", "OpenVINO", (".xml",), ("fp32", "bf16", "fp16", "int8"),
                    "glia_edge.runtimes.openvino:OpenVinoBackend", "glia_edge.export.writers:write_openvino",
                    "model.xml", False, _read_openvino_meta, False, "OpenVINO IR (.xml + .bin)"),
     ArtifactFormat("trt", "TensorRT", (".engine", ".plan"), ("fp32", "fp16", "int8"),

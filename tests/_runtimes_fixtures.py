@@ -24,8 +24,10 @@ def exported(checkpoint: Path, target: str, static: bool = False) -> Path:
 @functools.lru_cache(maxsize=None)
 def _exported(checkpoint: Path, target: str, static: bool) -> Path:
     from glia_edge.export import export
+    from glia_edge.formats import FORMATS
 
+    fmt = FORMATS[target]
     name = f"{checkpoint.stem}.{target}.{'static' if static else 'dynamic'}"
-    output = checkpoint.parent / (name + ".onnx" if target == "onnx" else name)
+    output = checkpoint.parent / (name + fmt.suffixes[0] if fmt.single_file else name)  # a file or a folder
     options = {"dynamic": False, "batch": STATIC_BATCH} if static else {}
     return export(checkpoint, target=target, precision="fp32", output=output, **options).path

@@ -241,6 +241,45 @@ def test_matrix_adds_openvino_dynamic_shape_rows_for_every_mode() -> None:
             build_matrix(["openvino"], ["int8"], gpu_tensorrt=False, openvino_shapes=bad)
 
 
+def test_matrix_is_driven_by_the_format_table(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A new row in FORMATS gets bench rows in its precisions' order, skipped without a GPU when it
+    ``needs_gpu``, and artifact names from its first suffix (not ``.<name>``)."""
+    from dataclasses import replace
+
+    from glia_edge.benchmarks import configs
+    from glia_edge.export.exporter import default_output
+    from glia_edge.formats import FORMATS
+
+    monkeypatch.setitem(FORMATS, "ortx", replace(FORMATS["onnx"], name="ortx", label="ONNX Runtime X",
+                                                 suffixes=(".ox",), precisions=("int8", "fp32"), needs_gpu=True))
+    monkeypatch.setattr(configs, "TARGETS", (*configs.TARGETS, "ortx"))
+    rows = build_matrix(["ortx", "onnx"], ["fp32", "int8"], gpu_tensorrt=False)
+    assert [r.key for r in rows] == ["torch:fp32:eager", "onnx:fp32", "onnx:int8", "ortx:int8", "ortx:fp32"]
+    assert [r.skip for r in rows if r.target == "ortx"] == [SKIP_NO_GPU] * 2 and rows[3].label() == "ONNX Runtime X"
+    assert [r.skip for r in build_matrix(["ortx"], ["fp32"], gpu_tensorrt=True)] == [None, None]
+    assert configs.artifact_output(tmp_path, "m", "ortx", "int8") == tmp_path / "m.int8.ox"
+    assert configs.artifact_output(tmp_path, "m", "onnx", "fp16") == tmp_path / "m.fp16.onnx"
+    assert configs.artifact_output(tmp_path, "m", "trt", "fp16") == tmp_path / "m.fp16.trt"  # a folder
+    assert default_output(Path("c/m.safetensors"), "ortx", "fp32").name == "m.fp32.ox"
+    assert default_output(Path("c/m.safetensors"), "onnx", "fp32").name == "m.fp32.onnx"
+    assert default_output(Path("c/m.safetensors"), "openvino", "int8").name == "m.int8.openvino"
+
+
+def test_a_target_without_rows_is_refused_not_left_out() -> None:
+    """``--targets onnx --precisions bf16`` would measure the baseline alone: one line says why."""
+    from glia_edge.cli import app
+
+    with pytest.raises(ValueError, match=r"no rows for target\(s\) onnx \(fp32, fp16, int8\) at precisions bf16"):
+        build_matrix(["torch", "onnx"], ["bf16"], gpu_tensorrt=False)
+    # the default targets with --precisions bf16: the targets without BF16 are left out, with a warning
+    assert {c.target for c in build_matrix(["torch", "onnx", "openvino"], ["bf16"], gpu_tensorrt=False)} == {
+        "torch", "openvino"}
+    result = CliRunner().invoke(app, ["bench", "--model", "m.safetensors", "--targets", "torch,trt",
+                                      "--precisions", "bf16"])
+    text = " ".join(result.output.replace("│", " ").split())  # unwrapped from the error box
+    assert result.exit_code == 2 and "no rows for target(s) trt (fp32, fp16, int8) at precisions bf16" in text
+
+
 def test_memory_probe_loads_the_row_with_its_own_backend_options() -> None:
     """A throughput or dynamic-shape row's peak RSS is that configuration's: the child process gets
     the row's OpenVINO options (a bad one fails there, naming the option)."""

@@ -357,6 +357,19 @@ class TestTensorRtRuntime(RuntimeContract):
         return engine
 
 
+def test_every_format_has_a_contract_subclass() -> None:
+    """Contract subclasses are not discovered: a new row in FORMATS without one would go untested."""
+    from glia_edge.formats import FORMATS
+
+    def subclasses(cls: type) -> list[type]:
+        return [c for sub in cls.__subclasses__() for c in (sub, *subclasses(sub))]
+
+    covered = {(c.fmt, c.backend) for c in subclasses(RuntimeContract) if c.__module__ == __name__}
+    missing = [f"{name} ({fmt.backend})" for name, fmt in FORMATS.items()
+               if (name, fmt.backend.rpartition(":")[2]) not in covered]
+    assert not missing, f"add a RuntimeContract subclass (tests/test_runtimes_contract.py) for: {', '.join(missing)}"
+
+
 @pytest.mark.skipif(TRT_SKIP is None, reason="TensorRT and a GPU are present")
 def test_tensorrt_engine_without_tensorrt_says_why(tmp_path: Path, tiny_checkpoint: Path) -> None:
     engine = tmp_path / "model.engine"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
+from glia_edge.benchmarks.configs import TARGETS
 from glia_edge.cli.common import cli_errors, parse_key_values
 
 if TYPE_CHECKING:
@@ -132,8 +133,8 @@ def bench(
     model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint (.safetensors). Default: the packaged model."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Without --model: a random-weight checkpoint of this "
                                          "preset (speed only; accuracy columns compare backends on that model)."),
-    targets: str = typer.Option("torch,onnx,openvino,trt", "--targets",
-                                help="Comma-separated: torch,onnx,openvino,trt."),
+    targets: str = typer.Option(",".join(TARGETS), "--targets",
+                                help=f"Comma-separated: {','.join(TARGETS)}."),
     precisions: str = typer.Option("fp32,fp16,int8,bf16", "--precisions",
                                    help="Comma-separated: fp32,fp16,int8,bf16."),
     batch: str = typer.Option("1,8", "--batch", help="Batch sizes in images: latency at 1, throughput at the others."),
@@ -190,7 +191,7 @@ def bench(
         _end_to_end(end_to_end, e2e_sizes, e2e_count, e2e_files, frames, decode_workers, e2e_repeats, threads, output)
         return
     from glia_edge.benchmarks.checks import check_max_drop, parse_min_speedup
-    from glia_edge.benchmarks.configs import OPENVINO_MODES, OPENVINO_SHAPES, PRECISIONS, TARGETS
+    from glia_edge.benchmarks.configs import OPENVINO_MODES, OPENVINO_SHAPES, PRECISIONS, build_matrix
     from glia_edge.benchmarks.report import write_all
     from glia_edge.benchmarks.runner import BenchOptions, run_benchmark
     from glia_edge.preprocess import CROP_COUNTS
@@ -221,6 +222,11 @@ def bench(
                         openvino_shapes=_split(openvino_shapes, "--openvino-shapes", tuple(OPENVINO_SHAPES)),
                         memory=memory, profile=profile,
                         reexport=reexport, device=device, min_speedup=min_speedup, max_drop=max_drop)
+    try:  # a target none of whose precisions was asked for is refused now, not measured as nothing
+        build_matrix(opts.targets, opts.precisions, gpu_tensorrt=True, compile=compile,
+                     openvino_modes=opts.openvino_modes, openvino_shapes=opts.openvino_shapes)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--targets/--precisions") from None
     opts.command = _command(opts)
     with cli_errors():
         report = run_benchmark(opts)
