@@ -28,7 +28,7 @@ def test_rows_for_files_and_frames(tiny_checkpoint: Path, tmp_path: Path) -> Non
     files = [r for r in rows if r.kind == "files"]
     frames = [r for r in rows if r.kind == "frame"]
     assert [r.path.split(":")[0] for r in files] == [
-        "old", "new", "decode only (v2, 2 decode threads, nothing inferred)", "model only (batch 8)"]
+        "old", "new", "decode only (v2, 2 decode threads, nothing inferred)", "model only (batch 3)"]  # the crops it ran
     assert all(r.images_per_s and r.images_per_s > 0 for r in rows)
     assert files[1].vs_old and files[1].vs_model_only and files[2].vs_old and files[2].vs_model_only
     assert [r.path for r in frames] == ["old: exact (v1)", "v2, whole-frame resize", "new: fast (v2)"]
