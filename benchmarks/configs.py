@@ -208,10 +208,14 @@ def artifact_output(artifacts_dir: Path, stem: str, target: str, precision: str)
 def _export_one(checkpoint: Path, target: str, precision: str, output: Path, calib: Path | None, crops: int,
                 max_batch: int, calib_size: int | None, options: dict[str, Any],
                 export_fn: Callable[..., Any] | None) -> tuple[Path, list[str]]:
+    from glia_edge.export.options import option_applies
+
     if export_fn is None:
         from glia_edge.export import export as export_fn
     log.info("exporting %s %s -> %s", target, precision, output)
-    extra = {**options, **({"calib_size": calib_size} if calib_size else {})}
+    # One --export-option serves every row; each export gets the ones it reads (the others it refuses).
+    extra = {**{k: v for k, v in options.items() if option_applies(k, target, precision)},
+             **({"calib_size": calib_size} if calib_size else {})}
     result = export_fn(checkpoint, target=target, precision=precision,
                        calib=str(calib) if precision == "int8" and calib else None, output=output, crops=crops,
                        batch=max_batch * crops, **extra)

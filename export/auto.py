@@ -84,14 +84,17 @@ def export_auto(checkpoint: Path | None, *, target: str, output: Path | None, ro
     ``kwargs`` are :func:`glia_edge.export.export`'s (calibration, validation, batch ...). The
     gate needs validation images (``val`` or ``calib``; the default model brings its own).
     """
-    import tempfile
-
     import glia_edge
-    from glia_edge.atomic import replace_path
+    from glia_edge.atomic import replace_path, staging_dir
     from glia_edge.errors import AccuracyGateError
-    from glia_edge.export.exporter import check_output, default_output, export
+    from glia_edge.export.exporter import check_output, check_request, default_output, export, with_gate
+    from glia_edge.export.writers import rewrite_meta
     from glia_edge.formats import get_format
     from glia_edge.export.gate import run_gate
+    from glia_edge.export.options import known_options, option_applies
+
+    # Every free check first: a bad value must not fail each candidate and then be blamed on the bound.
+    check_request(target, precision="auto", **{k: v for k, v in kwargs.items() if k not in ("calib", "val")})
 
     if checkpoint is None and kwargs.get("val") is None and kwargs.get("calib") is None:
         from glia_edge.weights import default_calibration
@@ -106,19 +109,23 @@ def export_auto(checkpoint: Path | None, *, target: str, output: Path | None, ro
     check_output(final, get_format(target))
     final.parent.mkdir(parents=True, exist_ok=True)
     batch_size = int(kwargs.get("batch", 8))
+    known = set(known_options())  # each candidate gets the options its precision reads (INT8's to INT8)
     candidates = [Candidate(p, h) for p, h in CANDIDATES[target]]
-    with tempfile.TemporaryDirectory(prefix=".auto-", dir=final.parent) as tmp:
+    gate_images = _gate_images(kwargs)  # one image set gates every candidate
+    with staging_dir(final) as tmp:  # an interrupted run's folder is removed by the next (atomic.remove_stale)
         exported: dict[str, Any] = {}
         for precision in dict.fromkeys(c.precision for c in candidates):
             out = Path(tmp) / (f"{precision}.onnx" if target == "onnx" else precision)
             try:
-                exported[precision] = export(checkpoint, target=target, precision=precision, output=out, **kwargs)
+                own = {k: v for k, v in kwargs.items() if k not in known or option_applies(k, target, precision)}
+                exported[precision] = export(checkpoint, target=target, precision=precision, output=out, **own)
             except Exception as exc:  # a precision this machine cannot export (e.g. no calibration)
                 log.warning("auto: %s %s not exported: %s", target, precision, exc)
                 for c in candidates:
                     if c.precision == precision:
                         c.error = str(exc).splitlines()[0]
         backends: dict[int, Any] = {}
+        gates: dict[int, Any] = {}
         try:
             for i, c in enumerate(candidates):
                 if c.error:
@@ -127,13 +134,14 @@ def export_auto(checkpoint: Path | None, *, target: str, output: Path | None, ro
                 options = {"batch_size": batch_size}
                 if c.inference_precision:
                     options["inference_precision"] = c.inference_precision
-                gate = result.gate_report
+                gate = result.gate_report  # the export's own gate scored gate_images at its default float precision
                 if c.inference_precision and c.inference_precision != _default_float(result.meta):
-                    images = _gate_images(result, kwargs)
-                    gate = run_gate(result.path, Path(checkpoint or _default_ckpt()), images, crops=kwargs.get("crops", 1),
-                                    backend_options=options) if images else None
+                    gate = run_gate(result.path, Path(checkpoint or _default_ckpt()), gate_images.paths,
+                                    labels=gate_images.labels, crops=kwargs.get("crops", 1),
+                                    backend_options=options) if gate_images is not None else None
                 if gate is None:
                     raise AccuracyGateError("--precision auto needs validation images: pass --val or --calib")
+                gates[i] = gate
                 c.spearman, c.max_delta_share = gate.spearman, gate.max_rel_delta
                 c.passes = passes(c.spearman, c.max_delta_share)
                 backends[i] = glia_edge.load(result.path, **options)
@@ -153,61 +161,47 @@ def export_auto(checkpoint: Path | None, *, target: str, output: Path | None, ro
         chosen = exported[best.precision]
         record = {"candidates": [asdict(c) for c in candidates], "picked": best.name, "bound": bound_text(),
                   "rounds": rounds, "batch": batch_size, "machine": _machine()}
-        meta = replace(chosen.meta, export={**chosen.meta.export, "auto": record,
+        picked_gate = gates[next(i for i, c in enumerate(candidates) if c is best)]
+        base = with_gate(chosen.meta, picked_gate, val=kwargs.get("val"), calib=kwargs.get("calib"))
+        meta = replace(base, export={**base.export, "auto": record,
                                              **({"inference_precision": best.inference_precision}
                                                 if best.inference_precision else {})})
-        _write_meta(chosen.path, target, meta)
+        rewrite_meta(chosen.path, meta)
         source = chosen.path if target == "onnx" else chosen.path.parent
         replace_path(source, final)
     path = final if target == "onnx" else final / chosen.path.name
     notes = (f"--precision auto picked {best.name}: {_f(best.crops_per_s)} crops/s on this machine; {bound_text()}",)
-    return replace(chosen, path=path, meta=meta, notes=chosen.notes + notes,
+    return replace(chosen, path=path, meta=meta, gate_report=picked_gate, notes=chosen.notes + notes,
                    files=(final,) if target == "onnx" else tuple(sorted(final.iterdir())))
 
 
 def _default_float(meta: Any) -> str | None:
+    """The float precision an OpenVINO artifact runs at by default on this machine (the hint resolved:
+    ``bf16-if-supported`` is ``bf16`` or ``fp32`` here); None for other formats."""
     if meta.format != "openvino":
         return None
-    from glia_edge.runtimes.openvino import _DEFAULT_HINT
+    from glia_edge.ov_core import shared_core
+    from glia_edge.runtimes.openvino import _default_hint
 
-    return _DEFAULT_HINT.get(meta.precision)
+    return _default_hint(meta, shared_core(), "CPU")
 
 
-def _gate_images(result: Any, kwargs: dict[str, Any]) -> list[Path]:
-    from glia_edge.export.calibration import read_image_list
+def _gate_images(kwargs: dict[str, Any]) -> Any:
+    """The images that gate every candidate: ``val``, else the seeded calibration subset each export
+    calibrates and gates on (:meth:`CalibrationSet.from_path`); None without either."""
+    from glia_edge.export.calibration import DEFAULT_CALIB_SIZE, read_image_list
 
-    source = kwargs.get("val") or kwargs.get("calib")
-    return list(read_image_list(source).paths) if source else []
+    if kwargs.get("val"):
+        return read_image_list(kwargs["val"])
+    if kwargs.get("calib"):
+        return read_image_list(kwargs["calib"]).subset(kwargs.get("calib_size", DEFAULT_CALIB_SIZE))
+    return None
 
 
 def _default_ckpt() -> Path:
     from glia_edge.weights import default_checkpoint
 
     return default_checkpoint()
-
-
-def _write_meta(path: Path, target: str, meta: Any) -> None:
-    if target == "onnx":
-        import onnx
-
-        from glia_edge.formats import set_onnx_meta
-
-        proto = onnx.load(str(path))
-        set_onnx_meta(proto, meta)
-        onnx.save(proto, str(path))
-        return
-    import openvino as ov
-
-    from glia_edge.formats import set_openvino_meta
-    from glia_edge.ov_core import shared_core
-
-    model = shared_core().read_model(str(path))
-    set_openvino_meta(model, meta)
-    tmp = path.with_name("resaved.xml")
-    ov.save_model(model, str(tmp), compress_to_fp16=False)  # the weights as they are (INT8 stays INT8)
-    del model
-    tmp.replace(path)
-    tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
 
 
 def _machine() -> str:

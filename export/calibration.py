@@ -142,6 +142,11 @@ class CalibrationSet:
         assert self._sha256 is not None
         return self._sha256
 
+    @property
+    def used_images(self) -> int:
+        """Images decoded into crops (the listed ones less those skipped as unreadable)."""
+        return len(self.crop_array) // self.crops
+
     def __len__(self) -> int:
         return len(self.crop_array)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,7 +29,7 @@ from glia_edge.export.calibration import DEFAULT_CALIB_SIZE, CalibrationSet, Ima
 from glia_edge.export.gate import GateReport, run_gate
 from glia_edge.export.options import ExportOptions, export_options
 from glia_edge.export.quantize import FP32_OPS
-from glia_edge.export.writers import Written, WriterInput, preflight
+from glia_edge.export.writers import Written, WriterInput, preflight, rewrite_meta
 from glia_edge.formats import EXPORT_TARGETS, ArtifactFormat, check_precision, get_format
 from glia_edge.meta import ArtifactMeta
 
@@ -67,8 +67,10 @@ def artifact_meta(source: ArtifactMeta, *, target: str, precision: str, options:
     if precision == "fp16":
         settings["fp32_ops"] = list(FP32_OPS)
     if precision == "int8":
-        settings["calibration"] = {"source": calib.source if calib else None,
-                                   "images": len(calib.images) if calib else 0, "crops": len(calib) if calib else 0}
+        used = calib.used_images if calib else 0
+        settings["calibration"] = {"source": calib.source if calib else None, "images": used,
+                                   "skipped": len(calib.images) - used if calib else 0,
+                                   "crops": len(calib) if calib else 0}
         settings["quantization"] = asdict(options.openvino) if target == "openvino" else asdict(options.quant)
     meta = source.derive(format=target, precision=precision, source_checkpoint_sha256=checkpoint_sha256,
                          calibration_sha256=calib.sha256 if calib is not None and precision == "int8" else None,
@@ -84,6 +86,19 @@ def accuracy_gate(artifact: Path, checkpoint: Path, images: ImageList | None, *,
         log.warning(note)
         return None, (note,)
     return run_gate(artifact, checkpoint, images.paths, labels=images.labels, crops=crops, max_drop=max_drop), ()
+
+
+#: ``export`` key of an artifact's metadata: the accuracy gate's numbers and what it scored.
+GATE_KEY = "gate"
+
+
+def with_gate(meta: ArtifactMeta, gate: GateReport, *, val: str | Path | None,
+              calib: str | Path | None) -> ArtifactMeta:
+    """``meta`` with the gate's report in ``export.gate``, and its validation source: ``val``, else
+    the seeded subset of the calibration images."""
+    source = {"validation": str(val), "validation_kind": "val"} if val else \
+        {"validation": str(calib), "validation_kind": "calibration subset"}
+    return replace(meta, export={**meta.export, GATE_KEY: {**gate.to_dict(), **source}})
 
 
 def _writer(fmt: ArtifactFormat) -> Callable[[WriterInput], Written]:
@@ -131,6 +146,22 @@ def _is_export_folder(folder: Path) -> bool:
     return all(p.is_file() and p.match(EXPORT_FILES) for p in folder.iterdir())
 
 
+def check_request(target: str, *, precision: str | None = None, calib_size: int = DEFAULT_CALIB_SIZE, max_drop: float | None = None, batch: int = 8,
+                  dynamic: bool = True, crops: int = 1, build_engine: bool | None = None,
+                  **opts: Any) -> ExportOptions:
+    """Every argument an export can check for free, checked before any work (``--precision auto``
+    included, so that a bad value is not blamed on every candidate); returns the sorted options."""
+    from glia_edge.benchmarks.checks import check_max_drop
+
+    if target not in EXPORT_TARGETS:
+        raise ValueError(f"target must be one of {', '.join(EXPORT_TARGETS)}, got {target!r}")
+    check_max_drop(max_drop)
+    if isinstance(calib_size, bool) or not isinstance(calib_size, int) or calib_size < 1:
+        raise ValueError(f"calib_size must be a positive integer, got {calib_size!r}")
+    return export_options(target, batch=batch, dynamic=dynamic, crops=crops, build_engine=build_engine,
+                          precision=precision, **opts)
+
+
 def _resolve_source(checkpoint: str | Path | None, precision: str,
                     calib: str | Path | None) -> tuple[Path, str | Path | None]:
     """The checkpoint (the packaged default model when None) and, for its INT8, its own calibration."""
@@ -171,8 +202,8 @@ def export(checkpoint: str | Path | None = None, *, target: str, precision: str 
     Error messages name the ``glia-edge export`` flag (``--max-drop``, ``--calib``); each is this
     function's keyword of the same name with underscores (``max_drop=``, ``calib=``).
     """
-    if target not in EXPORT_TARGETS:
-        raise ValueError(f"target must be one of {', '.join(EXPORT_TARGETS)}, got {target!r}")
+    check_request(target, precision=precision, calib_size=calib_size, max_drop=max_drop, batch=batch,
+                  dynamic=dynamic, crops=crops, build_engine=build_engine, **opts)
     if precision == "auto":  # measure the candidates on this machine, keep the fastest within the bound
         from glia_edge.export.auto import export_auto
 
@@ -181,15 +212,14 @@ def export(checkpoint: str | Path | None = None, *, target: str, precision: str 
                            dynamic=dynamic, val=val, max_drop=max_drop, crops=crops, build_engine=build_engine, **opts)
     fmt = get_format(target)
     check_precision(target, precision)
-    if isinstance(calib_size, bool) or not isinstance(calib_size, int) or calib_size < 1:
-        raise ValueError(f"calib_size must be a positive integer, got {calib_size!r}")
     checkpoint, calib = _resolve_source(checkpoint, precision, calib)
     if precision == "int8" and calib is None:
         raise CalibrationError(f"{target} int8 needs calibration images: pass --calib DIR|CSV")
     if max_drop is not None and calib is None and val is None:
         raise AccuracyGateError("--max-drop needs validation images: pass --val DIR|CSV or --calib DIR|CSV")
     out = check_output(Path(output) if output else default_output(checkpoint, target, precision), fmt)
-    options = export_options(target, batch=batch, dynamic=dynamic, crops=crops, build_engine=build_engine, **opts)
+    options = export_options(target, batch=batch, dynamic=dynamic, crops=crops, build_engine=build_engine,
+                             precision=precision, **opts)
     preflight(target, options)  # e.g. a required TensorRT engine: probe before any expensive pass
 
     from glia_edge.atomic import replace_path, staging_dir
@@ -211,8 +241,12 @@ def export(checkpoint: str | Path | None = None, *, target: str, precision: str 
         (work / "out").mkdir()
         written = _writer(fmt)(WriterInput(fp32, work / "out", out, meta, calib_set, options))
         gate, gate_notes = accuracy_gate(written.path, checkpoint, val_list, crops=crops, max_drop=max_drop)
+        meta = written.meta
+        if gate is not None:  # the numbers travel with the artifact
+            meta = with_gate(meta, gate, val=val, calib=calib)
+            rewrite_meta(written.path, meta)
         replace_path(written.path if fmt.single_file else work / "out", out)
     path = out if fmt.single_file else out / written.path.name
     files = (out,) if fmt.single_file else tuple(sorted(out.iterdir()))
     log.info("exported %s %s -> %s", target, precision, path)
-    return ExportResult(path, written.meta, gate, written.notes + gate_notes, files)
+    return ExportResult(path, meta, gate, written.notes + gate_notes, files)

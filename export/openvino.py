@@ -17,10 +17,12 @@ and written with ``openvino.save_model``; the artifact's :class:`ArtifactMeta` J
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from glia_edge.errors import CalibrationError, ExportError
 from glia_edge.export.calibration import CalibrationSet
@@ -87,6 +89,22 @@ def _names_matching(model: Any, patterns: tuple[str, ...]) -> list[str]:
             if any(re.match(p, op.get_friendly_name()) for p in patterns)]
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """``sys.stdout`` and the NNCF logger's handlers (bound to stdout when nncf was imported) write to stderr."""
+    moved = [h for h in logging.getLogger("nncf").handlers
+             if isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.__stdout__)]
+    previous = [h.stream for h in moved]
+    for handler in moved:
+        handler.setStream(sys.stderr)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        for handler, stream in zip(moved, previous):
+            handler.setStream(stream)
+
+
 def quantize_nncf(model: Any, calib: CalibrationSet | None, options: OpenVinoOptions) -> Any:
     """NNCF PTQ of an ``ov.Model`` for a transformer, SmoothQuant alpha and ignored scope from ``options``."""
     import nncf
@@ -106,8 +124,10 @@ def quantize_nncf(model: Any, calib: CalibrationSet | None, options: OpenVinoOpt
     batch_dim = model.inputs[0].get_partial_shape()[0]
     batch = batch_dim.get_length() if batch_dim.is_static else 1  # a static-batch model takes full batches
     try:
-        return nncf.quantize(model, calib.nncf_dataset(batch), model_type=nncf.ModelType.TRANSFORMER,
-                             subset_size=max(1, min(options.subset_size, len(calib)) // batch), ignored_scope=ignored,
-                             fast_bias_correction=options.fast_bias_correction, advanced_parameters=advanced)
+        with _stdout_to_stderr():  # NNCF's progress bars and INFO lines: logs, not results
+            return nncf.quantize(model, calib.nncf_dataset(batch), model_type=nncf.ModelType.TRANSFORMER,
+                                 subset_size=max(1, min(options.subset_size, len(calib)) // batch),
+                                 ignored_scope=ignored, fast_bias_correction=options.fast_bias_correction,
+                                 advanced_parameters=advanced)
     except Exception as exc:
         raise ExportError(f"NNCF quantization failed: {exc}") from exc

@@ -37,8 +37,10 @@ def _check_types(*, batch: Any, dynamic: Any, crops: Any, build_engine: Any, ops
     def integer(value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
-    if not integer(batch) or batch < 1:
+    if not integer(batch):
         raise TypeError(f"batch must be a positive integer, got {batch!r}")
+    if batch < 1:  # the right type, a bad value
+        raise ValueError(f"--batch must be a positive integer, got {batch!r}")
     if not isinstance(dynamic, bool):
         raise TypeError(f"dynamic must be True or False, got {dynamic!r}")
     if not integer(crops) or crops not in CROP_COUNTS:
@@ -49,14 +51,48 @@ def _check_types(*, batch: Any, dynamic: Any, crops: Any, build_engine: Any, ops
         raise TypeError(f"opset must be an integer, got {opset!r}")
 
 
+#: Which (target, precision) each option group is read by; ``None`` means every one. ``auto``
+#: exports every candidate precision, so it takes what any of them reads.
+_APPLIES: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {
+    "onnx": (("onnx", "openvino", "trt"), None),
+    "quant": (("onnx", "trt"), ("int8", "auto")),
+    "openvino": (("openvino",), ("int8", "auto")),
+    "engine": (("trt",), None),
+    "trt": (("trt",), ("int8",)),
+}
+
+
+def option_applies(key: str, target: str, precision: str | None = None) -> bool:
+    """Whether an export to ``target`` at ``precision`` (None: any) reads option ``key``."""
+    for name, cls in _GROUPS.items():
+        if key in {f.name for f in fields(cls)}:
+            targets, precisions = _APPLIES[name]
+            if target in targets and (precision is None or precisions is None or precision in precisions):
+                return True
+    return False
+
+
+def _check_applies(target: str, precision: str | None, build_engine: Any, opts: dict[str, Any]) -> None:
+    """Refuse an option the export would silently ignore (one line naming the option and the target)."""
+    if build_engine is not None and target != "trt":
+        raise ValueError(f"build_engine (--engine/--no-engine) applies to target trt only, not {target}")
+    for key in opts:
+        if any(key in {f.name for f in fields(cls)} for cls in _GROUPS.values()) \
+                and not option_applies(key, target, precision):
+            where = f"{target} {precision}" if precision is not None and option_applies(key, target) else target
+            raise ValueError(f"export option {key} does not apply to target {where}: it would be ignored")
+
+
 def known_options() -> list[str]:
     """Every flat export option name (``export(**opts)``, ``--export-option KEY=VALUE``)."""
     return sorted({f.name for cls in _GROUPS.values() for f in fields(cls)})
 
 
 def export_options(target: str, *, batch: int = EngineOptions.opt_batch, dynamic: bool = OnnxOptions.dynamic,
-                   crops: int = 1, build_engine: bool | None = None, **opts: Any) -> ExportOptions:
-    """Sort flat keyword options into their groups; ``TypeError`` names an unknown one.
+                   crops: int = 1, build_engine: bool | None = None, precision: str | None = None,
+                   **opts: Any) -> ExportOptions:
+    """Sort flat keyword options into their groups; ``TypeError`` names an unknown one, ``ValueError``
+    one that ``target`` (at ``precision``, when given) would ignore.
 
     ``batch`` is the ONNX batch (fixed when not ``dynamic``) and TensorRT's optimal batch; a
     static export pins the engine's profile to it. TensorRT INT8 starts from
@@ -64,10 +100,12 @@ def export_options(target: str, *, batch: int = EngineOptions.opt_batch, dynamic
     """
     _check_types(batch=batch, dynamic=dynamic, crops=crops, build_engine=build_engine, opset=opts.get("opset"))
     groups: dict[str, dict[str, Any]] = {name: {} for name in _GROUPS}
+    for key in opts:
+        if not any(key in {f.name for f in fields(cls)} for cls in _GROUPS.values()):
+            raise TypeError(f"unknown export option {key!r}; known: {', '.join(known_options())}")
+    _check_applies(target, precision, build_engine, opts)
     for key, value in opts.items():
         hits = [name for name, cls in _GROUPS.items() if key in {f.name for f in fields(cls)}]
-        if not hits:
-            raise TypeError(f"unknown export option {key!r}; known: {', '.join(known_options())}")
         for name in hits:
             groups[name][key] = tuple(value) if isinstance(value, list) else value
     engine = groups["engine"]

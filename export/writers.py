@@ -11,10 +11,12 @@ import logging
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from glia_edge.errors import BackendUnavailableError, CalibrationError
 from glia_edge.export.calibration import CalibrationSet
 from glia_edge.export.options import ExportOptions
+from glia_edge.export.tensorrt import EngineOptions
 from glia_edge.formats import FORMATS
 from glia_edge.meta import ArtifactMeta
 
@@ -100,11 +102,63 @@ def preflight(target: str, options: ExportOptions) -> None:
         check_tensorrt()
 
 
+#: ``export`` key of a TensorRT-ready ONNX's metadata: the engine options given to the export
+#: (profile batches, workspace), the defaults of ``glia-edge build-engine`` on the device.
+ENGINE_OPTIONS_KEY = "engine_options"
+
+
+def engine_options_record(options: EngineOptions) -> dict[str, Any]:
+    """:class:`EngineOptions` as recorded for ``build-engine`` (the timing cache is this machine's path: left out)."""
+    return {"min_batch": options.min_batch, "opt_batch": options.opt_batch, "max_batch": options.max_batch,
+            "workspace_gib": options.workspace_gib}
+
+
+def engine_flags(options: EngineOptions) -> str:
+    """The ``glia-edge build-engine`` flags that reproduce ``options``' profile."""
+    return (f"--min-batch {options.min_batch} --opt-batch {options.opt_batch} --max-batch {options.max_batch} "
+            f"--workspace {options.workspace_gib:g}")
+
+
+def rewrite_meta(path: Path, meta: ArtifactMeta) -> None:
+    """Replace the metadata an artifact carries: ONNX ``metadata_props`` (and its sidecar when it has one),
+    an OpenVINO IR's ``rt_info`` (weights kept as stored), a TensorRT engine's sidecar."""
+    from glia_edge.formats import sidecar_path, write_sidecar
+
+    if meta.format == "trt":
+        write_sidecar(path, meta)
+        return
+    if meta.format == "onnx":
+        import onnx
+
+        from glia_edge.formats import set_onnx_meta
+
+        proto = onnx.load(str(path))
+        set_onnx_meta(proto, meta)
+        onnx.save(proto, str(path))
+        if sidecar_path(path).is_file():  # a TensorRT-ready ONNX: build-engine reads the sidecar
+            write_sidecar(path, meta)
+        return
+    import openvino as ov
+
+    from glia_edge.formats import set_openvino_meta
+    from glia_edge.ov_core import shared_core
+
+    model = shared_core().read_model(str(path))
+    set_openvino_meta(model, meta)
+    tmp = path.with_name("resaved.xml")
+    ov.save_model(model, str(tmp), compress_to_fp16=False)  # the weights as they are (INT8 stays INT8)
+    del model
+    tmp.replace(path)
+    tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
+
+
 def _trt_onnx_meta(job: WriterInput) -> ArtifactMeta:
-    """The TensorRT-ready ONNX's metadata: format ``onnx``, and for INT8 which float graph carries the Q/DQ."""
+    """The TensorRT-ready ONNX's metadata: format ``onnx``, the engine options for ``build-engine``,
+    and for INT8 which float graph carries the Q/DQ."""
     from glia_edge.export.quantize import FP32_OPS
 
-    meta = replace(job.meta, format="onnx")
+    meta = replace(job.meta, format="onnx",
+                   export={**job.meta.export, ENGINE_OPTIONS_KEY: engine_options_record(job.options.engine)})
     if meta.precision == "int8":
         graph = job.options.trt.int8_graph
         extra = {"trt_int8_graph": graph, **({"fp32_ops": list(FP32_OPS)} if graph == "fp16" else {})}
@@ -132,7 +186,7 @@ def write_trt(job: WriterInput) -> Written:
             raise BackendUnavailableError(reason)
         note = (f"No TensorRT engine was built: {reason}. Wrote the TensorRT-ready ONNX and its metadata "
                 f"({TRT_ONNX_NAME}.json); finish on the device with: glia-edge build-engine "
-                f"{job.final_dir / TRT_ONNX_NAME} --precision {onnx_meta.precision}")
+                f"{job.final_dir / TRT_ONNX_NAME} --precision {onnx_meta.precision} {engine_flags(job.options.engine)}")
         log.warning(note)
         return Written(onnx_path, onnx_meta, (note,))
     meta = engine_meta(onnx_meta, job.options.engine)

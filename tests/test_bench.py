@@ -487,3 +487,24 @@ def test_export_options_are_parsed_as_literals() -> None:
         _export_options(["no-equals-sign"])
     with pytest.raises(typer.BadParameter, match="unknown export option"):
         _export_options(["x=None"])
+
+
+def test_each_export_gets_only_the_options_it_reads(tmp_path: Path) -> None:
+    """One --export-option serves every row: the OpenVINO INT8 export gets smooth_quant_alpha, the
+    ONNX exports (which refuse an option they would ignore) do not."""
+    from glia_edge.benchmarks.configs import prepare_artifacts
+
+    checkpoint = tmp_path / "m.safetensors"
+    checkpoint.write_bytes(b"")
+    calls: dict[tuple[str, str], dict] = {}
+
+    def fake_export(ckpt: Path, *, target: str, precision: str, output: Path, **kwargs: Any) -> Any:
+        calls[(target, precision)] = kwargs
+        raise RuntimeError("not exported in this test")
+
+    configs = build_matrix(["torch", "onnx", "openvino"], ["fp32", "int8"], gpu_tensorrt=False)
+    prepare_artifacts(checkpoint, configs, tmp_path / "artifacts", calib=tmp_path, crops=1, max_batch=8,
+                      export_options={"smooth_quant_alpha": 0.3}, reuse=False, export_fn=fake_export)
+    assert calls[("openvino", "int8")]["smooth_quant_alpha"] == 0.3
+    assert all("smooth_quant_alpha" not in calls[key] for key in calls if key != ("openvino", "int8"))
+    assert ("onnx", "int8") in calls and ("openvino", "fp32") in calls

@@ -34,6 +34,9 @@ def test_openvino_auto_export_records_what_it_measured(tiny_checkpoint: Path, im
     assert len(measured) >= 3
     best = max((c for c in measured if c["passes"]), key=lambda c: c["crops_per_s"])
     assert auto["picked"].startswith(best["precision"]) and read_meta(result.path).precision == best["precision"]
+    gate = read_meta(result.path).export["gate"]  # the picked candidate's gate, on the calibration subset
+    assert gate["spearman"] == pytest.approx(best["spearman"]) and gate["validation_kind"] == "calibration subset"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
     with glia_edge.load(result.path) as model:  # runs the float precision it was measured with
         expected = {"fp32": "f32", "bf16": "bf16"}[best["inference_precision"]]
         assert model.inference_precision == expected

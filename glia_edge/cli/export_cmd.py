@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import typer
 
-from glia_edge.cli.common import cli_errors
+from glia_edge.cli.common import SIGNAL_EXIT_CODES, cli_errors, interruption, sigterm_as_interrupt
 from glia_edge.export.calibration import DEFAULT_CALIB_SIZE
 from glia_edge.export.onnx import OnnxOptions
 from glia_edge.export.options import ExportOptions
@@ -76,20 +76,28 @@ def export(
                                     "DeepStream nvinfer, which strips the batch axis."),
     engine: Optional[bool] = typer.Option(None, "--engine/--no-engine", help="trt: require / skip the engine build "
                                           "(default: build where tensorrt and a GPU exist)."),
-    int8_graph: str = typer.Option(TrtOnnxOptions.int8_graph, "--int8-graph", help="trt int8: Q/DQ on the fp32 graph "
-                                   "(default) or on the fp16 graph (float parts FP16, LayerNorm/Softmax FP32)."),
+    int8_graph: Optional[str] = typer.Option(None, "--int8-graph", help="trt int8: Q/DQ on the fp32 graph "
+                                             f"(default: {TrtOnnxOptions.int8_graph}) or on the fp16 graph (float "
+                                             "parts FP16, LayerNorm/Softmax FP32)."),
 ) -> None:
     """Export a checkpoint to an ONNX Runtime, OpenVINO or TensorRT artifact, checked against PyTorch."""
     from glia_edge.export import export as run_export
 
     with cli_errors():
         try:
-            result = run_export(checkpoint, target=target, precision=precision, calib=calib, calib_size=calib_size,
-                                batch=batch, dynamic=dynamic, output=output, val=val, max_drop=max_drop, crops=crops,
-                                build_engine=engine, exporter=exporter, opset=opset, score_axis=score_axis,
-                                **({"int8_graph": int8_graph} if target == "trt" else {}))
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
+            with sigterm_as_interrupt():  # a service manager's stop cleans up as Ctrl-C does
+                result = run_export(checkpoint, target=target, precision=precision, calib=calib,
+                                    calib_size=calib_size, batch=batch, dynamic=dynamic, output=output, val=val,
+                                    max_drop=max_drop, crops=crops, build_engine=engine, exporter=exporter,
+                                    opset=opset, score_axis=score_axis,
+                                    **({"int8_graph": int8_graph} if int8_graph is not None else {}))
+        except ValueError as exc:  # a refused value: one line, as every command's errors
+            raise _fail(str(exc)) from None
+        except KeyboardInterrupt as exc:
+            how = interruption(exc)
+            typer.secho(f"{how}: nothing was written at the output (its staging folder is removed)",
+                        fg=typer.colors.YELLOW, err=True)
+            raise typer.Exit(SIGNAL_EXIT_CODES[how]) from None
         _print_summary(result, target)
 
 
@@ -117,10 +125,15 @@ def build_engine(
     precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32, fp16 or int8: must match the "
                                             "ONNX's metadata, which decides (the graph carries its precision)."),
     # Read as text so that any bad value (not only an out-of-range number) is one line, not a usage box.
-    min_batch: str = typer.Option(str(EngineOptions.min_batch), "--min-batch", help="Smallest batch of the profile."),
-    opt_batch: str = typer.Option(str(EngineOptions.opt_batch), "--opt-batch", help="Batch the builder tunes for."),
-    max_batch: str = typer.Option(str(EngineOptions.max_batch), "--max-batch", help="Largest batch of the profile."),
-    workspace: str = typer.Option(str(EngineOptions.workspace_gib), "--workspace", help="Builder workspace limit in GiB."),
+    # Unset: what the export recorded in the ONNX's metadata (its --batch/--static profile), else the defaults.
+    min_batch: Optional[str] = typer.Option(None, "--min-batch", help="Smallest batch of the profile (default: "
+                                            f"as exported, else {EngineOptions.min_batch})."),
+    opt_batch: Optional[str] = typer.Option(None, "--opt-batch", help="Batch the builder tunes for (default: as "
+                                            f"exported, else {EngineOptions.opt_batch})."),
+    max_batch: Optional[str] = typer.Option(None, "--max-batch", help="Largest batch of the profile (default: as "
+                                            f"exported, else {EngineOptions.max_batch})."),
+    workspace: Optional[str] = typer.Option(None, "--workspace", help="Builder workspace limit in GiB (default: "
+                                            f"as exported, else {EngineOptions.workspace_gib:g})."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache file (read, and "
                                                 "replaced when refused, after a successful build)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Engine path (default: model.engine beside "
@@ -131,11 +144,13 @@ def build_engine(
     Needs only the TensorRT extra: the metadata comes from the sidecar beside the ONNX.
     """
     from glia_edge.export.tensorrt import engine_meta, onnx_to_engine, trt_onnx_meta
+    from glia_edge.export.writers import ENGINE_OPTIONS_KEY
 
     try:
-        opts = EngineOptions(_number(min_batch, "--min-batch", int), _number(opt_batch, "--opt-batch", int),
-                             _number(max_batch, "--max-batch", int), _number(workspace, "--workspace", float),
-                             timing_cache)
+        given = {"min_batch": _number(min_batch, "--min-batch", int) if min_batch is not None else None,
+                 "opt_batch": _number(opt_batch, "--opt-batch", int) if opt_batch is not None else None,
+                 "max_batch": _number(max_batch, "--max-batch", int) if max_batch is not None else None,
+                 "workspace_gib": _number(workspace, "--workspace", float) if workspace is not None else None}
     except ValueError as exc:
         raise _fail(str(exc)) from None
     if precision is not None and precision not in FORMATS["trt"].precisions:
@@ -145,6 +160,13 @@ def build_engine(
         if precision is not None and precision != meta.precision:
             raise _fail(f"{onnx_path.name} is {meta.precision} (its metadata), not {precision}: a TensorRT engine "
                         f"takes its precision from the ONNX; export again with --target trt --precision {precision}")
+        recorded = meta.export.get(ENGINE_OPTIONS_KEY) or {}
+        settings = {key: value if value is not None else recorded.get(key, getattr(EngineOptions, key))
+                    for key, value in given.items()}
+        try:
+            opts = EngineOptions(**settings, timing_cache=timing_cache)
+        except ValueError as exc:
+            raise _fail(f"{exc} (flags given, else as recorded in {onnx_path.name}'s metadata)") from None
         path = onnx_to_engine(onnx_path, output or _engine_path(onnx_path), precision=meta.precision, options=opts,
                               meta=engine_meta(meta, opts))
         typer.echo(f"wrote {path} ({meta.precision}, {artifact_size_mb(path):.1f} MB) and {path.name}.json")
