@@ -14,7 +14,9 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -151,23 +153,31 @@ def _parts(out: Path) -> list[Path]:
     return sorted(parts_dir_of(out).glob("part-*.parquet"))
 
 
-def test_resume_after_driver_sigkill(cluster: RayCluster, folder: Path, reference: dict, tmp_path: Path) -> None:
-    out = tmp_path / "resumed.parquet"
+@contextmanager
+def _driver_with_parts(cluster: RayCluster, folder: Path, out: Path, parts: int) -> Iterator[subprocess.Popen]:
+    """A ``glia-edge batch`` driver process, handed over once it has committed ``parts`` parts
+    (the block then stops it its own way); killed if the block leaves it running."""
     cmd = [str(BIN / "glia-edge"), "batch", str(folder), "-o", str(out), "--ray", cluster.address,
            "--commit-rows", "8", "--rows-per-task", "8"]
     driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
     try:
         deadline = time.monotonic() + 120
-        while len(_parts(out)) < 2:
+        while len(_parts(out)) < parts:
             assert driver.poll() is None, driver.stderr.read().decode()
-            assert time.monotonic() < deadline, "no committed part in 120 s"
+            assert time.monotonic() < deadline, f"{parts} committed part(s) not there in 120 s"
             time.sleep(0.05)
-        os.kill(driver.pid, signal.SIGKILL)  # a real kill: no handler, no cleanup
-        assert driver.wait(timeout=30) == -signal.SIGKILL
+        yield driver
     finally:
         if driver.poll() is None:
             driver.kill()
         driver.stderr.close()
+
+
+def test_resume_after_driver_sigkill(cluster: RayCluster, folder: Path, reference: dict, tmp_path: Path) -> None:
+    out = tmp_path / "resumed.parquet"
+    with _driver_with_parts(cluster, folder, out, parts=2) as driver:
+        os.kill(driver.pid, signal.SIGKILL)  # a real kill: no handler, no cleanup
+        assert driver.wait(timeout=30) == -signal.SIGKILL
     assert not out.exists()
     first = {r["path"]: r for p in _parts(out) for r in pq.read_table(p).to_pylist()}
     assert 0 < len(first) < len(reference), "the kill must land mid-run"
@@ -185,22 +195,10 @@ def test_resume_after_driver_sigkill(cluster: RayCluster, folder: Path, referenc
 
 def test_driver_sigterm_says_how_to_resume(cluster: RayCluster, folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "stopped.parquet"
-    cmd = [str(BIN / "glia-edge"), "batch", str(folder), "-o", str(out), "--ray", cluster.address,
-           "--commit-rows", "8", "--rows-per-task", "8"]
-    driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
-    try:
-        deadline = time.monotonic() + 120
-        while not _parts(out):
-            assert driver.poll() is None, driver.stderr.read().decode()
-            assert time.monotonic() < deadline, "no committed part in 120 s"
-            time.sleep(0.05)
+    with _driver_with_parts(cluster, folder, out, parts=1) as driver:
         driver.send_signal(signal.SIGTERM)  # docker stop, systemd, a scheduler
         assert driver.wait(timeout=60) == 143
         err = driver.stderr.read().decode()
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-        driver.stderr.close()
     assert "terminated: scored rows are kept in" in err and "rerun the same command to resume" in err, err
     assert "SIGTERM received" not in err  # before: Ray's native stack trace and exit 15
     assert _parts(out) and not out.exists()
