@@ -202,8 +202,8 @@ def export(checkpoint: str | Path | None = None, *, target: str, precision: str 
     Error messages name the ``glia-edge export`` flag (``--max-drop``, ``--calib``); each is this
     function's keyword of the same name with underscores (``max_drop=``, ``calib=``).
     """
-    check_request(target, precision=precision, calib_size=calib_size, max_drop=max_drop, batch=batch,
-                  dynamic=dynamic, crops=crops, build_engine=build_engine, **opts)
+    options = check_request(target, precision=precision, calib_size=calib_size, max_drop=max_drop, batch=batch,
+                            dynamic=dynamic, crops=crops, build_engine=build_engine, **opts)
     if precision == "auto":  # measure the candidates on this machine, keep the fastest within the bound
         from glia_edge.export.auto import export_auto
 
@@ -218,8 +218,6 @@ def export(checkpoint: str | Path | None = None, *, target: str, precision: str 
     if max_drop is not None and calib is None and val is None:
         raise AccuracyGateError("--max-drop needs validation images: pass --val DIR|CSV or --calib DIR|CSV")
     out = check_output(Path(output) if output else default_output(checkpoint, target, precision), fmt)
-    options = export_options(target, batch=batch, dynamic=dynamic, crops=crops, build_engine=build_engine,
-                             precision=precision, **opts)
     preflight(target, options)  # e.g. a required TensorRT engine: probe before any expensive pass
 
     from glia_edge.atomic import replace_path, staging_dir

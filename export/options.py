@@ -30,6 +30,8 @@ class ExportOptions:
 
 _GROUPS = {"onnx": OnnxOptions, "quant": QuantizeOptions, "openvino": OpenVinoOptions, "engine": EngineOptions,
            "trt": TrtOnnxOptions}
+#: Each group's option names (an option may sit in more than one group).
+_NAMES = {name: frozenset(f.name for f in fields(cls)) for name, cls in _GROUPS.items()}
 
 
 def _check_types(*, batch: Any, dynamic: Any, crops: Any, build_engine: Any, opset: Any) -> None:
@@ -64,8 +66,8 @@ _APPLIES: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {
 
 def option_applies(key: str, target: str, precision: str | None = None) -> bool:
     """Whether an export to ``target`` at ``precision`` (None: any) reads option ``key``."""
-    for name, cls in _GROUPS.items():
-        if key in {f.name for f in fields(cls)}:
+    for name, names in _NAMES.items():
+        if key in names:
             targets, precisions = _APPLIES[name]
             if target in targets and (precision is None or precisions is None or precision in precisions):
                 return True
@@ -76,16 +78,15 @@ def _check_applies(target: str, precision: str | None, build_engine: Any, opts: 
     """Refuse an option the export would silently ignore (one line naming the option and the target)."""
     if build_engine is not None and target != "trt":
         raise ValueError(f"build_engine (--engine/--no-engine) applies to target trt only, not {target}")
-    for key in opts:
-        if any(key in {f.name for f in fields(cls)} for cls in _GROUPS.values()) \
-                and not option_applies(key, target, precision):
+    for key in opts:  # every key is a known option here (export_options checked)
+        if not option_applies(key, target, precision):
             where = f"{target} {precision}" if precision is not None and option_applies(key, target) else target
             raise ValueError(f"export option {key} does not apply to target {where}: it would be ignored")
 
 
 def known_options() -> list[str]:
     """Every flat export option name (``export(**opts)``, ``--export-option KEY=VALUE``)."""
-    return sorted({f.name for cls in _GROUPS.values() for f in fields(cls)})
+    return sorted(frozenset().union(*_NAMES.values()))
 
 
 def export_options(target: str, *, batch: int = EngineOptions.opt_batch, dynamic: bool = OnnxOptions.dynamic,
@@ -101,11 +102,11 @@ def export_options(target: str, *, batch: int = EngineOptions.opt_batch, dynamic
     _check_types(batch=batch, dynamic=dynamic, crops=crops, build_engine=build_engine, opset=opts.get("opset"))
     groups: dict[str, dict[str, Any]] = {name: {} for name in _GROUPS}
     for key in opts:
-        if not any(key in {f.name for f in fields(cls)} for cls in _GROUPS.values()):
+        if not any(key in names for names in _NAMES.values()):
             raise TypeError(f"unknown export option {key!r}; known: {', '.join(known_options())}")
     _check_applies(target, precision, build_engine, opts)
     for key, value in opts.items():
-        hits = [name for name, cls in _GROUPS.items() if key in {f.name for f in fields(cls)}]
+        hits = [name for name, names in _NAMES.items() if key in names]
         for name in hits:
             groups[name][key] = tuple(value) if isinstance(value, list) else value
     engine = groups["engine"]

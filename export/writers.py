@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,8 +109,7 @@ ENGINE_OPTIONS_KEY = "engine_options"
 
 def engine_options_record(options: EngineOptions) -> dict[str, Any]:
     """:class:`EngineOptions` as recorded for ``build-engine`` (the timing cache is this machine's path: left out)."""
-    return {"min_batch": options.min_batch, "opt_batch": options.opt_batch, "max_batch": options.max_batch,
-            "workspace_gib": options.workspace_gib}
+    return {k: v for k, v in asdict(options).items() if k != "timing_cache"}
 
 
 def engine_flags(options: EngineOptions) -> str:

@@ -198,6 +198,11 @@ def allow_pillow_pixels(max_pixels: int) -> None:
         Image.MAX_IMAGE_PIXELS = max_pixels
 
 
+#: Besides OSError/SyntaxError/ValueError, what Pillow's decoders raise on hostile bytes (a corrupt
+#: TIFF tag: TypeError): caught wherever Pillow decodes, so one such input is one error, not a crash.
+_DECODER_FAILURES = (TypeError, IndexError, KeyError, ArithmeticError, struct.error, EOFError)
+
+
 def _check_pixels(width: int, height: int, max_pixels: int, name: str, guard: str = "") -> None:
     if width * height > max_pixels:
         raise ImageLoadError(name, f"image has {width * height} pixels, over the limit of {max_pixels}{guard}")
@@ -215,7 +220,7 @@ def _pil_to_rgb8(img: Image.Image, name: str, max_pixels: int) -> Image.Image:
         raise
     except ValueError as exc:  # e.g. "Operation on closed image"
         raise ImageLoadError(name, f"unusable PIL image ({exc})") from None
-    except (OSError, SyntaxError, TypeError, IndexError, KeyError, ArithmeticError, struct.error, EOFError) as exc:
+    except (OSError, SyntaxError, *_DECODER_FAILURES) as exc:
         raise ImageLoadError(name, f"corrupt or truncated image ({one_line(exc)})") from None
 
 
@@ -282,7 +287,7 @@ def _decode_file(source: ImageInput, name: str, max_pixels: int, draft_short_sid
         if opened is not None:
             opened.close()
         raise ImageLoadError(name, f"corrupt or truncated image ({exc})") from None
-    except (TypeError, IndexError, KeyError, ArithmeticError, struct.error, EOFError) as exc:
+    except _DECODER_FAILURES as exc:
         # What Pillow's decoders raise on some hostile bytes (a corrupt TIFF tag: TypeError); one
         # such file must be one error row, not the end of a batch.
         if opened is not None:

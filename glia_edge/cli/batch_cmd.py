@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from glia_edge.cli.common import SIGNAL_EXIT_CODES, cli_errors, interruption, sigterm_as_interrupt
+from glia_edge.cli.common import cli_errors, exit_on_interrupt, sigterm_as_interrupt
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +73,15 @@ def batch(
             raise typer.Exit(2) from None
         check_writable(output)  # now, not after every image is scored
         check_can_start(output, overwrite)  # before a Ray instance starts
-        try:
+        def resume_hint() -> str:
+            parts = parts_dir_of(output)
+            kept = f"scored rows are kept in {parts}; " if parts.is_dir() else ""
+            return f"{kept}rerun the same command to resume"
+
+        with exit_on_interrupt(resume_hint):
             summary = _run(sources, problems, ray_address, num_cpus, out_fmt, output, model, crops, actors, threads,
                            batch_size, rows_per_task, commit_rows, commit_seconds, max_restarts, task_retries,
                            precision, max_pixels, overwrite)
-        except KeyboardInterrupt as exc:
-            how = interruption(exc)
-            parts = parts_dir_of(output)
-            kept = f"scored rows are kept in {parts}; " if parts.is_dir() else ""
-            typer.secho(f"{how}: {kept}rerun the same command to resume", fg=typer.colors.YELLOW, err=True)
-            raise typer.Exit(SIGNAL_EXIT_CODES[how]) from None
     typer.echo(f"scored {summary.total - summary.failed} of {summary.total} inputs"
                + (f" ({summary.skipped} from an earlier run)" if summary.skipped else "")
                + (f"; {summary.failed} could not be read" if summary.failed else "")

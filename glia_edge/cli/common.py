@@ -6,7 +6,7 @@ import logging
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import typer
 
@@ -70,3 +70,17 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def exit_on_interrupt(what_is_left: Callable[[], str]) -> Iterator[None]:
+    """Ctrl-C or SIGTERM inside the block ends the command with one line, ``interrupted: ...`` or
+    ``terminated: ...`` followed by ``what_is_left()`` (what the run kept, how to go on), and exit
+    130 or 143. SIGTERM is turned into the same interruption (:func:`sigterm_as_interrupt`)."""
+    try:
+        with sigterm_as_interrupt():
+            yield
+    except KeyboardInterrupt as exc:
+        how = interruption(exc)
+        typer.secho(f"{how}: {what_is_left()}", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(SIGNAL_EXIT_CODES[how]) from None

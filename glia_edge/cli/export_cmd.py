@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import typer
 
-from glia_edge.cli.common import SIGNAL_EXIT_CODES, cli_errors, interruption, sigterm_as_interrupt
+from glia_edge.cli.common import cli_errors, exit_on_interrupt
 from glia_edge.export.calibration import DEFAULT_CALIB_SIZE
 from glia_edge.export.onnx import OnnxOptions
 from glia_edge.export.options import ExportOptions
@@ -85,7 +85,8 @@ def export(
 
     with cli_errors():
         try:
-            with sigterm_as_interrupt():  # a service manager's stop cleans up as Ctrl-C does
+            # a service manager's stop (SIGTERM) cleans up as Ctrl-C does
+            with exit_on_interrupt(lambda: "nothing was written at the output (its staging folder is removed)"):
                 result = run_export(checkpoint, target=target, precision=precision, calib=calib,
                                     calib_size=calib_size, batch=batch, dynamic=dynamic, output=output, val=val,
                                     max_drop=max_drop, crops=crops, build_engine=engine, exporter=exporter,
@@ -93,11 +94,6 @@ def export(
                                     **({"int8_graph": int8_graph} if int8_graph is not None else {}))
         except ValueError as exc:  # a refused value: one line, as every command's errors
             raise _fail(str(exc)) from None
-        except KeyboardInterrupt as exc:
-            how = interruption(exc)
-            typer.secho(f"{how}: nothing was written at the output (its staging folder is removed)",
-                        fg=typer.colors.YELLOW, err=True)
-            raise typer.Exit(SIGNAL_EXIT_CODES[how]) from None
         _print_summary(result, target)
 
 
@@ -147,10 +143,9 @@ def build_engine(
     from glia_edge.export.writers import ENGINE_OPTIONS_KEY
 
     try:
-        given = {"min_batch": _number(min_batch, "--min-batch", int) if min_batch is not None else None,
-                 "opt_batch": _number(opt_batch, "--opt-batch", int) if opt_batch is not None else None,
-                 "max_batch": _number(max_batch, "--max-batch", int) if max_batch is not None else None,
-                 "workspace_gib": _number(workspace, "--workspace", float) if workspace is not None else None}
+        flags = {"min_batch": (min_batch, "--min-batch", int), "opt_batch": (opt_batch, "--opt-batch", int),
+                 "max_batch": (max_batch, "--max-batch", int), "workspace_gib": (workspace, "--workspace", float)}
+        given = {key: _number(text, flag, kind) for key, (text, flag, kind) in flags.items() if text is not None}
     except ValueError as exc:
         raise _fail(str(exc)) from None
     if precision is not None and precision not in FORMATS["trt"].precisions:
@@ -161,8 +156,8 @@ def build_engine(
             raise _fail(f"{onnx_path.name} is {meta.precision} (its metadata), not {precision}: a TensorRT engine "
                         f"takes its precision from the ONNX; export again with --target trt --precision {precision}")
         recorded = meta.export.get(ENGINE_OPTIONS_KEY) or {}
-        settings = {key: value if value is not None else recorded.get(key, getattr(EngineOptions, key))
-                    for key, value in given.items()}
+        settings = {key: given[key] if key in given else recorded.get(key, getattr(EngineOptions, key))
+                    for key in flags}
         try:
             opts = EngineOptions(**settings, timing_cache=timing_cache)
         except ValueError as exc:
