@@ -199,17 +199,17 @@ def _resume(path: Path, saved: dict[str, Any], model: GLIA, opt: torch.optim.Opt
         load_weights(model, saved["weights"], state_path(path))
         if ctx.is_main:
             sync_checkpoints(out, model, saved)
-        best_epoch = saved.get("best_epoch")
+        held_best = saved.get("best_epoch")
     else:
         if ctx.is_main:
             check_legacy_checkpoints(path, model, saved)
-        best_epoch = best_epoch(saved["history"])
+        held_best = best_epoch(saved["history"])
     ctx.barrier()
     opt.load_state_dict(saved["optimizer"])
     _set_rng_state(saved.get("rng"))
     log.info("resumed from %s after epoch %d (step %d)", path, saved["epoch"], saved["step"])
     return _State(epoch=saved["epoch"], step=saved["step"], best=saved["best"], history=saved["history"],
-                  best_epoch=best_epoch, best_weights=saved.get("best_weights"), best_meta=saved.get("best_meta"))
+                  best_epoch=held_best, best_weights=saved.get("best_weights"), best_meta=saved.get("best_meta"))
 
 
 def _run_epoch(net: nn.Module, loader: DataLoader, data: TrainData, opt: torch.optim.Optimizer,

@@ -121,6 +121,17 @@ def test_resume_warns_on_recipe_changes_and_extends_with_more_epochs(tmp_path: P
 
 
 # -- D4: a save cut short is repaired from the training state --------------------------------------------
+def test_a_state_from_before_states_held_weights_still_resumes(tmp_path: Path, blur_labels: Path) -> None:
+    out = tmp_path / "run"
+    train(tiny(out, blur_labels, epochs=1, max_steps=1))
+    saved = torch.load(out / "last.state.pt", weights_only=False)
+    for key in ("weights", "best_weights", "best_meta", "meta", "best_epoch", "protocol"):
+        saved.pop(key)  # what an older glia-edge wrote; its checkpoints are in step
+    torch.save(saved, out / "last.state.pt")
+    result = train(tiny(out, blur_labels, epochs=2, max_steps=2, resume=str(out)))
+    assert [r["epoch"] for r in result.history] == [1, 2] and epoch_of(out / "last.safetensors") == 2
+
+
 def test_an_interrupt_after_last_is_written_resumes_exactly(tmp_path: Path, blur_labels: Path, rising_validation: None,
                                                              monkeypatch: pytest.MonkeyPatch,
                                                              caplog: pytest.LogCaptureFixture) -> None:
