@@ -21,8 +21,8 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
-from glia_edge.benchmarks.configs import (BenchConfig, build_matrix, gpu_tensorrt_available, prepare_artifacts,
-                                          torch_device)
+from glia_edge.benchmarks.artifacts import prepare_artifacts
+from glia_edge.benchmarks.configs import BenchConfig, build_matrix, gpu_tensorrt_available, torch_device
 
 PRESET = os.environ.get("GLIA_BENCH_PRESET", "tiny")
 BATCH = int(os.environ.get("GLIA_BENCH_BATCH", "8"))

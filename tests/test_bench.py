@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import stat
 import sys
 import time
@@ -99,6 +100,7 @@ def test_power_summary_gives_images_per_joule() -> None:
     assert summary.rail == "VDD_IN" and summary.samples == 2
     assert summary.mean_w == pytest.approx((4968 + 4915) / 2 / 1000)
     assert summary.max_temp_c == pytest.approx(46.968)
+    assert summary.mean_gpu_load == 0.0 and summary.mean_cpu_load == pytest.approx((1 / 6 + 12.75) / 2)
     assert summary.images_per_joule(100, 2.0) == pytest.approx(100 / (summary.mean_w * 2.0))
     assert tegrastats.summarize([tegrastats.parse_line("RAM 1/2MB")]) is None
 
@@ -118,6 +120,26 @@ def test_tegrastats_sampler_reads_a_running_process(tmp_path: Path) -> None:
     assert len(window) >= 3 and window[0].rails_mw["VDD_IN"] == 4968
     assert tegrastats.summarize(window).rail == "VDD_IN"
 
+
+
+def test_bench_power_rows_carry_load_and_temperature(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from glia_edge.benchmarks import runner
+
+    script = tmp_path / "tegrastats"  # a stand-in binary on PATH, printing a real Orin NX line
+    script.write_text(f"#!{sys.executable}\nimport time\n"
+                      f"for _ in range(400):\n    print({ORIN_NX!r}, flush=True); time.sleep(0.02)\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    row = BenchRow("trt fp16", "trt", "fp16", "TensorRT")
+    live = runner._Live(BenchConfig("trt", "fp16"), row, None,
+                        runs={4: lambda: time.sleep(0.01)})
+    note = runner._measure_power([live], runner.BenchOptions(batches=(4,), power_seconds=0.3))
+    assert note and "VDD_IN" in note
+    assert row.power_w == pytest.approx(4.915) and row.images_per_joule > 0
+    assert (row.gpu_load, row.cpu_load, row.max_temp_c) == (0.0, pytest.approx(12.75), pytest.approx(46.968))
+    report = BenchReport([row], {}, "Jetson", "glia-edge bench", {})
+    assert "| GPU % | CPU % | max °C |" in to_markdown(report) and "| 0 | 13 | 47.0 |" in to_markdown(report)
+    assert csv_rows(report)[0]["cpu_load"] == pytest.approx(12.75)
 
 # -- Jetson power mode and clocks, CPU flags --------------------------------------------------------
 JETSON_CLOCKS_TX2 = """SOC family:tegra186  Machine:quill
@@ -246,7 +268,7 @@ def test_matrix_is_driven_by_the_format_table(monkeypatch: pytest.MonkeyPatch, t
     ``needs_gpu``, and artifact names from its first suffix (not ``.<name>``)."""
     from dataclasses import replace
 
-    from glia_edge.benchmarks import configs
+    from glia_edge.benchmarks import artifacts, configs
     from glia_edge.export.exporter import default_output
     from glia_edge.formats import FORMATS
 
@@ -257,9 +279,9 @@ def test_matrix_is_driven_by_the_format_table(monkeypatch: pytest.MonkeyPatch, t
     assert [r.key for r in rows] == ["torch:fp32:eager", "onnx:fp32", "onnx:int8", "ortx:int8", "ortx:fp32"]
     assert [r.skip for r in rows if r.target == "ortx"] == [SKIP_NO_GPU] * 2 and rows[3].label() == "ONNX Runtime X"
     assert [r.skip for r in build_matrix(["ortx"], ["fp32"], gpu_tensorrt=True)] == [None, None]
-    assert configs.artifact_output(tmp_path, "m", "ortx", "int8") == tmp_path / "m.int8.ox"
-    assert configs.artifact_output(tmp_path, "m", "onnx", "fp16") == tmp_path / "m.fp16.onnx"
-    assert configs.artifact_output(tmp_path, "m", "trt", "fp16") == tmp_path / "m.fp16.trt"  # a folder
+    assert artifacts.artifact_output(tmp_path, "m", "ortx", "int8") == tmp_path / "m.int8.ox"
+    assert artifacts.artifact_output(tmp_path, "m", "onnx", "fp16") == tmp_path / "m.fp16.onnx"
+    assert artifacts.artifact_output(tmp_path, "m", "trt", "fp16") == tmp_path / "m.fp16.trt"  # a folder
     assert default_output(Path("c/m.safetensors"), "ortx", "fp32").name == "m.fp32.ox"
     assert default_output(Path("c/m.safetensors"), "onnx", "fp32").name == "m.fp32.onnx"
     assert default_output(Path("c/m.safetensors"), "openvino", "int8").name == "m.int8.openvino"
@@ -492,7 +514,7 @@ def test_export_options_are_parsed_as_literals() -> None:
 def test_each_export_gets_only_the_options_it_reads(tmp_path: Path) -> None:
     """One --export-option serves every row: the OpenVINO INT8 export gets smooth_quant_alpha, the
     ONNX exports (which refuse an option they would ignore) do not."""
-    from glia_edge.benchmarks.configs import prepare_artifacts
+    from glia_edge.benchmarks.artifacts import prepare_artifacts
 
     checkpoint = tmp_path / "m.safetensors"
     checkpoint.write_bytes(b"")
