@@ -43,6 +43,9 @@ class BenchRow:
     plcc: float | None = None
     power_w: float | None = None
     images_per_joule: float | None = None
+    gpu_load: float | None = None  # Jetson (tegrastats), while the power was measured: mean %
+    cpu_load: float | None = None
+    max_temp_c: float | None = None
     timer: str = "wall"
     top_ops: str | None = None  # --profile: the operator types that take the most kernel time
     notes: list[str] = field(default_factory=list)
@@ -100,7 +103,9 @@ def table_columns(report: BenchReport) -> list[tuple[str, Any]]:
     if any(r.srcc is not None for r in report.rows):
         cols += [("SRCC", lambda r: _fmt(r.srcc, 4)), ("PLCC", lambda r: _fmt(r.plcc, 4))]
     if any(r.images_per_joule is not None for r in report.rows):
-        cols += [("power W", lambda r: _fmt(r.power_w, 2)), ("img/J", lambda r: _fmt(r.images_per_joule, 2))]
+        cols += [("power W", lambda r: _fmt(r.power_w, 2)), ("img/J", lambda r: _fmt(r.images_per_joule, 2)),
+                 ("GPU %", lambda r: _fmt(r.gpu_load, 0)), ("CPU %", lambda r: _fmt(r.cpu_load, 0)),
+                 ("max °C", lambda r: _fmt(r.max_temp_c, 1))]
     return cols
 
 
@@ -146,7 +151,8 @@ def csv_rows(report: BenchReport) -> list[dict[str, Any]]:
             flat[f"b{b}_images_per_s"] = entry.get("images_per_s")
             flat[f"b{b}_crops_per_s"] = entry.get("crops_per_s")
         flat.update(peak_rss_mb=r.peak_rss_mb, speedup=r.speedup, spearman=r.spearman, max_abs_diff=r.max_abs_diff,
-                    srcc=r.srcc, plcc=r.plcc, power_w=r.power_w, images_per_joule=r.images_per_joule, timer=r.timer)
+                    srcc=r.srcc, plcc=r.plcc, power_w=r.power_w, images_per_joule=r.images_per_joule, gpu_load=r.gpu_load,
+                    cpu_load=r.cpu_load, max_temp_c=r.max_temp_c, timer=r.timer)
         out.append(_finite(flat))
     return out
 

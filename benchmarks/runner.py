@@ -31,8 +31,8 @@ import numpy as np
 
 from glia_edge.benchmarks import accuracy, timing
 from glia_edge.benchmarks.checks import check_regressions
-from glia_edge.benchmarks.configs import (BenchConfig, build_matrix, gpu_tensorrt_available,
-                                          prepare_artifacts, torch_device)
+from glia_edge.benchmarks.artifacts import prepare_artifacts
+from glia_edge.benchmarks.configs import BenchConfig, build_matrix, gpu_tensorrt_available, torch_device
 from glia_edge.benchmarks.machine import machine_info, machine_line
 from glia_edge.benchmarks.report import BenchReport, BenchRow
 from glia_edge.errors import CheckpointError, one_line
@@ -296,6 +296,8 @@ def _measure_power(live: list[_Live], opts: BenchOptions) -> str | None:
             if summary is not None:
                 item.row.power_w = summary.mean_w
                 item.row.images_per_joule = summary.images_per_joule(done, end - start)
+                item.row.gpu_load, item.row.cpu_load = summary.mean_gpu_load, summary.mean_cpu_load
+                item.row.max_temp_c = summary.max_temp_c
                 rail = summary.rail
     return f"power: mean of tegrastats rail {rail} while each row ran batch {batch} for " \
            f"{opts.power_seconds:g} s" if rail else None

@@ -127,23 +127,25 @@ class PowerSummary:
     mean_w: float
     samples: int
     mean_gpu_load: float | None = None
-    max_temp_c: float | None = None
+    mean_cpu_load: float | None = None  # over the online cores: a CPU-bound row shows here, not in GPU load
+    max_temp_c: float | None = None  # a hot module throttles its clocks, which slows the row
 
     def images_per_joule(self, images: int, seconds: float) -> float:
         return images / (self.mean_w * seconds) if self.mean_w > 0 and seconds > 0 else float("nan")
 
 
 def summarize(samples: Iterable[TegraSample]) -> PowerSummary | None:
-    """Mean input power (W), mean GPU load and peak temperature over the samples."""
+    """Mean input power (W), mean GPU and CPU load and peak temperature over the samples."""
     samples = list(samples)
     powers = [p for p in (s.input_power_mw() for s in samples) if p is not None]
     if not powers:
         return None
-    loads = [s.gpu_load for s in samples if s.gpu_load is not None]
+    gpu = [s.gpu_load for s in samples if s.gpu_load is not None]
+    cpu = [c for c in (s.cpu_load_mean for s in samples) if c is not None]
     temps = [t for s in samples for t in s.temps_c.values()]
     return PowerSummary(rail=powers[0][0], mean_w=sum(mw for _, mw in powers) / len(powers) / 1000.0,
-                        samples=len(powers), mean_gpu_load=sum(loads) / len(loads) if loads else None,
-                        max_temp_c=max(temps) if temps else None)
+                        samples=len(powers), mean_gpu_load=sum(gpu) / len(gpu) if gpu else None,
+                        mean_cpu_load=sum(cpu) / len(cpu) if cpu else None, max_temp_c=max(temps) if temps else None)
 
 
 def available(command: str = "tegrastats") -> bool:
