@@ -171,6 +171,17 @@ def test_duplicate_rows_are_kept_once_with_their_mean_score(tmp_path: Path,
     assert len(warned) == 1 and "1 image(s)" in warned[0] and "img/a0.png with scores 1, 5" in warned[0]
 
 
+
+def test_every_reader_merges_duplicate_rows(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = make_koniq(tmp_path / "koniq", n=8)
+    sets = root / "koniq10k_distributions_sets.csv"
+    lines = sets.read_text().splitlines()
+    sets.write_text("\n".join([*lines, lines[1]]) + "\n")  # the first image listed twice
+    with caplog.at_level(logging.WARNING):
+        ds = load_dataset("koniq", root)
+    assert len(ds.records) == 8 and len({r.key for r in ds.records}) == 8
+    assert any("1 image(s) listed more than once" in r.getMessage() for r in caplog.records)
+
 # -- D5 / D13: what training takes from the data ------------------------------------------------
 
 def test_a_measured_range_is_not_a_declared_scale(blur_set: Path, tmp_path: Path) -> None:

@@ -208,3 +208,20 @@ def check_not_empty(records: list[IQARecord], root: Path, source: Path | str) ->
     if not records:
         raise DatasetError(f"{root}: the annotation {source} lists no images")
     return records
+
+
+def merge_duplicates(records: list[IQARecord], source: Path) -> list[IQARecord]:
+    """One record per image key, in first-seen order, scored with the mean of its rows' scores
+    (other fields from its first row); one warning naming how many and an example."""
+    by_key: dict[str, list[IQARecord]] = {}
+    for rec in records:
+        by_key.setdefault(rec.key, []).append(rec)
+    repeated = {k: v for k, v in by_key.items() if len(v) > 1}
+    if not repeated:
+        return records
+    key, rows = next(iter(repeated.items()))
+    log.warning("%s: %d image(s) listed more than once (%d rows; e.g. %s with scores %s); each is kept once "
+                "with the mean of its scores", source, len(repeated), sum(len(v) for v in repeated.values()),
+                key, ", ".join(f"{r.score:g}" for r in rows))
+    return [replace(v[0], score=float(sum(r.score for r in v) / len(v))) if len(v) > 1 else v[0]
+            for v in by_key.values()]

@@ -20,12 +20,11 @@ scores count as higher-is-better unless told otherwise (pyiqa's LIVE/CSIQ ``dmos
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from glia_edge.data.base import (SUBSET_NAMES, IQADataset, IQARecord, check_not_empty, finite_rows, read_table,
-                                 require_file)
+from glia_edge.data.base import (SUBSET_NAMES, IQADataset, IQARecord, check_not_empty, finite_rows, merge_duplicates,
+                                 read_table, require_file)
 from glia_edge.errors import DatasetError
 from glia_edge.meta import ScoreSpec
 
@@ -86,23 +85,6 @@ def _normalise_names(names: list[str], base: Path, source: Path) -> list[str]:
     return out
 
 
-def _merge_duplicates(records: list[IQARecord], source: Path) -> list[IQARecord]:
-    """One record per image key, in first-seen order, scored with the mean of its rows' scores
-    (other fields from its first row); one warning naming how many and an example."""
-    by_key: dict[str, list[IQARecord]] = {}
-    for rec in records:
-        by_key.setdefault(rec.key, []).append(rec)
-    repeated = {k: v for k, v in by_key.items() if len(v) > 1}
-    if not repeated:
-        return records
-    key, rows = next(iter(repeated.items()))
-    log.warning("%s: %d image(s) listed more than once (%d rows; e.g. %s with scores %s); each is kept once "
-                "with the mean of its scores", source, len(repeated), sum(len(v) for v in repeated.values()),
-                key, ", ".join(f"{r.score:g}" for r in rows))
-    return [replace(v[0], score=float(sum(r.score for r in v) / len(v))) if len(v) > 1 else v[0]
-            for v in by_key.values()]
-
-
 def _subset(value: Any) -> str | None:
     return SUBSET_NAMES.get(str(value).strip().lower()) if value is not None else None
 
@@ -130,7 +112,7 @@ def load_csv(root: Path | None = None, csv: Path | None = None, higher_is_better
     subsets = table[subset_col] if subset_col else [None] * len(table)
     records = [IQARecord(path=base / n, score=float(s), key=n, ref=_ref(r), subset=_subset(sub))
                for n, s, r, sub in zip(names, table[score_col], refs, subsets)]
-    records = _merge_duplicates(check_not_empty(records, base, source), source)
+    records = merge_duplicates(check_not_empty(records, base, source), source)
     scores = [r.score for r in records]
     # Without a given range the min/max below is measured over every record (test labels too):
     # recorded as such, so training re-measures it on its own part (IQADataset.score_spec_of).

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from glia_edge.data.base import (IQADataset, IQARecord, check_not_empty, finite_rows, read_table, require_columns,
-                                 require_dir, require_file)
+from glia_edge.data.base import (IQADataset, IQARecord, check_not_empty, finite_rows, merge_duplicates, read_table,
+                                 require_columns, require_dir, require_file)
 from glia_edge.meta import ScoreSpec
 
 COLUMNS = ("dist_img", "ref_img", "dmos")
@@ -27,6 +27,6 @@ def load_kadid(root: Path, csv: Path | None = None) -> IQADataset:
     records = [IQARecord(path=images / str(dist).strip(), score=float(dmos), key=str(dist).strip(),
                          ref=str(ref).strip())
                for dist, ref, dmos in zip(table["dist_img"], table["ref_img"], table["dmos"])]
-    check_not_empty(records, root, source)
+    records = merge_duplicates(check_not_empty(records, root, source), source)
     return IQADataset("kadid", root, records, ScoreSpec(name="DMOS", min=1.0, max=5.0, higher_is_better=True),
                       str(source))

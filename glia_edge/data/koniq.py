@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from glia_edge.data.base import (SUBSET_NAMES, IQADataset, IQARecord, check_not_empty, finite_rows, read_table,
-                                 require_columns, require_dir, require_file)
+from glia_edge.data.base import (SUBSET_NAMES, IQADataset, IQARecord, check_not_empty, finite_rows, merge_duplicates,
+                                 read_table, require_columns, require_dir, require_file)
 from glia_edge.errors import DatasetError
 from glia_edge.meta import ScoreSpec
 
@@ -57,7 +57,7 @@ def load_koniq(root: Path, csv: Path | None = None, score_column: str = "MOS") -
     records = [IQARecord(path=images / str(name).strip(), score=float(mos), key=str(name).strip(),
                          subset=SUBSET_NAMES.get(str(subset).strip().lower()) if subset is not None else None)
                for name, mos, subset in zip(table["image_name"], table[score_column], sets)]
-    check_not_empty(records, root, source)
+    records = merge_duplicates(check_not_empty(records, root, source), source)
     declared = source.name in SCALES or score_column == "MOS_zscore"
     lo, hi = SCALES.get(source.name, (float(table[score_column].min()), float(table[score_column].max())))
     if score_column == "MOS_zscore":

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from glia_edge.data.base import IQADataset, IQARecord, check_not_empty, require_dir, require_file
+from glia_edge.data.base import IQADataset, IQARecord, check_not_empty, merge_duplicates, require_dir, require_file
 from glia_edge.errors import DatasetError
 from glia_edge.meta import ScoreSpec
 
@@ -58,6 +58,6 @@ def load_livec(root: Path) -> IQADataset:
         raise DatasetError(f"{names_mat} lists {len(names)} images but {mos_mat} has {len(mos)} scores")
     records = [IQARecord(path=images / name, score=float(score), key=name)
                for name, score in list(zip(names, mos))[TRAINING_ENTRIES:] if np.isfinite(score)]
-    check_not_empty(records, root, names_mat)
+    records = merge_duplicates(check_not_empty(records, root, names_mat), names_mat)
     return IQADataset("livec", root, records, ScoreSpec(name="MOS", min=0.0, max=100.0, higher_is_better=True),
                       str(names_mat))

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from glia_edge.atomic import atomic_write
-from glia_edge.data.base import (IQADataset, IQARecord, cache_root, check_not_empty, finite_rows, read_table,
-                                 require_columns, require_dir, root_tag)
+from glia_edge.data.base import (IQADataset, IQARecord, cache_root, check_not_empty, finite_rows, merge_duplicates,
+                                 read_table, require_columns, require_dir, root_tag)
 from glia_edge.errors import DatasetError, ImageLoadError
 from glia_edge.meta import ScoreSpec
 from glia_edge.preprocess import PREPROCESS_VERSION, PreprocessConfig, load_resized
@@ -93,7 +93,7 @@ def load_spaq(root: Path, csv: Path | None = None, short_side: int = 384, cache_
     table = finite_rows(table, MOS_COLUMN, source)
     records = [IQARecord(path=images / str(name).strip(), score=float(mos), key=str(name).strip())
                for name, mos in zip(table[NAME_COLUMN], table[MOS_COLUMN])]
-    check_not_empty(records, root, source)
+    records = merge_duplicates(check_not_empty(records, root, source), source)
     records, rejected = build_cache(records, Path(cache_dir) if cache_dir else cache_folder(root, short_side),
                                     short_side, workers)
     return IQADataset("spaq", root, records, ScoreSpec(name="MOS", min=0.0, max=100.0, higher_is_better=True),
