@@ -6,7 +6,7 @@ data: ``last.state.pt`` and ``reproduce``'s ``done.json`` record it, and a resum
 ``reproduce``) that changes what a run trains on or what it trains is refused. The training state
 is the commit point of every epoch's save and holds the trained weights of ``last`` and ``best``,
 so a save cut short is put back in step from it (:func:`sync_checkpoints`). :func:`run_lock`
-holds ``.lock`` in the run folder while a training writes it.
+holds ``.lock`` in the run folder while a training writes it, and removes it after.
 """
 from __future__ import annotations
 
@@ -133,6 +133,10 @@ def check_resume_config(path: Path, saved: dict[str, Any], cfg: TrainConfig) -> 
     elif "epochs" in old and cfg.epochs != old["epochs"]:
         log.info("--resume %s: %d -> %d epochs; the cosine schedule is stretched from here", path.parent,
                  old["epochs"], cfg.epochs)
+    old_steps = (saved.get("config") or {}).get("max_steps", cfg.max_steps)
+    if old_steps != cfg.max_steps:  # a runtime key (not in the protocol), but it sets the schedule's length
+        log.info("--resume %s: --max-steps %s -> %s; the cosine schedule's length changes from here",
+                 path.parent, old_steps, cfg.max_steps)
 
 
 def check_resume_split(run_splits: Path, splits_path: Path, cfg: TrainConfig) -> None:
@@ -263,6 +267,8 @@ def run_lock(out: Path, ctx: DistContext) -> Iterator[None]:
             import shutil
 
             shutil.rmtree(out, ignore_errors=True)
+        # Removed while still held, so a run waiting on this file sees another inode and locks afresh.
+        (out / LOCK_NAME).unlink(missing_ok=True)
         fh.close()
 
 

@@ -116,7 +116,7 @@ def test_resume_warns_on_recipe_changes_and_extends_with_more_epochs(tmp_path: P
     with caplog.at_level(logging.INFO):
         result = train(tiny(out, blur_labels, epochs=2, max_steps=2, lr=1e-3, batch_size=16, resume=str(out)))
     assert "recipe changed (lr 0.0003 -> 0.001; batch_size 8 -> 16)" in caplog.text
-    assert "1 -> 2 epochs" in caplog.text
+    assert "1 -> 2 epochs" in caplog.text and "--max-steps 1 -> 2" in caplog.text
     assert [r["epoch"] for r in result.history] == [1, 2] and epoch_of(out / "last.safetensors") == 2
 
 
@@ -220,6 +220,7 @@ def test_a_second_training_into_a_busy_run_folder_is_refused(tmp_path: Path, blu
     # Released (as when its process ends, crashed or not): the lock file left behind blocks nothing.
     result = train(tiny(out, blur_labels, epochs=1, max_steps=1))
     assert result.history and (out / "last.safetensors").is_file()
+    assert not (out / ".lock").exists()  # a finished run leaves no lock file behind
 
 
 # -- D5 / D1: what the checkpoint records about the set ----------------------------------------------------
