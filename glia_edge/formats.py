@@ -164,7 +164,7 @@ class ArtifactFormat:
     single_file: bool
     read_meta: Callable[[Path], ArtifactMeta]
     needs_gpu: bool  # the bench reports its rows as skipped on a machine without a GPU
-    description: str  # one phrase for people reading the table (no code reads it)
+    description: str  # one phrase: what the artifact is (export's --target help lists it)
 
 
 FORMATS: dict[str, ArtifactFormat] = {f.name: f for f in (

@@ -53,7 +53,8 @@ def _print_summary(result: Any, target: str) -> None:
 def export(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="GLIA checkpoint (.safetensors); "
                                               "default: the packaged default model."),
-    target: str = typer.Option(..., "--target", "-t", help=", ".join(EXPORT_TARGETS) + "."),
+    target: str = typer.Option(..., "--target", "-t", help="; ".join(
+        f"{n}: {FORMATS[n].description}" for n in EXPORT_TARGETS) + "."),
     precision: str = typer.Option("fp32", "--precision", "-p", help="; ".join(
         f"{n}: {', '.join(FORMATS[n].precisions)}" for n in EXPORT_TARGETS) + "; auto (onnx, openvino): the "
         "fastest on this machine whose agreement with PyTorch FP32 passes the bound (measured, recorded in the "
