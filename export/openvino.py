@@ -28,6 +28,7 @@ from glia_edge.errors import CalibrationError, ExportError
 from glia_edge.export.calibration import CalibrationSet
 from glia_edge.formats import check_precision, set_openvino_meta
 from glia_edge.meta import ArtifactMeta
+from glia_edge.runtimes.openvino import keep_reduce_dims
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ def onnx_to_openvino(onnx_path: str | Path, xml_path: str | Path, *, precision: 
         raise ExportError(f"openvino.convert_model({onnx_path}) failed: {exc}") from exc
     if precision == "int8":
         model = quantize_nncf(model, calib, options)
+    keep_reduce_dims(model)  # the IR itself avoids the CPU plugin's miscompiled Reduce fusion
     if meta is not None:
         set_openvino_meta(model, meta)
     xml_path = Path(xml_path)

@@ -87,6 +87,54 @@ def compile_config(meta: Any, core: Any, device: str = "CPU", *, inference_preci
     return config
 
 
+#: Reductions :func:`keep_reduce_dims` rewrites, by OpenVINO op type -> its opset function name.
+_REDUCTIONS = {"ReduceMean": "reduce_mean", "ReduceSum": "reduce_sum", "ReduceMax": "reduce_max",
+               "ReduceMin": "reduce_min", "ReduceProd": "reduce_prod"}
+
+
+def keep_reduce_dims(model: Any) -> int:
+    """Rewrite each reduction that drops its axes (``keep_dims=False``) as one that keeps them,
+    followed by a ``Squeeze`` of those axes: the same values, and the count rewritten.
+
+    Why: with a static batch the CPU plugin pushes a FakeQuantize that follows a Concat into the
+    Concat's inputs and fuses it into a ``keep_dims=False`` Reduce; that fused kernel quantized
+    the adapters' token means wrongly (OpenVINO 2026.4, NNCF INT8 GLIA: up to 14 quantization
+    levels off, differently in each batch row, so one image scored up to 0.5 apart by its place in
+    the batch). A Reduce followed by a Squeeze is not fused that way; dynamic-batch compilations
+    were right either way. The rewrite costs nothing measurable (docs/export.md)."""
+    try:
+        from openvino import opset13 as ops
+    except ImportError:  # OpenVINO before 2024.5 keeps the opsets under openvino.runtime
+        from openvino.runtime import opset13 as ops
+
+    count = 0
+    for node in model.get_ordered_ops():
+        make = _REDUCTIONS.get(node.get_type_name())
+        if make is None or node.get_attributes().get("keep_dims", True):
+            continue
+        axes = node.input(1).get_source_output()
+        kept = getattr(ops, make)(node.input(0).get_source_output(), axes, keep_dims=True)
+        squeezed = ops.squeeze(kept.output(0), axes)
+        squeezed.set_friendly_name(node.get_friendly_name())  # profiles and errors keep the ONNX name
+        for target in list(node.output(0).get_target_inputs()):
+            target.replace_source_output(squeezed.output(0))
+        count += 1
+    if count:
+        model.validate_nodes_and_infer_types()
+    return count
+
+
+def read_for_cpu(core: Any, xml: Path) -> Any:
+    """The model the backend (and the profiler) compiles from an IR or a glia-edge ONNX file."""
+    import openvino as ov
+
+    # An ONNX model goes through convert_model, whose transformations fuse attention into
+    # ScaledDotProductAttention; Core.read_model skips them (3x the Transposes at run time).
+    model = ov.convert_model(str(xml)) if xml.suffix.lower() == ".onnx" else core.read_model(str(xml))
+    keep_reduce_dims(model)
+    return model
+
+
 def with_batch(model: Any, batch: int) -> Any:
     """A copy of ``model`` with its batch axis fixed to ``batch`` (the other axes as they are)."""
     import openvino as ov
@@ -119,7 +167,7 @@ class OpenVinoBackend(Backend):
                  precision: str | None = None, inference_precision: str | None = None,
                  mode: str = "latency", max_requests: int | None = None, shapes: str = "static") -> None:
         try:
-            import openvino as ov
+            import openvino  # noqa: F401  (present, or one clear error before any work)
         except ImportError as exc:
             raise BackendUnavailableError("openvino is not installed: pip install 'glia-edge[openvino]'") from exc
         if shapes not in SHAPES:
@@ -128,9 +176,7 @@ class OpenVinoBackend(Backend):
             raise ValueError(f"OpenVINO max_requests must be >= 1, got {max_requests}")
         xml = resolve_ir(path)
         core = shared_core()  # one per process: see glia_edge/ov_core.py
-        # An ONNX model goes through convert_model, whose transformations fuse attention into
-        # ScaledDotProductAttention; Core.read_model skips them (3x the Transposes at run time).
-        model = ov.convert_model(str(xml)) if xml.suffix.lower() == ".onnx" else core.read_model(str(xml))
+        model = read_for_cpu(core, xml)
         meta = openvino_meta_from_model(model, xml)
         self.check_precision(meta, precision)
         shape = model.inputs[0].get_partial_shape()

@@ -106,3 +106,14 @@ def test_smooth_quant_off_quantized_head_and_attention_are_options(tiny_checkpoi
     assert any("/head/" in name for name in fed_by_fq)
     quantized_attention = [n for n in _attention_ops(model) if n in fed_by_fq]
     assert quantized_attention and len(quantized_attention) == len(_attention_ops(model))
+
+
+def test_exported_irs_keep_their_reductions_dims(ir_exports: dict) -> None:
+    """No ``keep_dims=False`` reduction reaches the IR (the CPU plugin miscompiled one fused with a
+    FakeQuantize under a static batch: tests/test_openvino_batch.py)."""
+    from glia_edge.ov_core import shared_core
+
+    for result in ir_exports.values():
+        model = shared_core().read_model(str(result.path))
+        reductions = [op for op in model.get_ops() if op.get_type_name().startswith("Reduce")]
+        assert reductions and all(op.get_attributes()["keep_dims"] for op in reductions)
