@@ -1,7 +1,8 @@
 """Benchmarks of every backend against the PyTorch FP32 reference (``glia-edge bench``).
 
-- :mod:`.configs`: the configuration matrix and the artifacts it needs (exported once);
-- :mod:`.timing`: warm-up, alternating round-robin runs, latency percentiles, throughput, CUDA events;
+- :mod:`.configs`: the configuration matrix (which rows, in which order);
+- :mod:`.artifacts`: the artifacts the rows need (exported once, reused while their source matches);
+- :mod:`.timing`: warm-up, alternating round-robin runs, latency percentiles, throughput;
 - :mod:`.accuracy`: Spearman with the PyTorch scores, SRCC/PLCC on labels, the built-in held-out set;
 - :mod:`.memory`: peak RSS of a fresh process per backend (``python -m glia_edge.benchmarks.memory``);
 - :mod:`.profile`: which operator types dominate a row (each runtime's own profiler);

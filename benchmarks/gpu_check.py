@@ -5,16 +5,21 @@ On a machine with an NVIDIA GPU and TensorRT (a workstation, a server or a Jetso
 1. the TensorRT probe (TensorRT 10.3+, cuda-python, a GPU, a builder): anything missing stops the
    check at once with exit code 3 and the reason, before any work;
 2. FP16 and INT8 engines (INT8 with Q/DQ on the FP32 graph, the default, and on the FP16 graph)
-   of the default model and of ``glia_vit_small`` (random weights: a speed model);
+   of the default model and of ``glia_vit_small`` (random weights: a speed model), all with one
+   timing cache in the work folder, built with detailed profiling so TensorRT's engine inspector
+   gives each engine's layers by output precision (what TensorRT really ran in FP16, INT8, FP32);
 3. their agreement with ONNX Runtime FP32 (CPU) on the default model's held-out set: Spearman
    and max |delta score| as a fraction of the declared score range; the default model's engines
    must reach Spearman >= ``--min-spearman`` (0.99) and max |delta| <= ``--max-delta`` of the range
    (FP16 0.01, INT8 0.10; ``glia_vit_small``'s random head is reported, not gated);
-4. ``glia-edge bench --targets torch,onnx,trt`` per model with CUDA-event timing (PyTorch on
-   ``cuda``), which on a Jetson also records nvpmodel, clock locking and tegrastats power;
+4. ``glia-edge bench --targets torch,onnx,trt`` per model (PyTorch on ``cuda``; TensorRT rows
+   timed end to end, wall clock), which on a Jetson also records nvpmodel, clock locking and
+   tegrastats power;
 5. ``benchmarks/RESULTS-gpu.md`` with the machine, every figure and what passed.
 
-Each step checks the remaining time (``--time-limit``, 600 s) and stops with what it has.
+Each step checks the remaining time (``--time-limit``, 600 s) and stops with what it has. A step
+that fails (an engine build, a gate, a bench run) is a FAIL row or note and the check goes on:
+the results file is always written, with what every other step found.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ import logging
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,8 +36,9 @@ import numpy as np
 
 log = logging.getLogger("glia_edge.gpu_check")
 
-#: Exit codes: 0 all checks passed, 1 a check failed, 2 bad arguments, 3 no GPU/TensorRT here, 4 out of time.
-EXIT_FAILED, EXIT_USAGE, EXIT_NO_DEVICE, EXIT_TIMEOUT = 1, 2, 3, 4
+#: Exit codes: 0 all checks passed, 1 a check failed its gate, 2 bad arguments, 3 no GPU/TensorRT here,
+#: 4 out of time, 5 a step raised an error (an engine build, a bench run; the results file says which).
+EXIT_FAILED, EXIT_USAGE, EXIT_NO_DEVICE, EXIT_TIMEOUT, EXIT_ERROR = 1, 2, 3, 4, 5
 MODELS = ("default", "glia_vit_small")
 #: Max |delta score| against ONNX Runtime FP32, as a fraction of the score range.
 MAX_DELTA = {"fp16": 0.01, "int8": 0.10}
@@ -50,6 +56,15 @@ class Agreement:
     max_rel_delta: float  # of the score range
     gated: bool
     passed: bool
+    error: str | None = None  # the step raised: no figures
+    layers: dict[str, int] | None = None  # engine layers by output precision (TensorRT's engine inspector)
+
+
+def failed(model: str, variant: str, exc: BaseException) -> Agreement:
+    """The row of a variant whose build or scoring raised."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    nan = float("nan")
+    return Agreement(model, variant, 0, nan, nan, nan, gated=True, passed=False, error=text[:300])
 
 
 def agreement(model: str, variant: str, reference: np.ndarray, scores: np.ndarray, score_range: float, *,
@@ -120,12 +135,47 @@ def _scores(artifact: Path, images: list[Path]) -> np.ndarray:
         return backend.score_paths(images)
 
 
+VARIANTS = (("fp16", "fp16", {}), ("int8", "int8", {"int8_graph": "fp32"}),
+            ("int8-fp16graph", "int8", {"int8_graph": "fp16"}))
+
+
+def build_engine(ckpt: Path, out: Path, precision: str, work: Path, args: argparse.Namespace, **extra: Any) -> Path:
+    """The TensorRT-ready ONNX exported to ``out``, then its engine: with the work folder's shared
+    timing cache and detailed profiling (for :func:`layer_precisions`)."""
+    from glia_edge.export import export
+    from glia_edge.export.tensorrt import EngineOptions, engine_meta, onnx_to_engine, trt_onnx_meta
+    from glia_edge.export.writers import ENGINE_OPTIONS_KEY
+    from glia_edge.weights import default_calibration
+
+    calib = {"calib": default_calibration(), "calib_size": args.calib_size} if precision == "int8" else {}
+    onnx = export(ckpt, target="trt", precision=precision, build_engine=False, output=out, **calib, **extra).path
+    meta = trt_onnx_meta(onnx)
+    names = {"min_batch", "opt_batch", "max_batch", "workspace_gib"}
+    recorded = {k: v for k, v in (meta.export.get(ENGINE_OPTIONS_KEY) or {}).items() if k in names}
+    opts = EngineOptions(**recorded, timing_cache=work / "timing.cache")
+    return onnx_to_engine(onnx, onnx.with_name("model.engine"), precision=precision, options=opts,
+                          meta=engine_meta(meta, opts), detailed=True)
+
+
+def _layers(engine: Path) -> dict[str, int] | None:
+    from glia_edge.export.tensorrt import layer_precisions
+
+    try:
+        return layer_precisions(engine)
+    except Exception as exc:  # a report, never a reason to stop
+        log.warning("%s: engine inspector failed: %s", engine, exc)
+        return None
+
+
 def check_model(model: str, work: Path, images: list[Path], args: argparse.Namespace,
                 deadline: Deadline) -> list[Agreement]:
-    """Engines of one model at FP16 and INT8 (both graphs), each against ONNX Runtime FP32."""
+    """Engines of one model at FP16 and INT8 (both graphs), each against ONNX Runtime FP32.
+
+    A variant that raises (build, inspection, scoring) is a FAIL row with the error; the others go on.
+    Running out of time (``TimeoutError``) stops the model.
+    """
     from glia_edge.export import export
     from glia_edge.formats import read_meta
-    from glia_edge.weights import default_calibration
 
     ckpt = _checkpoint(model, work)
     deadline.check(f"{model}: ONNX Runtime FP32 reference")
@@ -133,23 +183,26 @@ def check_model(model: str, work: Path, images: list[Path], args: argparse.Names
     reference = _scores(onnx, images)
     score_range = read_meta(ckpt).score_spec.range
     results = []
-    for variant, precision, extra in (("fp16", "fp16", {}), ("int8", "int8", {"int8_graph": "fp32"}),
-                                      ("int8-fp16graph", "int8", {"int8_graph": "fp16"})):
+    for variant, precision, extra in VARIANTS:
         deadline.check(f"{model} {variant}")
-        calib = {"calib": default_calibration(), "calib_size": args.calib_size} if precision == "int8" else {}
         started = time.monotonic()
-        engine = export(ckpt, target="trt", precision=precision, build_engine=True,
-                        output=work / f"{model}.{variant}.trt", **calib, **extra).path
-        log.info("%s %s: engine built in %.0f s", model, variant, time.monotonic() - started)
-        results.append(agreement(model, variant, reference, _scores(engine, images), score_range,
-                                 min_spearman=args.min_spearman, max_delta=MAX_DELTA[precision],
-                                 gated=model == "default"))
+        try:
+            engine = build_engine(ckpt, work / f"{model}.{variant}.trt", precision, work, args, **extra)
+            log.info("%s %s: engine built in %.0f s", model, variant, time.monotonic() - started)
+            row = agreement(model, variant, reference, _scores(engine, images), score_range,
+                            min_spearman=args.min_spearman, max_delta=MAX_DELTA[precision], gated=model == "default")
+            results.append(replace(row, layers=_layers(engine)))
+        except TimeoutError:
+            raise
+        except Exception as exc:
+            log.error("%s %s failed: %s", model, variant, exc)
+            results.append(failed(model, variant, exc))
         log.info("%s", results[-1])
     return results
 
 
 def run_bench(model: str, work: Path, deadline: Deadline) -> Path:
-    """``glia-edge bench --targets torch,onnx,trt`` with CUDA timing; returns its Markdown report."""
+    """``glia-edge bench --targets torch,onnx,trt`` on ``cuda``; returns its Markdown report."""
     out = work / f"bench-{model}"
     cmd = ["glia-edge", "bench", "--targets", "torch,onnx,trt", "--precisions", "fp32,fp16,int8",
            "--batch", "1,8", "--device", "cuda", "--repeats", "10", "--eval-size", "60", "--no-compile",
@@ -160,26 +213,45 @@ def run_bench(model: str, work: Path, deadline: Deadline) -> Path:
     return out / "bench.md"
 
 
+def _layers_text(layers: dict[str, int] | None) -> str:
+    return ", ".join(f"{kind} {n}" for kind, n in layers.items()) if layers else "n/a"
+
+
 def write_results(path: Path, machine: dict[str, Any], results: list[Agreement], benches: dict[str, Path],
                   notes: list[str], elapsed: float, args: argparse.Namespace) -> Path:
     from glia_edge.benchmarks.machine import machine_line
 
-    lines = ["# glia-edge on an NVIDIA GPU (benchmarks/gpu_check.sh)", "", f"Machine: {machine_line(machine)}", "",
+    scored = [r for r in results if r.error is None]
+    try:
+        machine_text = machine_line(machine)
+    except Exception:  # machine_info itself failed: the results still count
+        machine_text = "not read"
+    lines = ["# glia-edge on an NVIDIA GPU (benchmarks/gpu_check.sh)", "", f"Machine: {machine_text}", "",
              f"Check took {elapsed:.0f} s. Agreement: each TensorRT engine against ONNX Runtime FP32 (CPU) on the "
-             f"default model's held-out set ({results[0].images if results else 0} images); gate for the default "
+             f"default model's held-out set ({scored[0].images if scored else 0} images); gate for the default "
              f"model: Spearman >= {args.min_spearman}, max |delta| <= {MAX_DELTA['fp16']:.0%} (FP16) / "
-             f"{MAX_DELTA['int8']:.0%} (INT8) of the score range. `glia_vit_small` has random weights: reported only.",
-             "", "| model | engine | images | Spearman | max abs delta | of range | result |", "|---|---|---|---|---|---|---|"]
+             f"{MAX_DELTA['int8']:.0%} (INT8) of the score range. `glia_vit_small` has random weights: reported only. "
+             "Layers: the engine's layers by output precision, from TensorRT's engine inspector.",
+             "", "| model | engine | images | Spearman | max abs delta | of range | layers | result |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
+        if r.error is not None:
+            lines.append(f"| {r.model} | {r.variant} | - | - | - | - | - | FAIL: {r.error.replace('|', '/')} |")
+            continue
         verdict = ("pass" if r.passed else "FAIL") if r.gated else "reported"
         lines.append(f"| {r.model} | {r.variant} | {r.images} | {r.spearman:.4f} | {r.max_abs_delta:.4g} | "
-                     f"{r.max_rel_delta:.2%} | {verdict} |")
-    lines += ["", "## Speed (glia-edge bench, CUDA-event timing)", ""]
+                     f"{r.max_rel_delta:.2%} | {_layers_text(r.layers)} | {verdict} |")
+    lines += ["", "## Speed (glia-edge bench; TensorRT rows timed end to end, wall clock)", ""]
     lines += [f"- {model}: [{p.name}]({p})" for model, p in benches.items()] or ["- not run"]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -195,31 +267,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot run here (%s): %s", err.kind, err)
         return EXIT_NO_DEVICE
     started, deadline = time.monotonic(), Deadline(args.time_limit)
-    from glia_edge.benchmarks.machine import machine_info
-    from glia_edge.export.calibration import read_image_list
-    from glia_edge.weights import default_set_csv
-
-    work = args.out
-    work.mkdir(parents=True, exist_ok=True)
-    labels = default_set_csv("test")
-    images = list(read_image_list(labels).paths)
-    images = images[: args.eval_size] if args.eval_size else images
     results: list[Agreement] = []
     benches: dict[str, Path] = {}
     notes: list[str] = []
-    code = 0
+    stopped = errors = False
+    machine: dict[str, Any] = {}
     try:
+        from glia_edge.benchmarks.machine import machine_info
+        from glia_edge.export.calibration import read_image_list
+        from glia_edge.weights import default_set_csv
+
+        machine = machine_info()
+        work = args.out
+        work.mkdir(parents=True, exist_ok=True)
+        images = list(read_image_list(default_set_csv("test")).paths)
+        images = images[: args.eval_size] if args.eval_size else images
         for model in args.models:
-            results += check_model(model, work, images, args, deadline)
+            try:
+                results += check_model(model, work, images, args, deadline)
+            except TimeoutError:
+                raise
+            except Exception as exc:  # the model's reference (export, ONNX Runtime) failed: its engines untested
+                log.error("%s failed: %s", model, exc)
+                notes.append(f"{model}: FAIL, no engine checked: {_one_line(exc)}")
+                errors = True
         for model in [] if args.no_bench else args.models:
             deadline.check(f"bench {model}")
-            benches[model] = run_bench(model, work, deadline)
+            try:
+                benches[model] = run_bench(model, work, deadline)
+            except subprocess.TimeoutExpired:
+                raise
+            except Exception as exc:  # CalledProcessError (its output is above), a missing glia-edge, ...
+                log.error("bench %s failed: %s", model, exc)
+                notes.append(f"bench {model}: FAIL: {_one_line(exc)}")
+                errors = True
     except (TimeoutError, subprocess.TimeoutExpired) as exc:
         notes.append(f"stopped: {exc}")
-        code = EXIT_TIMEOUT
-    if any(not r.passed for r in results):
-        code = code or EXIT_FAILED
-    path = write_results(args.results, machine_info(), results, benches, notes, time.monotonic() - started, args)
+        stopped = True
+    except Exception as exc:  # anything else: still write what was found
+        log.exception("gpu check failed")
+        notes.append(f"FAIL: {_one_line(exc)}")
+        errors = True
+    errors = errors or any(r.error is not None for r in results)
+    code = EXIT_TIMEOUT if stopped else EXIT_ERROR if errors else EXIT_FAILED if any(not r.passed for r in results) else 0
+    path = write_results(args.results, machine, results, benches, notes, time.monotonic() - started, args)
     log.info("wrote %s (%s)", path, "all checks passed" if code == 0 else f"exit {code}")
     return code
 

@@ -121,7 +121,8 @@ def profile_artifact(path: str | Path, *, batch: int = 8, crops: int = 1, runs: 
     """The operator types that take the most kernel time in one batch of ``batch`` images.
 
     ``inference_precision`` is the row's (it sets OpenVINO's inference precision and PyTorch autocast).
-    Raises ``ValueError`` for TensorRT engines (use ``trtexec --dumpProfile`` on the device).
+    Raises ``ValueError`` for TensorRT engines, naming the trtexec command to run on the device
+    (:func:`trtexec_hint`).
     """
     path = Path(path)
     fmt = format_of(path).name
@@ -135,7 +136,26 @@ def profile_artifact(path: str | Path, *, batch: int = 8, crops: int = 1, runs: 
         return _onnxruntime(path, x, runs, threads)
     if fmt == "torch":
         return _torch(path, x, runs, threads, inference_precision)
-    raise ValueError(f"{path}: no operator profile for {fmt}; on the device use trtexec --loadEngine --dumpProfile")
+    if fmt == "trt":
+        raise ValueError(f"{path}: no operator profile for TensorRT here; on the device run {trtexec_hint(path, batch * crops)}")
+    raise ValueError(f"{path}: no operator profile for {fmt}")
+
+
+def trtexec_hint(engine: str | Path, batch: int = 8) -> str:
+    """The trtexec command that profiles ``engine`` per layer at ``batch`` (a shape for a dynamic-batch engine).
+
+    The input's name and size come from the engine's sidecar; ``--separateProfileRun`` keeps the
+    per-layer profiling out of the timed runs.
+    """
+    from glia_edge.runtimes import read_meta
+
+    engine = Path(engine)
+    meta = read_meta(engine)
+    size = meta.preprocess_config.crop_size
+    settings = meta.export.get("engine") or {}
+    dynamic = not settings or settings.get("min_batch") != settings.get("max_batch")
+    shapes = f" --shapes={meta.input_name}:{batch}x3x{size}x{size}" if dynamic else ""
+    return f"trtexec --loadEngine={engine}{shapes} --dumpProfile --separateProfileRun"
 
 
 def format_profile(ops: Sequence[OpTime]) -> str:

@@ -6,10 +6,13 @@ once, starting at a rotating offset so no configuration always runs first or rig
 same neighbour. Drift (thermal, other load) then hits every configuration alike and the ratios
 between them hold even when the absolute numbers move.
 
-On CPU a run is timed with ``time.perf_counter``. For PyTorch on CUDA and for TensorRT, the run
-is bracketed with CUDA events on the legacy default stream (which orders itself against every
-blocking stream, including the one TensorRT's backend uses), after the same warm-up, and the
-elapsed device time between the events is used.
+On CPU a run is timed with ``time.perf_counter``, and so is TensorRT: a run is one
+``predict_batch`` (host staging into pinned memory, the copy to the GPU, ``execute_async_v3`` on
+the backend's own stream, the copy back and a stream synchronize), so TensorRT rows are end-to-end
+wall times, comparable with the CPU rows. CUDA events recorded on the legacy default stream around
+that host-synchronised call would measure the same wall interval, not kernel time, and are not
+used. PyTorch on CUDA records ``torch.cuda`` events on its current stream (the one it runs on),
+after the same warm-up; its runs also include the host-device copies.
 """
 from __future__ import annotations
 
@@ -51,37 +54,12 @@ class TorchCudaTimer:
         return self._start.elapsed_time(self._end) / 1000.0
 
 
-class CudartTimer:
-    """Device time of one call between two CUDA events (cuda-python, no torch) on stream 0."""
-
-    def __init__(self) -> None:
-        try:
-            from cuda.bindings import runtime as cudart
-        except ImportError:
-            from cuda import cudart  # cuda-python before 12.6
-        self._cudart = cudart
-        self._start = self._check(cudart.cudaEventCreate())
-        self._end = self._check(cudart.cudaEventCreate())
-
-    def _check(self, result: Any) -> Any:
-        err, *values = result if isinstance(result, tuple) else (result,)
-        if err != self._cudart.cudaError_t.cudaSuccess:
-            raise RuntimeError(f"CUDA event call failed: {err}")
-        return values[0] if values else None
-
-    def __call__(self, fn: Callable[[], Any]) -> float:
-        cudart = self._cudart
-        self._check(cudart.cudaEventRecord(self._start, 0))
-        fn()
-        self._check(cudart.cudaEventRecord(self._end, 0))
-        self._check(cudart.cudaEventSynchronize(self._end))
-        return float(self._check(cudart.cudaEventElapsedTime(self._start, self._end))) / 1000.0
-
-
 def timer_for(target: str, device: str = "cpu") -> tuple[Timer, str]:
-    """The timer to use for a backend, and its name for the report ("wall" or "cuda-events")."""
-    if target == "trt":
-        return CudartTimer(), "cuda-events"
+    """The timer to use for a backend, and its name for the report ("wall" or "cuda-events").
+
+    TensorRT is timed with the wall clock: its backend runs on its own stream and synchronizes
+    inside every call, so the run's time is end to end (copies included) whatever the clock.
+    """
     if target == "torch" and device.startswith("cuda"):
         return TorchCudaTimer(), "cuda-events"
     return wall_timer, "wall"

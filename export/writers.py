@@ -97,9 +97,11 @@ def preflight(target: str, options: ExportOptions) -> None:
     """Checks that cost nothing, run before any expensive pass: a required TensorRT engine needs
     the TensorRT probe (TensorRT, its CUDA runtime bindings and a GPU) to pass first."""
     if target == "trt" and options.build_engine:
-        from glia_edge.runtimes.tensorrt import check_tensorrt
+        from glia_edge.runtimes.tensorrt import unavailable_error
 
-        check_tensorrt()
+        error = unavailable_error()  # keeps no builder: its memory is not held through the whole export
+        if error is not None:
+            raise error
 
 
 #: ``export`` key of a TensorRT-ready ONNX's metadata: the engine options given to the export
@@ -171,15 +173,20 @@ def write_trt(job: WriterInput) -> Written:
     and, where TensorRT and a GPU exist, ``model.engine`` with its sidecar; elsewhere a note with the
     command to finish on the device."""
     from glia_edge.export.tensorrt import engine_meta, onnx_to_engine
-    from glia_edge.formats import write_sidecar
-    from glia_edge.runtimes.tensorrt import unavailable_reason
+    from glia_edge.formats import read_sidecar, write_sidecar
+    from glia_edge.runtimes.tensorrt import TensorRtUnavailableError, check_tensorrt
 
     onnx_meta = _trt_onnx_meta(job)
     onnx_path = _onnx_at_precision(job, job.out_dir / TRT_ONNX_NAME, tensorrt=True, meta=onnx_meta,
                                    int8_graph=job.options.trt.int8_graph)
     write_sidecar(onnx_path, onnx_meta)
     build = job.options.build_engine
-    reason = unavailable_reason() if build is not False else "engine build turned off"
+    reason = "engine build turned off" if build is False else None
+    if reason is None:
+        try:
+            check_tensorrt()  # keeps the builder that onnx_to_engine then uses (one per build)
+        except TensorRtUnavailableError as exc:
+            reason = str(exc)
     if reason:
         if build:
             raise BackendUnavailableError(reason)
@@ -191,4 +198,4 @@ def write_trt(job: WriterInput) -> Written:
     meta = engine_meta(onnx_meta, job.options.engine)
     engine = onnx_to_engine(onnx_path, job.out_dir / FORMATS["trt"].loadable, precision=meta.precision,
                             options=job.options.engine, meta=meta)
-    return Written(engine, meta)
+    return Written(engine, read_sidecar(engine))  # as written: a fixed-batch ONNX records its real batch

@@ -1,6 +1,6 @@
 """TensorRT backend: runs a serialized engine (``.engine``/``.plan``) built on this device.
 
-Written against the TensorRT 10 Python API and limited to what TensorRT 10.3 (JetPack 6) has:
+Written against the TensorRT 10 Python API and limited to what TensorRT 10.3 (JetPack 6.1+) has:
 ``trt.Runtime.deserialize_cuda_engine``, the named-tensor API (``num_io_tensors``,
 ``get_tensor_name``, ``get_tensor_mode``, ``get_tensor_profile_shape``), ``set_input_shape`` for
 a dynamic batch inside optimization profile 0, ``set_tensor_address`` and ``execute_async_v3``
@@ -16,8 +16,16 @@ constructing thread's set is made at construction (engine deserialisation plus o
 each further thread pays one context and its buffers on its first call (milliseconds, and the
 engine's activation memory once more).
 
-Engines are tied to the GPU model and TensorRT version that built them: one that does not
+Engines are tied to the TensorRT version that built them and to the GPU's compute capability:
+TensorRT refuses one from another version or architecture, and one from another GPU model of the
+same architecture loads with a TensorRT warning (it may run slower, or wrongly). One that does not
 deserialize here is reported as such, with the command to rebuild it.
+
+Loading an engine creates only a ``trt.Runtime`` (the probe with ``build=False``), never a
+``trt.Builder``: a builder loads TensorRT's builder resource library (over a gigabyte of memory,
+shared with the GPU on a Jetson), and a runtime-only install has none. Every TensorRT object here
+shares one ``trt.Logger`` (:func:`logger`): TensorRT keeps a single logger per process and warns
+when a builder or runtime is given another.
 """
 from __future__ import annotations
 
@@ -37,12 +45,37 @@ from glia_edge.runtimes.base import Backend
 log = logging.getLogger(__name__)
 
 
-#: TensorRT releases older than this lack APIs used here (JetPack 6 ships 10.3).
+#: TensorRT releases older than this lack APIs used here (JetPack 6.1 and 6.2 ship 10.3; JetPack 6.0 ships 8.6).
 MIN_TENSORRT = (10, 3)
 #: The kinds of reason TensorRT cannot be used here (``TensorRtUnavailableError.kind``).
-REASON_KINDS = ("no-tensorrt", "old-tensorrt", "no-cuda-python", "cuda-runtime", "no-gpu", "no-builder")
-_INSTALL = ("pip install 'glia-edge[tensorrt-cu12]' --extra-index-url https://pypi.nvidia.com "
-            "(tensorrt-cu13 on CUDA 13 drivers; on a Jetson, JetPack's own TensorRT: see README 'Jetson')")
+REASON_KINDS = ("no-tensorrt", "old-tensorrt", "no-cuda-python", "cuda-runtime", "cuda-driver", "no-gpu",
+                "no-runtime", "no-builder")
+_INSTALL = ("pip install 'glia-edge[tensorrt-cu12]' (TensorRT's tensorrt-cu12 packages are on PyPI; "
+            "tensorrt-cu13 on CUDA 13 drivers; on a Jetson, JetPack 6.1+'s own TensorRT and "
+            "'glia-edge[jetson]': see README 'Jetson')")
+#: cudaError_t values the probe names (cuda-python's ``cudaError_t``).
+_NO_DEVICE, _INSUFFICIENT_DRIVER = 100, 35
+_DRIVER_HINT = ("cuda-python is newer than the driver: use the extra for your CUDA major (nvidia-smi's "
+                "\"CUDA Version\"); on a Jetson cuda-python must match JetPack's CUDA minor version "
+                "(cuda-python 12.6.x for JetPack 6.1/6.2's CUDA 12.6: 'glia-edge[jetson]')")
+
+_LOGGER: Any = None
+_LOGGER_LOCK = threading.Lock()
+#: The one builder kept for the build path: (tensorrt module, device, builder); see :func:`get_builder`.
+_BUILDER: tuple[Any, int, Any] | None = None
+
+
+def logger(trt: Any) -> Any:
+    """The process's one ``trt.Logger`` (WARNING), shared by every builder, runtime and parser here.
+
+    TensorRT keeps a single logger pointer per process; a second ``trt.Logger`` given to a builder
+    or runtime makes it warn that the logger "differs from one already provided" and ignores it.
+    """
+    global _LOGGER
+    with _LOGGER_LOCK:
+        if _LOGGER is None or _LOGGER[0] is not trt:  # a new tensorrt module (tests swap it): a new logger
+            _LOGGER = (trt, trt.Logger(trt.Logger.WARNING))
+        return _LOGGER[1]
 
 
 class TensorRtUnavailableError(BackendUnavailableError):
@@ -59,12 +92,12 @@ def import_tensorrt() -> tuple[Any, Any]:
     try:
         import tensorrt as trt
     except (ImportError, OSError) as exc:  # OSError: the wheel is there but libnvinfer is not
-        raise TensorRtUnavailableError("no-tensorrt", f"TensorRT is not installed here ({exc}); it comes from "
-                                       f"NVIDIA's index or JetPack, not PyPI: {_INSTALL}") from exc
+        raise TensorRtUnavailableError("no-tensorrt", f"TensorRT is not installed here ({exc}): {_INSTALL}") from exc
     version = tuple(int(p) for p in str(getattr(trt, "__version__", "0")).split(".")[:2] if p.isdigit())
     if version < MIN_TENSORRT:
         raise TensorRtUnavailableError("old-tensorrt", f"TensorRT {getattr(trt, '__version__', '?')} is too old: "
-                                       f"glia-edge needs TensorRT {'.'.join(map(str, MIN_TENSORRT))}+")
+                                       f"glia-edge needs TensorRT {'.'.join(map(str, MIN_TENSORRT))}+ (on a Jetson: "
+                                       "JetPack 6.1 or later, which ships TensorRT 10.3; JetPack 6.0 has 8.6)")
     try:
         from cuda.bindings import runtime as cudart
     except ImportError:
@@ -91,13 +124,17 @@ def _call(cudart: Any, result: Any) -> Any:
     return values[0] if len(values) == 1 else values or None
 
 
-def check_tensorrt(device: int = 0) -> tuple[Any, Any]:
-    """``(tensorrt, cudart)`` where engines can be built and run on ``device``; else raises.
+def check_tensorrt(device: int = 0, *, build: bool = True) -> tuple[Any, Any]:
+    """``(tensorrt, cudart)`` where engines can be run (and, with ``build``, built) on ``device``; else raises.
 
-    The one probe every caller uses (export, ``build-engine``, benchmarks, tests): TensorRT and the
-    CUDA runtime bindings import, the driver answers, a GPU is visible, the device can be made
-    current and given a stream (what the backend needs to run an engine), and a TensorRT builder
-    and runtime can be created. Raises :class:`TensorRtUnavailableError` with the reason's kind.
+    The one probe every caller uses (export, ``build-engine``, benchmarks, tests, the backend):
+    TensorRT and the CUDA runtime bindings import, the driver answers, a GPU is visible, the device
+    can be made current and given a stream (what the backend needs to run an engine), and a
+    TensorRT runtime can be created. With ``build`` (the default: "can engines be built here?") a
+    TensorRT builder too, which is kept and handed to the build (:func:`get_builder`), so a build
+    creates one builder however often it was probed. Loading an engine probes with
+    ``build=False``: no builder, so a runtime-only install runs the engines it cannot build.
+    Raises :class:`TensorRtUnavailableError` with the reason's kind.
     """
     trt, cudart = import_tensorrt()
     try:
@@ -105,9 +142,15 @@ def check_tensorrt(device: int = 0) -> tuple[Any, Any]:
     except Exception as exc:  # the bindings load but the driver library does not
         raise TensorRtUnavailableError("cuda-runtime", f"the CUDA runtime cannot be used here ({exc})") from exc
     if err != cudart.cudaError_t.cudaSuccess:
-        raise TensorRtUnavailableError("cuda-runtime", f"the CUDA runtime reports {_error_name(cudart, err)} "
-                                       "(cudaErrorInsufficientDriver: cuda-python is newer than the driver; "
-                                       "use the extra for your CUDA major)")
+        name = _error_name(cudart, err)
+        if _is_error(cudart, err, "cudaErrorNoDevice", _NO_DEVICE):
+            raise TensorRtUnavailableError("no-gpu", f"no CUDA GPU is visible here (the CUDA runtime reports {name}): "
+                                           "TensorRT engines are built and run on an NVIDIA GPU; in a container, "
+                                           "run it with the GPU passed in (docker --gpus all, or --runtime nvidia "
+                                           "on a Jetson)")
+        if _is_error(cudart, err, "cudaErrorInsufficientDriver", _INSUFFICIENT_DRIVER):
+            raise TensorRtUnavailableError("cuda-driver", f"the CUDA runtime reports {name}: {_DRIVER_HINT}")
+        raise TensorRtUnavailableError("cuda-runtime", f"the CUDA runtime reports {name}")
     if count == 0 or device >= count:
         raise TensorRtUnavailableError("no-gpu", f"no CUDA GPU {device} is visible here ({count} found): TensorRT "
                                        "engines are built and run on an NVIDIA GPU")
@@ -117,30 +160,83 @@ def check_tensorrt(device: int = 0) -> tuple[Any, Any]:
         _call(cudart, cudart.cudaStreamDestroy(stream))
     except RuntimeError as exc:
         raise TensorRtUnavailableError("cuda-runtime", f"GPU {device} cannot run work here ({exc})") from exc
-    try:
-        logger = trt.Logger(trt.Logger.ERROR)
-        builder, runtime = trt.Builder(logger), trt.Runtime(logger)
-    except Exception as exc:
-        raise TensorRtUnavailableError("no-builder", f"TensorRT {trt.__version__} could not create a builder "
-                                       f"and runtime on this GPU ({exc})") from exc
-    if builder is None or runtime is None:
-        raise TensorRtUnavailableError("no-builder", f"TensorRT {trt.__version__} could not create a builder "
-                                       "and runtime on this GPU")
+    _create(trt, trt.Runtime, "no-runtime", "runtime")  # dropped at once: only whether one can be made
+    if build:
+        get_builder(trt, device)
     return trt, cudart
 
 
-def unavailable_error(device: int = 0) -> TensorRtUnavailableError | None:
-    """The probe's error where TensorRT cannot be used here, else ``None``."""
+def _create(trt: Any, make: Any, kind: str, what: str, hint: str = "") -> Any:
+    """``make(logger)`` (a TensorRT runtime or builder); a :class:`TensorRtUnavailableError` of
+    ``kind`` where it raises or gives None (TensorRT returns None on failure)."""
     try:
-        check_tensorrt(device)
+        made, reason = make(logger(trt)), ""
+    except Exception as exc:  # noqa: BLE001 - TensorRT raises several kinds here
+        made, reason = None, f" ({exc})"
+    if made is None:
+        raise TensorRtUnavailableError(kind, f"TensorRT {trt.__version__} could not create a {what} on this "
+                                       f"GPU{reason}{hint}")
+    return made
+
+
+def _is_error(cudart: Any, err: Any, name: str, value: int) -> bool:
+    """Whether ``err`` is the cudaError_t ``name`` (by the bindings' member, else by its number)."""
+    member = getattr(cudart.cudaError_t, name, None)
+    if member is not None and err == member:
+        return True
+    try:
+        return int(err) == value
+    except (TypeError, ValueError):
+        return False
+
+
+def get_builder(trt: Any, device: int = 0) -> Any:
+    """The ``trt.Builder`` for ``device``, created once and kept (see :func:`release_builder`).
+
+    The probe (``check_tensorrt(build=True)``) and the build (``onnx_to_engine``) both use it, so
+    probing before a build costs no second builder. ``device`` must be the current CUDA device.
+    Raises :class:`TensorRtUnavailableError` (``no-builder``) where none can be created, e.g. a
+    runtime-only install without TensorRT's builder resource library.
+    """
+    global _BUILDER
+    with _LOGGER_LOCK:
+        if _BUILDER is not None and _BUILDER[0] is trt and _BUILDER[1] == device:
+            return _BUILDER[2]
+    builder = _create(trt, trt.Builder, "no-builder", "builder",
+                      ": engines can be run here but not built (a runtime-only install?); build them with "
+                      "`glia-edge build-engine` where TensorRT's builder is installed, on the same GPU model "
+                      "and TensorRT version")
+    with _LOGGER_LOCK:
+        _BUILDER = (trt, device, builder)
+    return builder
+
+
+def release_builder() -> None:
+    """Drop the kept builder (its memory goes back once TensorRT frees it); the next build makes a new one."""
+    global _BUILDER
+    with _LOGGER_LOCK:
+        _BUILDER = None
+
+
+def unavailable_error(device: int = 0, *, build: bool = True) -> TensorRtUnavailableError | None:
+    """The probe's error where TensorRT cannot be used here (to build and run, or only to run), else ``None``.
+
+    It keeps no builder it created (a builder already kept for a build stays).
+    """
+    kept = _BUILDER is not None
+    try:
+        check_tensorrt(device, build=build)
     except TensorRtUnavailableError as exc:
         return exc
+    finally:
+        if not kept:  # an answer only: leave no builder behind that this call created
+            release_builder()
     return None
 
 
-def unavailable_reason(device: int = 0) -> str | None:
-    """``None`` where TensorRT engines can be built and run here, else why not (one line)."""
-    exc = unavailable_error(device)
+def unavailable_reason(device: int = 0, *, build: bool = True) -> str | None:
+    """``None`` where TensorRT engines can be built (unless ``build=False``) and run here, else why not (one line)."""
+    exc = unavailable_error(device, build=build)
     return None if exc is None else str(exc)
 
 
@@ -175,19 +271,19 @@ class TensorRtBackend(Backend):
         meta = read_sidecar(path)
         self.check_precision(meta, precision)
         self._device = _device_index(device)
-        trt, cudart = check_tensorrt(self._device)
+        trt, cudart = check_tensorrt(self._device, build=False)  # a runtime, never a builder, to run an engine
         self._trt, self._cudart = trt, cudart
         self._lock = threading.Lock()
         self._local = threading.local()
         self._states: list[_ThreadState] = []
         self._closed = False
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
+        self._runtime = trt.Runtime(logger(trt))
         self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise UnsupportedArtifactError(
-                f"{path}: TensorRT {trt.__version__} could not deserialize this engine; engines only run on the GPU "
-                "model and TensorRT version that built them: rebuild it here with `glia-edge build-engine MODEL.trt.onnx`")
+                f"{path}: TensorRT {trt.__version__} could not deserialize this engine (see the TensorRT log above); "
+                "an engine runs only with the TensorRT version that built it and on GPUs of the same compute "
+                "capability: rebuild it here with `glia-edge build-engine MODEL.trt.onnx`")
         self.input_name, self.output_name = self._io_names(path)
         min_batch, max_batch, fixed = self._batch_range()
         super().__init__(path, meta, batch_size=min(batch_size, max_batch), fixed_batch=fixed)
@@ -318,3 +414,4 @@ class TensorRtBackend(Backend):
             self._release(state)
         self._local = threading.local()
         self.engine = None
+        self._runtime = None  # the runtime after the engine: TensorRT frees an engine before its runtime

@@ -7,6 +7,13 @@ inference, ``build-engine``) and check what it asked of TensorRT and CUDA. None 
 code is replaced. "Device" memory is host memory here; "inference" is a fixed function of the
 input (the mean of each crop times 100 plus 1), so results can be checked exactly.
 
+Where real TensorRT refuses something, so does the stand-in, in the same way (a ``None`` or
+``False`` return, not an exception, as TensorRT's Python API does): a damaged timing cache
+(``create_timing_cache`` gives ``None``), a parse error (``parse_from_file`` gives ``False`` with
+errors), a dynamic input without an optimization profile or with a bad one (``min <= opt <= max``,
+the other dimensions as the network's: ``build_serialized_network`` gives ``None``), a byte count
+that is not a ``size_t`` (``TypeError``). Enum values are TensorRT 10.3's (``NvInfer.h``).
+
 ``install(monkeypatch)`` puts both modules into ``sys.modules``; ``install_into_sys_modules()``
 does the same in a subprocess (no pytest there).
 """
@@ -25,8 +32,9 @@ from typing import Any
 import numpy as np
 
 ENGINE_MAGIC = b"STANDIN-TRT-ENGINE\n"
-CACHE_MAGIC = b"STANDIN-TIMING-CACHE:"
-FOREIGN_CACHE = b"FOREIGN-GPU-TIMING-CACHE"  # a cache made elsewhere: set_timing_cache refuses it
+CACHE_MAGIC = b"STANDIN-TIMING-CACHE:"  # the header every cache serializes with (an empty cache: only it)
+FOREIGN_CACHE = b"FOREIGN-GPU-TIMING-CACHE"  # a cache made on another GPU: set_timing_cache refuses it
+OTHER_VERSION_CACHE = b"OTHER-TRT-VERSION-TIMING-CACHE"  # read, but none of its timings kept (an empty cache)
 
 
 @dataclass
@@ -36,9 +44,12 @@ class Settings:
     version: str = "10.3.0"
     devices: int = 1
     driver_error: int = 0  # a cudaError_t value returned by cudaGetDeviceCount
-    builder_fails: bool = False
+    builder_fails: bool = False  # a runtime-only install: no builder resource library
+    runtime_fails: bool = False
     input_shape: tuple[int, ...] = (-1, 3, 224, 224)
     graph_precision: str = "fp32"  # what the "parsed ONNX" carries
+    io_dtype: str = "float32"  # the engine's input and output tensors' type (float16: an FP16-IO engine)
+    parse_errors: tuple[str, ...] = ()  # parse_from_file fails with these
     fail_call: dict[str, int] = field(default_factory=dict)  # cuda function -> fail its n-th call (1-based)
     infer_delay_s: float = 0.0
     calls: list[tuple[str, tuple[Any, ...], int]] = field(default_factory=list)  # (name, args, thread id)
@@ -56,6 +67,10 @@ class Settings:
 
     def count(self, name: str) -> int:
         return len(self.named(name))
+
+    def loggers(self) -> set[int]:
+        """The ids of the loggers given to builders, runtimes and parsers (TensorRT keeps one per process)."""
+        return {args[0] for args in self.named("logger")}
 
 
 SETTINGS = Settings()
@@ -165,7 +180,7 @@ def cudaMemcpyAsync(dst: int, src: int, count: int, kind: cudaMemcpyKind, stream
     return (cudaError_t.cudaSuccess,)
 
 
-# -- tensorrt ----------------------------------------------------------------------------------
+# -- tensorrt ---------------------------------------------------------------------------------
 class Logger:
     INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
 
@@ -173,8 +188,16 @@ class Logger:
         self.severity = severity
 
 
+def _size_t(value: Any) -> int:
+    """What pybind11 accepts for a ``size_t`` argument (a non-negative int below 2**64), else TypeError."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 64:
+        raise TypeError(f"incompatible function arguments: {value!r} is not a size_t")
+    return value
+
+
 class NetworkDefinitionCreationFlag(enum.IntEnum):
-    STRONGLY_TYPED = 5
+    EXPLICIT_BATCH = 0  # deprecated in TensorRT 10 (every network is explicit batch)
+    STRONGLY_TYPED = 1
 
 
 class MemoryPoolType(enum.IntEnum):
@@ -184,7 +207,18 @@ class MemoryPoolType(enum.IntEnum):
 class BuilderFlag(enum.IntEnum):
     FP16 = 0
     INT8 = 1
-    TF32 = 7
+    TF32 = 6
+
+
+class ProfilingVerbosity(enum.IntEnum):
+    LAYER_NAMES_ONLY = 0
+    NONE = 1
+    DETAILED = 2
+
+
+class LayerInformationFormat(enum.IntEnum):
+    ONELINE = 0
+    JSON = 1
 
 
 class TensorIOMode(enum.IntEnum):
@@ -197,18 +231,29 @@ class DataType(enum.IntEnum):
     FLOAT = 0
     HALF = 1
     INT8 = 2
+    INT32 = 3
 
 
 class LayerType(enum.IntEnum):
     CONVOLUTION = 0
-    MATRIX_MULTIPLY = 1
-    CAST = 2
-    QUANTIZE = 3
-    DEQUANTIZE = 4
+    CAST = 1
+    MATRIX_MULTIPLY = 17
+    QUANTIZE = 32
+    DEQUANTIZE = 33
 
 
 def nptype(dtype: DataType) -> type:
-    return {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT8: np.int8}[dtype]
+    return {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT8: np.int8,
+            DataType.INT32: np.int32}[dtype]
+
+
+_IO_DTYPES = {"float32": DataType.FLOAT, "float16": DataType.HALF}
+#: What the engine inspector says each layer of a "parsed ONNX" gives (Format/Datatype strings as TensorRT's).
+_INSPECTED = {"fp32": ["Row major linear FP32", "Row major linear FP32"],
+              "fp16": ["Row major linear FP32", "Channel major FP16 format where channel % 8 == 0",
+                       "Row major linear FP16 format"],
+              "int8": ["Row major linear FP32", "Four wide channel vectorized row major Int8 format",
+                       "Channel major FP16 format where channel % 8 == 0", "Row major linear FP32"]}
 
 
 class _Tensor:
@@ -242,20 +287,39 @@ class _Network:
         return self.input
 
 
+class _ParserError:
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def desc(self) -> str:
+        return self._text
+
+    def __str__(self) -> str:
+        return f"In node -1 (parse): INVALID_GRAPH: {self._text}"
+
+
 class OnnxParser:
     def __init__(self, network: _Network, logger: Logger) -> None:
-        self.network, self.num_errors = network, 0
+        SETTINGS.record("logger", id(logger))
+        self.network, self._errors = network, []
+
+    @property
+    def num_errors(self) -> int:
+        return len(self._errors)
 
     def parse_from_file(self, path: str) -> bool:
         SETTINGS.record("parse_from_file", path)
+        if SETTINGS.parse_errors:
+            self._errors = [_ParserError(e) for e in SETTINGS.parse_errors]
+            return False
         layers = {"fp32": [_Layer(LayerType.MATRIX_MULTIPLY, DataType.FLOAT)],
                   "fp16": [_Layer(LayerType.CAST, DataType.HALF), _Layer(LayerType.MATRIX_MULTIPLY, DataType.HALF)],
                   "int8": [_Layer(LayerType.QUANTIZE, DataType.INT8), _Layer(LayerType.DEQUANTIZE, DataType.FLOAT)]}
         self.network.layers = layers[SETTINGS.graph_precision]
         return True
 
-    def get_error(self, index: int) -> str:
-        return "no error"
+    def get_error(self, index: int) -> _ParserError:
+        return self._errors[index]
 
 
 class _Profile:
@@ -279,9 +343,10 @@ class _Config:
     def __init__(self) -> None:
         self.profiles: list[_Profile] = []
         self.cache: ITimingCache | None = None
+        self.profiling_verbosity = ProfilingVerbosity.LAYER_NAMES_ONLY
 
     def set_memory_pool_limit(self, pool: MemoryPoolType, size: int) -> None:
-        SETTINGS.record("set_memory_pool_limit", pool, size)
+        SETTINGS.record("set_memory_pool_limit", pool, _size_t(size))
 
     def clear_flag(self, flag: BuilderFlag) -> None:
         SETTINGS.record("clear_flag", flag)
@@ -290,11 +355,21 @@ class _Config:
         self.profiles.append(profile)
         return len(self.profiles) - 1
 
-    def create_timing_cache(self, data: bytes) -> ITimingCache:
-        SETTINGS.record("create_timing_cache", bytes(data))
+    def create_timing_cache(self, data: bytes) -> ITimingCache | None:
+        """An empty cache for ``b""``; ``None`` for bytes that are no timing cache (as TensorRT's nullptr)."""
+        data = bytes(data)
+        SETTINGS.record("create_timing_cache", data)
+        if not data:
+            return ITimingCache(CACHE_MAGIC)
+        if data.startswith(OTHER_VERSION_CACHE):  # read, but TensorRT kept none of its timings
+            return ITimingCache(CACHE_MAGIC)
+        if not data.startswith((CACHE_MAGIC, FOREIGN_CACHE)):
+            return None
         return ITimingCache(data)
 
     def set_timing_cache(self, cache: ITimingCache, ignore_mismatch: bool) -> bool:
+        if not isinstance(cache, ITimingCache):  # pybind11: None is not an ITimingCache
+            raise TypeError(f"set_timing_cache(): incompatible function arguments: {cache!r}")
         SETTINGS.record("set_timing_cache", cache.data, ignore_mismatch)
         if cache.data.startswith(FOREIGN_CACHE) and not ignore_mismatch:
             return False
@@ -305,9 +380,29 @@ class _Config:
         return self.cache
 
 
+def _profile_error(network: _Network, config: _Config) -> str | None:
+    """Why TensorRT would refuse to build ``network`` with ``config``'s profiles, or None."""
+    shape = tuple(network.input.shape)
+    if not config.profiles:
+        return "Network has dynamic or shape inputs, but no optimization profile has been defined." \
+            if -1 in shape else None
+    for profile in config.profiles:
+        shapes = profile.shapes.get(network.input.name)
+        if shapes is None:
+            return f"optimization profile is missing values for input {network.input.name}"
+        low, opt, high = shapes
+        if not len(low) == len(opt) == len(high) == len(shape):
+            return f"profile dimensions {shapes} do not match the input's rank {len(shape)}"
+        for dim, a, b, c in zip(shape, low, opt, high):
+            if not 0 <= a <= b <= c or (dim != -1 and not a == b == c == dim):
+                return f"bad optimization profile {shapes} for input {shape}"
+    return None
+
+
 class Builder:
     def __init__(self, logger: Logger) -> None:
         SETTINGS.record("Builder")
+        SETTINGS.record("logger", id(logger))
         if SETTINGS.builder_fails:
             raise RuntimeError("pybind11::init(): factory function returned nullptr")
 
@@ -321,13 +416,19 @@ class Builder:
     def create_builder_config(self) -> _Config:
         return _Config()
 
-    def build_serialized_network(self, network: _Network, config: _Config) -> bytes:
+    def build_serialized_network(self, network: _Network, config: _Config) -> bytes | None:
         SETTINGS.record("build_serialized_network")
+        error = _profile_error(network, config)
+        if error is not None:
+            SETTINGS.record("build_error", error)
+            return None
         if config.cache is not None:  # the builder adds this device's timings to the attached cache
             config.cache.data = CACHE_MAGIC + b"timings"
         profile = config.profiles[0].shapes.get("images") if config.profiles else None
         shape = network.input.shape
-        spec = {"input": list(shape), "profile": [list(s) for s in profile] if profile else None}
+        spec = {"input": list(shape), "profile": [list(s) for s in profile] if profile else None,
+                "io_dtype": SETTINGS.io_dtype, "graph": SETTINGS.graph_precision,
+                "verbosity": int(config.profiling_verbosity)}
         return ENGINE_MAGIC + json.dumps(spec).encode()
 
 
@@ -362,14 +463,35 @@ class _Context:
         try:
             assert self.shape is not None
             n, per = self.shape[0], int(np.prod(self.shape[1:]))
-            x = np.ctypeslib.as_array((ctypes.c_float * (n * per)).from_address(self.addresses["images"]))
-            out = np.ctypeslib.as_array((ctypes.c_float * n).from_address(self.addresses["scores"]))
+            dtype = self.engine.io_dtype
+
+            def view(name: str, count: int) -> np.ndarray:
+                raw = (ctypes.c_byte * (count * dtype.itemsize)).from_address(self.addresses[name])
+                return np.frombuffer(raw, dtype=dtype)
+
+            x, out = view("images", n * per), view("scores", n)
             time.sleep(SETTINGS.infer_delay_s)
-            out[:] = x.reshape(n, per).mean(axis=1) * 100.0 + 1.0
+            out[:] = x.astype(np.float32).reshape(n, per).mean(axis=1) * 100.0 + 1.0
         finally:
             with SETTINGS.lock:
                 SETTINGS.in_flight -= 1
         return True
+
+
+class _Inspector:
+    def __init__(self, engine: "ICudaEngine") -> None:
+        self.engine = engine
+
+    def get_engine_information(self, format: LayerInformationFormat) -> str:  # noqa: A002 - TensorRT's name
+        if self.engine.profiling_verbosity != ProfilingVerbosity.DETAILED:
+            layers: list[Any] = [f"layer_{i}" for i in range(len(_INSPECTED[self.engine.graph]))]
+        else:
+            layers = [{"Name": f"layer_{i}", "LayerType": "Reformat" if i == 0 else "CaskGemm",
+                       "Inputs": [{"Name": "in", "Format/Datatype": "Row major linear FP32"}],
+                       "Outputs": [{"Name": f"out_{i}", "Format/Datatype": fmt}]}
+                      for i, fmt in enumerate(_INSPECTED[self.engine.graph])]
+        assert format == LayerInformationFormat.JSON, "the stand-in writes JSON only"
+        return json.dumps({"Layers": layers, "Bindings": ["images", "scores"]})
 
 
 class ICudaEngine:
@@ -379,6 +501,9 @@ class ICudaEngine:
         fixed = self.input_shape[0]
         self.batch_range = (profile[0][0], profile[2][0]) if profile else (fixed, fixed)
         self.profile = profile
+        self.io_dtype = np.dtype(spec["io_dtype"])
+        self.graph = spec["graph"]
+        self.profiling_verbosity = ProfilingVerbosity(spec["verbosity"])
         self.num_io_tensors = 2
 
     def get_tensor_name(self, index: int) -> str:
@@ -394,16 +519,22 @@ class ICudaEngine:
         return [tuple(s) for s in self.profile]
 
     def get_tensor_dtype(self, name: str) -> DataType:
-        return DataType.FLOAT
+        return _IO_DTYPES[self.io_dtype.name]
 
     def create_execution_context(self) -> _Context:
         SETTINGS.record("create_execution_context")
         return _Context(self)
 
+    def create_engine_inspector(self) -> _Inspector:
+        return _Inspector(self)
+
 
 class Runtime:
     def __init__(self, logger: Logger) -> None:
         SETTINGS.record("Runtime")
+        SETTINGS.record("logger", id(logger))
+        if SETTINGS.runtime_fails:
+            raise RuntimeError("pybind11::init(): factory function returned nullptr")
 
     def deserialize_cuda_engine(self, data: bytes) -> ICudaEngine | None:
         if not bytes(data).startswith(ENGINE_MAGIC):
@@ -418,8 +549,9 @@ def modules(settings: Settings) -> dict[str, types.ModuleType]:
     SETTINGS = settings
     this = sys.modules[__name__]
     trt = types.ModuleType("tensorrt")
-    for name in ("Logger", "NetworkDefinitionCreationFlag", "MemoryPoolType", "BuilderFlag", "TensorIOMode",
-                 "DataType", "LayerType", "nptype", "OnnxParser", "ITimingCache", "Builder", "ICudaEngine", "Runtime"):
+    for name in ("Logger", "NetworkDefinitionCreationFlag", "MemoryPoolType", "BuilderFlag", "ProfilingVerbosity",
+                 "LayerInformationFormat", "TensorIOMode", "DataType", "LayerType", "nptype", "OnnxParser",
+                 "ITimingCache", "Builder", "ICudaEngine", "Runtime"):
         setattr(trt, name, getattr(this, name))
     trt.__version__ = settings.version
     runtime = types.ModuleType("cuda.bindings.runtime")

@@ -110,6 +110,8 @@ def test_build_engine_with_only_the_tensorrt_extra(trt_fp16: Path, tmp_path: Pat
     (["--max-batch", "0"], "need 1 <= min_batch"),
     (["--max-batch", "lots"], "--max-batch must be an integer"),
     (["--workspace", "-1"], "workspace_gib must be positive"),
+    (["--workspace", "inf"], "workspace_gib must be positive and finite"),
+    (["--workspace", "1e30"], "workspace_gib must be between one byte and"),
 ])
 def test_bad_arguments_are_one_line_errors(trt_fp16: Path, monkeypatch: pytest.MonkeyPatch, args: list[str],
                                            message: str) -> None:
@@ -158,7 +160,9 @@ def test_nvinfer_config_matches_the_exported_metadata(trt_fp16: Path) -> None:
     meta = read_sidecar(trt_fp16 / "model.trt.onnx")
     cfg = _ini("config_infer_glia.txt")["property"]
     size = meta.preprocess_config.crop_size
-    assert cfg["onnx-file"].endswith("model.trt.onnx") and cfg["model-engine-file"].endswith("model.engine")
+    assert cfg["model-engine-file"].endswith("model.engine")
+    # A prebuilt strongly typed engine only: no model file nvinfer could build a weakly typed engine from.
+    assert not {"onnx-file", "uff-file", "tlt-encoded-model", "model-file", "proto-file"} & set(cfg)
     assert cfg["network-mode"] == NETWORK_MODE[meta.precision]  # the TensorRT-ready ONNX's own precision
     assert cfg["output-blob-names"] == meta.output_name
     assert meta.export["output_shape"] == ["batch", 1]  # --score-axis: nvinfer gets a 1-element layer

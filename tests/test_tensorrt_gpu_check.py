@@ -85,3 +85,80 @@ def test_require_tensorrt_turns_tensorrt_skips_into_failures() -> None:
     # A skip at setup (a skipif mark, a skipping fixture) is reported as an error, one in the call as a failure.
     assert strict.returncode == 1 and ("1 error" in text or "1 failed" in text), strict.stdout
     assert "GLIA_REQUIRE_TENSORRT=1 but this TensorRT test skipped" in text and " ".join(reason.split()) in text
+
+
+def test_a_failing_step_is_a_fail_row_and_the_results_are_written(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    """An engine build that raises, a gate error and a bench that exits non-zero: FAIL rows and notes,
+    every other variant still checked, RESULTS-gpu.md written, exit 5 (not 1, a failed gate)."""
+    import subprocess as sp
+    from types import SimpleNamespace
+
+    import _trt_standin as standin
+    import glia_edge.export as export_pkg
+    from glia_edge.benchmarks import gpu_check
+    from glia_edge.errors import BackendUnavailableError, ExportError
+    from glia_edge.formats import read_meta, read_sidecar, write_sidecar
+    from glia_edge.weights import default_checkpoint
+
+    trt = standin.install(monkeypatch, standin.Settings(graph_precision="fp16"))
+    meta = read_meta(default_checkpoint()).derive(format="onnx", precision="fp16")
+    meta = meta.derive(export={**meta.export, "engine_options": {"min_batch": 1, "opt_batch": 4, "max_batch": 8,
+                                                                  "workspace_gib": 2.0}})
+    exports: list[dict] = []
+
+    def fake_export(ckpt, *, target, precision, output, **kwargs):
+        exports.append({"target": target, "precision": precision, **kwargs})
+        output.mkdir(parents=True, exist_ok=True)
+        path = output / ("model.trt.onnx" if target == "trt" else "model.onnx")
+        path.write_bytes(b"onnx graph: the stand-in parser does not read it")
+        if target == "trt":
+            write_sidecar(path, meta)
+        return SimpleNamespace(path=path)
+
+    real_build = gpu_check.build_engine
+
+    def build(ckpt, out, precision, work, args, **extra):
+        if extra.get("int8_graph") == "fp32":
+            raise ExportError("TensorRT failed to build the engine")
+        if extra.get("int8_graph") == "fp16":
+            raise BackendUnavailableError("out of GPU memory")
+        return real_build(ckpt, out, precision, work, args, **extra)
+
+    def bench(model, work, deadline):
+        raise sp.CalledProcessError(1, ["glia-edge", "bench"])
+
+    ref = np.linspace(10, 90, 30)
+    monkeypatch.setattr(export_pkg, "export", fake_export)
+    monkeypatch.setattr(gpu_check, "build_engine", build)
+    monkeypatch.setattr(gpu_check, "_scores", lambda artifact, images: ref + 0.1)
+    monkeypatch.setattr(gpu_check, "run_bench", bench)
+    results = tmp_path / "RESULTS-gpu.md"
+    code = gpu_check.main(["--out", str(tmp_path / "out"), "--results", str(results), "--models", "default",
+                           "--eval-size", "30"])
+    assert code == gpu_check.EXIT_ERROR == 5
+    text = results.read_text()
+    rows = {line.split("|")[2].strip(): line for line in text.splitlines() if line.startswith("| default |")}
+    assert "| pass |" in rows["fp16"] and "fp16 2, fp32 1" in rows["fp16"]  # layers from the engine inspector
+    assert "FAIL: ExportError: TensorRT failed to build the engine" in rows["int8"]
+    assert "FAIL: BackendUnavailableError: out of GPU memory" in rows["int8-fp16graph"]
+    assert "bench default: FAIL: CalledProcessError" in text
+    # The engine: built from the exported ONNX with its recorded profile, the work folder's timing cache, DETAILED.
+    assert [e["build_engine"] for e in exports if e["target"] == "trt"] == [False]
+    engine = tmp_path / "out" / "default.fp16.trt" / "model.engine"
+    settings = read_sidecar(engine).export["engine"]
+    assert settings["max_batch"] == 8 and settings["timing_cache"] == str(tmp_path / "out" / "timing.cache")
+    assert (tmp_path / "out" / "timing.cache").read_bytes() == standin.CACHE_MAGIC + b"timings"
+    assert trt.count("Builder") == 2  # the probe's (an answer: not kept) and the build's
+
+
+def test_a_failed_gate_alone_exits_1(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import _trt_standin as standin
+    from glia_edge.benchmarks import gpu_check
+
+    standin.install(monkeypatch)
+    row = gpu_check.Agreement("default", "fp16", 30, 0.5, 9.0, 0.1, gated=True, passed=False)
+    monkeypatch.setattr(gpu_check, "check_model", lambda *a: [row])
+    code = gpu_check.main(["--out", str(tmp_path / "out"), "--results", str(tmp_path / "R.md"), "--models",
+                           "default", "--no-bench"])
+    assert code == gpu_check.EXIT_FAILED and "| FAIL |" in (tmp_path / "R.md").read_text()

@@ -54,3 +54,5 @@ def test_named_extras_exist() -> None:
     assert any(r.startswith("cuda-python") and "<13" in r for r in extras["tensorrt-cu12"])
     assert any(r.startswith("tensorrt-cu12") and "<11" in r for r in extras["tensorrt-cu12"])
     assert any(r.startswith("cuda-python") and "<14" in r and ">=13" in r for r in extras["tensorrt-cu13"])
+    # JetPack 6.1/6.2's CUDA 12.6: a newer cuda-python 12.x needs a newer driver than the Jetson's.
+    assert extras["jetson"] == ["cuda-python>=12.6,<12.7"]
