@@ -49,11 +49,11 @@ def _table(totals: dict[str, float], runs: int, kernels: dict[str, set[str]] | N
 def _openvino(path: Path, x: np.ndarray, runs: int, threads: int | None, inference_precision: str | None) -> list[OpTime]:
     from glia_edge.formats import openvino_meta_from_model, resolve_ir
     from glia_edge.ov_core import shared_core
-    from glia_edge.runtimes.openvino import compile_config, with_batch
+    from glia_edge.runtimes.openvino import compile_config, read_for_cpu, with_batch
 
     core = shared_core()
     xml = resolve_ir(path)
-    model = core.read_model(str(xml))
+    model = read_for_cpu(core, xml)  # the graph the backend compiles (ONNX converted, reductions rewritten)
     # The backend's own config (an FP32 IR pinned to f32, an INT8 IR's float parts in BF16 ...),
     # and its own static shape for this batch size.
     meta = openvino_meta_from_model(model, xml)
