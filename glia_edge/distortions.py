@@ -327,6 +327,8 @@ def _skimage_sources(names: Sequence[str], size: int = 384) -> Iterator[tuple[st
 
 
 def _folder_sources(folder: Path) -> Iterator[tuple[str, list[Image.Image]]]:
+    if folder.is_file():
+        raise DatasetError(f"{folder}: is a file, not a folder of reference photos")
     if not folder.is_dir():
         raise DatasetError(f"{folder}: reference folder not found")
     seen: set[str] = set()
@@ -388,11 +390,14 @@ def is_grey(img: Image.Image) -> bool:
 
 def _write_images(root: Path, refs: Sequence[Reference], types: Sequence[str], levels: int, seed: int,
                   progress: bool) -> list[dict[str, object]]:
+    from rich.console import Console
     from rich.progress import track
 
     (root / "images").mkdir(parents=True)
     rows: list[dict[str, object]] = []
-    for ref in track(refs, description="distorting", disable=not progress):
+    console = Console(stderr=True)  # stdout carries results; the bar only on a terminal, as score and batch
+    for ref in track(refs, description="distorting", console=console, transient=True,
+                     disable=not (progress and console.is_terminal)):
         stem = f"{ref.ref}-{ref.part}"
         kept = [t for t in types if not (t in COLOUR_ONLY and is_grey(ref.image))]
         if len(kept) < len(types):

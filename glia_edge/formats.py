@@ -17,7 +17,7 @@ Where each format keeps its :class:`ArtifactMeta` JSON (key ``glia_edge``):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,25 +30,64 @@ from glia_edge.meta import META_KEY, ArtifactMeta
 def _meta_from_json(text: str, path: Path) -> ArtifactMeta:
     """Parse an artifact's metadata and check the settings every backend builds on, so a corrupt or
     edited entry is refused at load, naming the artifact, not at the first image."""
+    missing: list[str] = []
     try:
-        meta = ArtifactMeta.from_json(text)
-        _ = (meta.preprocess_config, meta.score_spec)  # built for their checks
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        missing = _missing_fields(data)
+        if not missing:
+            meta = ArtifactMeta.from_dict(data)
+            _ = (meta.preprocess_config, meta.score_spec)  # built for their checks
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise UnsupportedArtifactError(f"{path}: glia-edge metadata unreadable: {one_line(exc)}") from None
+    if missing:  # a hand-written or cut sidecar: name the fields, not the constructor's TypeError
+        raise UnsupportedArtifactError(f"{path}: glia-edge metadata lacks {', '.join(missing)}")
     return meta
 
 
+def _missing_fields(data: dict[str, Any]) -> list[str]:
+    """The fields of :class:`ArtifactMeta` without a default that ``data`` lacks."""
+    return [f.name for f in fields(ArtifactMeta)
+            if f.default is MISSING and f.default_factory is MISSING and f.name not in data]
+
+
+#: The safetensors header is 8 bytes of little-endian length followed by that much JSON.
+_SAFETENSORS_PREFIX = 8
+
+
 def _read_safetensors_meta(path: Path) -> ArtifactMeta:
-    # The header is 8 bytes of little-endian length followed by JSON; read it without torch.
+    # Read the header without torch, and check the file holds the tensor data it declares (as
+    # safetensors does at load), so a truncated checkpoint is refused here, not at the first score.
+    file_size = path.stat().st_size
     with open(path, "rb") as fh:
-        size = int.from_bytes(fh.read(8), "little")
+        size = int.from_bytes(fh.read(_SAFETENSORS_PREFIX), "little")
         if size <= 0 or size > 100_000_000:
             raise UnsupportedArtifactError(f"{path}: not a safetensors file")
+        if _SAFETENSORS_PREFIX + size > file_size:
+            raise UnsupportedArtifactError(f"{path}: truncated safetensors file (its header alone needs "
+                                           f"{_SAFETENSORS_PREFIX + size} bytes, the file has {file_size})")
         header = json.loads(fh.read(size))
+    _check_safetensors_data(path, header, file_size - _SAFETENSORS_PREFIX - size)
     props = header.get("__metadata__", {}) or {}
     if META_KEY not in props:
         raise UnsupportedArtifactError(f"{path}: safetensors file has no glia-edge config in its header")
     return _meta_from_json(props[META_KEY], path)
+
+
+def _check_safetensors_data(path: Path, header: dict[str, Any], data_bytes: int) -> None:
+    """The tensors' ``data_offsets`` must end exactly where the file does (safetensors refuses a
+    file they do not fully cover)."""
+    try:
+        declared = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (TypeError, KeyError, IndexError, ValueError, AttributeError):
+        raise UnsupportedArtifactError(f"{path}: safetensors header has malformed tensor entries") from None
+    if declared > data_bytes:
+        raise UnsupportedArtifactError(f"{path}: truncated safetensors file (its header declares {declared} "
+                                       f"bytes of tensor data, the file holds {data_bytes})")
+    if declared < data_bytes:
+        raise UnsupportedArtifactError(f"{path}: not a valid safetensors file ({data_bytes - declared} bytes "
+                                       "after the tensor data its header declares)")
 
 
 def safetensors_metadata(meta: ArtifactMeta) -> dict[str, str]:
@@ -242,6 +281,8 @@ def read_meta(path: str | Path) -> ArtifactMeta:
     if not path.exists():
         raise FileNotFoundError(f"artifact not found: {path}")
     fmt = format_of(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise UnsupportedArtifactError(f"{path}: empty file (0 bytes)")
     try:
         return fmt.read_meta(path)
     except (GliaError, FileNotFoundError):

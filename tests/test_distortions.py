@@ -283,3 +283,21 @@ def test_a_distortion_that_changes_nothing_is_reported(tmp_path: Path, photo: Im
                      levels=2)
     warned = [r.getMessage() for r in caplog.records if "pixel-identical" in r.getMessage()]
     assert len(warned) == 1 and "flat-0" in warned[0] and "gaussian_blur level(s) 1,2" in warned[0]
+
+
+def test_synth_off_a_terminal_prints_no_progress_and_a_file_as_refs_is_named(tmp_path: Path,
+                                                                             photo: Image.Image) -> None:
+    from glia_edge.cli import app
+
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    photo.save(folder / "a.png")
+    out = tmp_path / "set"
+    res = CliRunner().invoke(app, ["synth", str(out), "--refs", str(folder), "--levels", "1", "--types", "jpeg",
+                                   "--size", "48", "--tiles", "1"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout == f"wrote 2 labelled images to {out / 'labels.csv'}\n"  # results only: no bar on stdout
+    assert "distorting" not in res.stderr  # nor on stderr off a terminal
+    res = CliRunner().invoke(app, ["synth", str(tmp_path / "other"), "--refs", str(folder / "a.png")])
+    assert res.exit_code == 2
+    assert res.stderr.strip() == f"error: {folder / 'a.png'}: is a file, not a folder of reference photos"

@@ -106,3 +106,42 @@ def test_a_constant_series_counts_as_no_ranking_and_json_stays_valid(synth_csv, 
     assert result.exit_code == 0, result.output
     data = strict(result.stdout)
     assert data["per_type"]["contrast"] == 0.0 and data["constant"] == {"contrast": 2}
+
+
+@pytest.fixture()
+def small_csv(tmp_path):
+    refs = reference_images(names=["coffee"], size=128, max_tiles=1)
+    return make_dataset(tmp_path / "set", refs, types=["jpeg", "gaussian_blur", "contrast"], levels=2, seed=1)
+
+
+def _rank(*args: str):  # noqa: ANN202
+    return CliRunner().invoke(app, ["rank-levels", *map(str, args)])
+
+
+def test_rank_levels_exits_1_when_images_fail(tiny_checkpoint, small_csv) -> None:
+    broken = small_csv.parent / "images" / "coffee-0-jpeg-1.png"
+    broken.write_bytes(b"")
+    result = _rank(small_csv, "--model", tiny_checkpoint, "--json")
+    assert result.exit_code == 1, result.output
+    assert f"error: {broken}: empty file" in result.stderr
+    assert json.loads(result.stdout)["failed"]  # the rest still ranked and printed
+
+
+def test_rank_levels_takes_repeated_and_comma_separated_filters(tiny_checkpoint, small_csv) -> None:
+    result = _rank(small_csv, "--model", tiny_checkpoint, "--json", "--types", "jpeg", "--types",
+                   "gaussian_blur,contrast", "--refs", "coffee")
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(result.stdout)["per_type"]) == {"jpeg", "gaussian_blur", "contrast"}
+
+
+def test_rank_levels_checks_arguments_before_the_model_loads(small_csv, tmp_path) -> None:
+    nomodel = tmp_path / "nosuch.onnx"  # were the model loaded first, this would be the error
+    result = _rank(tmp_path / "missing.csv", "--model", nomodel)
+    assert result.exit_code == 2 and "labels file not found" in result.stderr, result.output
+    result = _rank(small_csv, "--model", nomodel, "--refs", "nosuch", "--types", "jpeg")
+    assert result.exit_code == 2 and "[" not in result.stderr and "None" not in result.stderr
+    assert result.stderr.strip() == f"error: --refs: {small_csv} has no nosuch (it holds: coffee)"
+    result = _rank(small_csv, "--types", "jpeg,bogus")
+    assert result.stderr.strip().endswith("has no bogus (it holds: contrast, gaussian_blur, jpeg)")
+    result = _rank(small_csv, "--threads", "0")
+    assert result.exit_code == 2 and "--threads" in result.output

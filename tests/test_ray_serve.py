@@ -2,7 +2,8 @@
 
 Concurrent clients get the scores ``Backend.predict`` gives, and batching gathers them; bad
 bodies, server-side paths, oversize bodies and oversize images get JSON errors with 4xx statuses.
-The server runs as a separate process (the CLI) and is stopped with SIGTERM.
+The server runs as a separate process (the CLI, under ``-q``) and is stopped with SIGTERM, which
+lets the requests in flight finish and exits 143 with one line, as Ctrl-C does (130) while Ray starts.
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ pytest.importorskip("ray.serve")
 
 MAX_BODY_MB = 0.25
 MAX_PIXELS = 1_000_000
+#: The running server's process and log, for the test that stops it.
+SERVER: dict[str, object] = {}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +49,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     proc = None
     try:
         cluster.wait_nodes(1)
-        proc = subprocess.Popen([str(BIN / "glia-edge"), "serve", "--ray", cluster.address, "--port", str(port),
+        proc = subprocess.Popen([str(BIN / "glia-edge"), "-q", "serve", "--ray", cluster.address, "--port", str(port),
                                  "--max-body-mb", str(MAX_BODY_MB), "--max-pixels", str(MAX_PIXELS),
                                  "--max-batch-size", "8", "--batch-wait-ms", "50"],
                                 stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
@@ -61,9 +64,11 @@ def server(tmp_path_factory: pytest.TempPathFactory):
                 pass
             assert time.monotonic() < deadline, "server not healthy after 150 s:\n" + log_path.read_text()
             time.sleep(0.5)
+        SERVER.update(proc=proc, log=log_path)
         yield base
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0, log_path.read_text()
+        if proc.poll() is None:  # not stopped by the last test
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 143, log_path.read_text()
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
@@ -87,11 +92,14 @@ def test_health(server: str) -> None:
     from glia_edge.meta import sha256_file
     from glia_edge.scale.artifact import default_model
 
-    default, _ = default_model()  # what `glia-edge score` runs on this install
+    from glia_edge.formats import FORMATS
+
+    default, pick = default_model()  # what `glia-edge score` runs on this install
 
     status, body = request(f"{server}/healthz")
     assert status == 200 and body["status"] == "ok"
     assert body["model"] == default.name and body["precision"] == "fp32"
+    assert body["runtime"] == FORMATS[pick["runtime"]].label  # as score's JSON names it
     assert body["artifact_sha256"] == sha256_file(default)
 
 
@@ -164,3 +172,65 @@ def test_oversize_body_and_images_are_413(server: str, images: list[Path]) -> No
     status, reply = request(f"{server}/score", (images[0].parent / "bad_bomb.png").read_bytes())
     assert status == 413 and "pixels" in reply["error"]
     assert request(f"{server}/score", images[0].read_bytes())[0] == 200  # still serving
+
+
+def test_sigterm_lets_requests_in_flight_finish_then_exits_143(server: str, images: list[Path]) -> None:
+    """Runs last: it stops the module's server. Requests sent before the signal are answered (the
+    application is deleted, its replicas drain, before Serve shuts down); later ones may be refused."""
+    proc, log_path = SERVER["proc"], SERVER["log"]
+
+    def send(body: bytes) -> tuple[float, object]:
+        started = time.monotonic()
+        try:
+            return started, request(f"{server}/score", body)[0]
+        except (OSError, ValueError) as exc:  # refused or reset after the signal
+            return started, repr(exc)
+
+    bodies = [p.read_bytes() for p in images] * 4
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        futures = [pool.submit(send, b) for b in bodies]
+        futures[0].result()
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        replies = [f.result() for f in futures]
+    in_flight = [status for started, status in replies if started < signalled - 0.1]
+    assert in_flight and all(status == 200 for status in in_flight), in_flight
+    assert proc.wait(timeout=60) == 143
+    log = log_path.read_text()
+    assert "terminated: the server stopped" in log, log
+    # -q: neither Serve's INFO lines nor its misleading "New http_options will not be applied"
+    assert "Connecting to existing Serve app" not in log and " INFO " not in log, log
+
+
+def test_ctrl_c_while_ray_starts_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([str(BIN / "glia-edge"), "serve", "--num-cpus", "1", "--port", str(free_port())],
+                                stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+        try:
+            time.sleep(3)  # starting the local Ray instance (or, on a fast machine, already serving)
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=120) == 130, log_path.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert "interrupted: the server stopped" in log_path.read_text()
+
+
+def test_a_replica_that_cannot_load_is_one_line_with_its_reason(tmp_path: Path) -> None:
+    """Metadata that reads fine but a model the replicas cannot open (its external data is missing):
+    Serve's 40-line traceback becomes one ``error:`` line with the backend's reason, exit 2."""
+    onnx = pytest.importorskip("onnx")
+    import glia_edge
+    from tests._ray_fixtures import run_cli
+
+    model = onnx.load(str(Path(glia_edge.__file__).parent / "weights" / "glia_vit_nano.synthetic.fp32.onnx"))
+    broken = tmp_path / "ext.onnx"
+    onnx.save_model(model, str(broken), save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    (tmp_path / "ext.onnx.data").unlink()
+    result = run_cli("-q", "serve", "--num-cpus", "1", "--port", free_port(), "--model", broken, timeout=300)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and lines[0].startswith("error: the replicas could not start: "), result.output
+    assert "could not open it" in lines[0] and "Traceback" not in result.output, result.output

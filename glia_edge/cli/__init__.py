@@ -9,8 +9,12 @@ import importlib
 import logging
 import os
 import sys
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
+
+from glia_edge.cli.common import RAY_LOG_LEVEL, set_ray_log_level
 
 COMMAND_MODULES = (
     "glia_edge.cli.info_cmd",
@@ -27,18 +31,43 @@ COMMAND_MODULES = (
     "glia_edge.cli.serve_cmd",
 )
 
+class GliaGroup(TyperGroup):
+    """Help in click's plain layout (``rich_markup_mode=None`` below): option names and defaults are
+    never cut with an ellipsis at 80 columns or in a pipe, as rich's boxed columns cut them. The
+    command list wraps each summary instead of truncating it at the terminal's width."""
+
+    def format_commands(self, ctx: typer.Context, formatter: Any) -> None:  # click's HelpFormatter
+        rows = [(name, cmd.get_short_help_str(limit=1_000)) for name in self.list_commands(ctx)
+                if (cmd := self.get_command(ctx, name)) is not None and not cmd.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 app = typer.Typer(
     name="glia-edge",
+    cls=GliaGroup,
     help="Blind image quality assessment (GLIA) from training to edge runtimes.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's layout: see GliaGroup
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import glia_edge
+
+        typer.echo(f"glia-edge {glia_edge.__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
-           quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only.")) -> None:
+           quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only."),
+           version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                        help="Print the version and exit.")) -> None:
     """glia-edge: train, export, score, benchmark and watch image quality."""
     from rich.console import Console
     from rich.logging import RichHandler
@@ -60,6 +89,8 @@ def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug lo
     else:
         handler, fmt = logging.StreamHandler(sys.stderr), "%(asctime)s %(levelname)s %(message)s"
     logging.basicConfig(level=level, format=fmt, datefmt="[%X]", handlers=[handler], force=True)
+    # Ray's own loggers (serve, batch): no INFO chatter by default, errors only under -q.
+    set_ray_log_level(RAY_LOG_LEVEL["verbose" if verbose else "quiet" if quiet else "default"])
 
 
 for _module in COMMAND_MODULES:

@@ -14,7 +14,8 @@ from typing import Optional
 
 import typer
 
-from glia_edge.cli.common import cli_errors, exit_on_interrupt, sigterm_as_interrupt
+from glia_edge.cli.common import (MAX_PIXELS_HELP, PRECISION_HELP, check_precision_name, checked_artifact_meta,
+                                  cli_errors, exit_on_interrupt, fail, quiet_ray_logs, sigterm_as_interrupt)
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,8 @@ def batch(
     max_restarts: int = typer.Option(3, "--max-restarts", min=0, help="Restarts allowed per actor that dies."),
     task_retries: int = typer.Option(3, "--task-retries", min=0,
                                      help="Retries of a batch whose actor or decode worker died."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="Precision hint passed to the backend."),
-    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1,
-                                             help="Refuse images with more pixels (decompression-bomb guard)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1, help=MAX_PIXELS_HELP.format("")),
     num_cpus: Optional[int] = typer.Option(None, "--num-cpus", min=1, help="CPUs of a local Ray instance."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output or discard a partial run."),
 ) -> None:
@@ -58,19 +58,17 @@ def batch(
     from glia_edge.scale.output import check_can_start, output_format, parts_dir_of
 
     if not inputs and not manifest:
-        typer.secho("error: give inputs (files, folders, globs, URIs) or --manifest", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+        fail("give inputs (files, folders, globs, URIs) or --manifest")
     if crops is not None and crops not in CROP_COUNTS:
-        typer.secho(f"error: --crops must be 1, 5 or 9, got {crops}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+        fail(f"--crops must be 1, 5 or 9, got {crops}")
+    check_precision_name(precision)
     with cli_errors():
         require_ray()
         try:
             out_fmt = output_format(output, fmt)
             sources, problems = expand_inputs(inputs or [], manifest or [], path_column)
         except ValueError as exc:
-            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2) from None
+            fail(str(exc))
         check_writable(output)  # now, not after every image is scored
         check_can_start(output, overwrite)  # before a Ray instance starts
         def resume_hint() -> str:
@@ -96,7 +94,6 @@ def _run(sources: list[str], problems: dict[str, str], address: Optional[str], n
          task_retries: int, precision: Optional[str], max_pixels: Optional[int], overwrite: bool):  # noqa: ANN202
     import ray
 
-    from glia_edge.scale.artifact import read_artifact_meta
     from glia_edge.scale.batch import BatchConfig, run_batch
     from glia_edge.scale.cluster import connect
 
@@ -104,9 +101,10 @@ def _run(sources: list[str], problems: dict[str, str], address: Optional[str], n
                       threads=threads, batch_size=batch_size, precision=precision, rows_per_task=rows_per_task,
                       commit_rows=commit_rows, commit_seconds=commit_seconds, max_restarts=max_restarts,
                       task_retries=task_retries, overwrite=overwrite)
-    if model is not None:
-        read_artifact_meta(model)  # an unusable artifact: one line, before any Ray process starts
+    if model is not None:  # an unusable artifact, or another --precision: one line, before any Ray process starts
+        checked_artifact_meta(model, precision)
     connect(address, num_cpus=num_cpus)
+    quiet_ray_logs()
     try:
         with sigterm_as_interrupt():  # after connect: it replaces the handler Ray installs
             return run_batch(sources, problems, cfg)

@@ -130,7 +130,7 @@ def recommendation(report: BenchReport) -> str:
 
 
 def bench(
-    model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint (.safetensors). Default: the packaged model."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint (.safetensors). Default: the packaged model."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Without --model: a random-weight checkpoint of this "
                                          "preset (speed only; accuracy columns compare backends on that model)."),
     targets: str = typer.Option(",".join(TARGETS), "--targets",
@@ -153,7 +153,7 @@ def bench(
     eval_size: int = typer.Option(120, "--eval-size", min=0, help="Held-out images used (0 = all)."),
     repeats: int = typer.Option(20, "--repeats", min=1, help="Timed runs per configuration and batch size."),
     warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed runs first (torch.compile compiles here)."),
-    output: Path = typer.Option(Path("bench-out"), "--output", help="Folder for artifacts and reports."),
+    output: Path = typer.Option(Path("bench-out"), "--output", "-o", help="Folder for artifacts and reports."),
     compile: bool = typer.Option(True, "--compile/--no-compile", help="Include the torch.compile row."),
     openvino_modes: str = typer.Option("latency", "--openvino-modes", help="OpenVINO performance hints, "
                                        "comma-separated: latency (one request per batch), throughput (each batch "

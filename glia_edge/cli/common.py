@@ -6,7 +6,7 @@ import logging
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, NoReturn, Optional, Sequence
 
 import typer
 
@@ -23,6 +23,76 @@ def cli_errors() -> Iterator[None]:
     except (GliaError, FileNotFoundError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
+
+
+#: ``--precision`` of the commands that load an artifact (score's wording; serve and batch share it).
+PRECISION_HELP = ("The artifact's precision (fp32, fp16, bf16, int8). Without --model: picks the packaged artifact "
+                  "of this precision (fp32 by default, int8); with --model: refused when the artifact is another.")
+#: ``--max-pixels``: one default everywhere (None), the model's own limit; each help says so.
+MAX_PIXELS_HELP = ("Refuse images with more pixels, a decompression-bomb guard{} (default: the model's own limit, "
+                   "100000000 unless its metadata sets another).")
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """End the command with one red ``error: message`` line on stderr and exit ``code`` (2: usage
+    and model errors, 1: some inputs failed)."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def split_items(items: Optional[Sequence[str]]) -> list[str] | None:
+    """A list option given repeated and/or comma-separated (``--types a --types b,c``) -> its
+    items in order, without blanks or duplicates; None when none were given."""
+    out = [t.strip() for item in (items or []) for t in item.split(",") if t.strip()]
+    return list(dict.fromkeys(out)) or None
+
+
+def known_precisions() -> list[str]:
+    """Every precision some artifact format holds (fp32, fp16, int8, bf16), in the format table's order."""
+    from glia_edge.formats import FORMATS
+
+    return list(dict.fromkeys(p for fmt in FORMATS.values() for p in fmt.precisions))
+
+
+def check_precision_name(precision: Optional[str]) -> None:
+    """``--precision`` must name a precision: a typo is one line listing the valid ones (exit 2)."""
+    if precision is not None and precision not in known_precisions():
+        fail(f"--precision must be one of {', '.join(known_precisions())}, got {precision!r}")
+
+
+def checked_artifact_meta(model: Any, precision: Optional[str]) -> Any:
+    """``model``'s metadata with ``--precision`` checked against it as ``glia_edge.load()`` checks
+    it (``Backend.check_precision``), before any Ray process starts or a replica loads it: an
+    unreadable artifact raises its domain error (one line under :func:`cli_errors`), another
+    precision is one ``error:`` line, exit 2."""
+    from glia_edge.runtimes.base import Backend
+    from glia_edge.scale.artifact import read_artifact_meta
+
+    check_precision_name(precision)
+    meta = read_artifact_meta(model)
+    try:
+        Backend.check_precision(meta, precision)
+    except ValueError as exc:
+        fail(str(exc))
+    return meta
+
+
+#: Level of Ray's own loggers ("ray", "ray.serve"), set by the ``-v``/``-q`` of the console script.
+RAY_LOG_LEVEL = {"verbose": logging.INFO, "default": logging.WARNING, "quiet": logging.ERROR}
+_ray_level = RAY_LOG_LEVEL["default"]
+
+
+def set_ray_log_level(level: int) -> None:
+    """The level :func:`quiet_ray_logs` gives Ray's loggers (the CLI's logging setup calls this)."""
+    global _ray_level
+    _ray_level = level
+
+
+def quiet_ray_logs() -> None:
+    """Ray's loggers to the CLI's level: WARNING by default (no Serve start-up INFO lines), ERROR
+    under ``-q``. Called after Ray is imported and joined, since both reset the levels."""
+    for name in ("ray", "ray.serve"):
+        logging.getLogger(name).setLevel(_ray_level)
 
 
 def parse_key_values(items: Iterable[str], flag: str) -> dict[str, Any]:

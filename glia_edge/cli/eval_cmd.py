@@ -78,13 +78,14 @@ def eval_command(
     split_source: Optional[str] = typer.Option(None, "--split-source",
                                                help="glia or loda, when no split file is beside the run."),
     device: Optional[str] = typer.Option(None, "--device", help="Backend device (cpu, cuda, GPU ...)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                         help="CPU threads for the runtime (default: its own)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Crops per inference call."),
-    output_format: str = typer.Option("table", "--format", help="table or json."),
+    output_format: str = typer.Option("table", "--format", "-f", help="table or json."),
     predictions: Optional[Path] = typer.Option(None, "--predictions",
                                                help="Write per-image predictions (CSV) of the first checkpoint."),
     lower_is_better: bool = typer.Option(False, "--lower-is-better", help="csv set: scores are DMOS-like."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
     """Evaluate an artifact on a dataset split (or the median over several splits)."""
     from glia_edge.data.crop_protocol import parse_crops

@@ -7,27 +7,44 @@ from typing import Any, Optional
 
 import typer
 
-from glia_edge.cli.common import cli_errors
+from glia_edge.cli.common import check_precision_name, checked_artifact_meta, cli_errors, fail
 
 
 def presets(pattern: str = typer.Argument("glia_*", help="Shell-style pattern.")) -> None:
     """List the registered GLIA presets with their parameter counts."""
-    from rich.console import Console
-    from rich.table import Table
-
     from glia_edge.models import create_model, list_models
     from glia_edge.models.backbone import FROM_CHECKPOINT
 
-    table = Table()
-    for column in ("preset", "backbone", "local stream", "trainable", "total"):
-        table.add_column(column, overflow="fold")  # names wrap on a narrow terminal instead of being cut
-    for name in list_models(pattern):
+    names = list_models(pattern)
+    if not names:
+        fail(f"no preset matches {pattern!r} (glia-edge presets lists them all)", code=1)
+    rows = []
+    for name in names:
         # Only the shapes count here: the bare architecture, without the "randomly initialised" warnings.
         model = create_model(name, backbone_weights=FROM_CHECKPOINT, local_weights=FROM_CHECKPOINT)
         counts = model.param_counts()
-        table.add_row(name, model.cfg.backbone, model.cfg.local_stream,
-                      f"{counts['trainable'] / 1e6:.2f}M", f"{counts['total'] / 1e6:.1f}M")
-    Console().print(table)
+        rows.append((name, model.cfg.backbone, model.cfg.local_stream,
+                     f"{counts['trainable'] / 1e6:.2f}M", f"{counts['total'] / 1e6:.1f}M"))
+    _print_rows(("preset", "backbone", "local stream", "trainable", "total"), rows)
+
+
+def _print_rows(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A table on a terminal; off one (a pipe, a file) tab-separated lines, a row per line, so
+    names are never split or cut and ``cut``/``awk`` read them."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        for row in (header, *rows):
+            typer.echo("\t".join(row))
+        return
+    table = Table(*header)
+    for column in table.columns:
+        column.no_wrap = True  # a name is never split across lines
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 def default_model_info(precision: str | None = None) -> dict[str, Any]:
@@ -51,25 +68,27 @@ def default_model_info(precision: str | None = None) -> dict[str, Any]:
 
 def info(artifact: Optional[Path] = typer.Argument(None, help="Checkpoint, ONNX model, OpenVINO IR or TensorRT "
                                                     "engine (default: which packaged model this install runs)."),
-         precision: Optional[str] = typer.Option(None, "--precision", help="Without ARTIFACT: the packaged "
-                                                 "artifact picked for this precision (fp32 by default, int8).")) -> None:
+         precision: Optional[str] = typer.Option(None, "--precision", help="The artifact's precision (fp32, fp16, "
+                                                 "bf16, int8). Without ARTIFACT: the packaged artifact picked for "
+                                                 "it (fp32 by default, int8); with ARTIFACT: refused when the "
+                                                 "artifact is another.")) -> None:
     """Print the metadata an artifact carries (JSON); with no argument, which packaged artifact the
     default model runs as here, on which runtime and precision, and that artifact's metadata."""
     from glia_edge.runtimes import read_meta
 
+    check_precision_name(precision)
     with cli_errors():
         if artifact is not None:
-            typer.echo(json.dumps(read_meta(artifact).to_dict(), indent=2))
+            typer.echo(json.dumps(checked_artifact_meta(artifact, precision).to_dict(), indent=2))
             return
         doc = default_model_info(precision)
         if "path" in doc["picked"]:
             doc["meta"] = read_meta(doc["picked"]["path"]).to_dict()
         typer.echo(json.dumps(doc, indent=2))
         if "error" in doc["picked"]:
-            typer.secho(f"error: {doc['picked']['error']}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2)
+            fail(doc["picked"]["error"])
 
 
 def register(app: typer.Typer) -> None:
     app.command()(presets)
-    app.command()(info)
+    app.command(short_help="Print an artifact's metadata (JSON), or which packaged model runs here.")(info)

@@ -41,14 +41,14 @@ def reproduce_command(
                                       help="ResNet-50 local stream weights (glia_vit_base_resnet50): file or name."),
     preset: str = typer.Option("glia_vit_base", "--preset", "-p", help="GLIA preset (the papers: ViT-B)."),
     epochs: int = typer.Option(10, "--epochs", min=1, help="Epochs (the protocol: 10)."),
-    batch_size: int = typer.Option(128, "--batch-size", "-b", min=1),
+    batch_size: int = typer.Option(128, "--batch-size", "-b", min=1, help="Global batch (crops)."),
     eval_crops: str = typer.Option("random15", "--eval-crops",
                                    help="Evaluation crops: random15 (LoDa's, the default), grid1, grid5, grid9."),
-    device: str = typer.Option("auto", "--device"),
-    workers: int = typer.Option(4, "--workers", min=0),
-    short_side: int = typer.Option(384, "--short-side"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    workers: int = typer.Option(4, "--workers", min=0, help="Data loader processes."),
+    short_side: int = typer.Option(384, "--short-side", help="Resize so the short side is this."),
     model_opt: list[str] = typer.Option([], "--model-opt", help="Model override KEY=VALUE (tests; recorded)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
     """Train the 10 splits of DATASET (resumable) and write the papers' table (Markdown and CSV)."""
     from rich.console import Console

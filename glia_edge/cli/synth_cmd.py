@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from glia_edge.cli.common import cli_errors
+from glia_edge.cli.common import cli_errors, fail, split_items
 
 
 def synth(
@@ -32,14 +32,13 @@ def synth(
             typer.echo(f"{name:16s} {fn.params}")  # type: ignore[attr-defined]
         return
     if out_dir is None:
-        raise typer.BadParameter("OUT_DIR is required", param_hint="OUT_DIR")
-    chosen = [t.strip() for item in (types or []) for t in item.split(",") if t.strip()] or None
+        fail("OUT_DIR is required (the folder to create)")
     with cli_errors():
         try:
-            labels = make_dataset(out_dir, refs, chosen, levels=levels, seed=seed, size=size, max_tiles=tiles,
-                                  overwrite=overwrite, progress=True)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
+            labels = make_dataset(out_dir, refs, split_items(types), levels=levels, seed=seed, size=size,
+                                  max_tiles=tiles, overwrite=overwrite, progress=True)
+        except ValueError as exc:  # an unknown distortion type
+            fail(str(exc))
     rows = sum(1 for _ in open(labels)) - 1
     typer.echo(f"wrote {rows} labelled images to {labels}")
 

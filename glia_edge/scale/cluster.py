@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 
 #: CPUs per decode task: small, so several decode tasks fit beside the actors on any node.
 DECODE_TASK_CPUS = 0.25
+#: How long the TCP probe of a ``--ray host:port`` waits before the cluster counts as unreachable.
+PROBE_TIMEOUT_S = 3.0
 #: How long a batch job waits for its actor pool to start (model loaded in every actor).
 ACTOR_START_TIMEOUT_S = 600
 
@@ -79,6 +82,7 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> bool:
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address:
         log.info("connecting to the Ray cluster at %s", address)
+        probe(address)
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:  # none running, unreachable, bad address
@@ -89,6 +93,23 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> bool:
     # "local" starts a new instance even where a stale address file of an old cluster is left.
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, **quiet)
     return True
+
+
+def probe(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Raise :class:`ClusterError` unless something accepts a TCP connection at ``host:port`` (or
+    ``ray://host:port``) within ``timeout``: ``ray.init`` would retry an address where nothing
+    listens for minutes, deaf to SIGTERM. ``auto`` and other forms are left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    host = host.strip("[]")  # [::1]:6379
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except (OSError, OverflowError) as exc:  # refused, unreachable, unknown host, timed out; port > 65535
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise ClusterError(f"cannot join the Ray cluster at {address!r}: nothing answers at {host}:{port} "
+                           f"({reason})") from None
 
 
 def cluster_cpus() -> float:

@@ -3,7 +3,7 @@
 Routes (every reply is JSON):
 
 - ``POST /score`` with the image file's bytes as the body -> ``{"score", "crops", "model",
-  "artifact_sha256", "format", "precision", "score_name", "min", "max", "batch"}``;
+  "artifact_sha256", "format", "runtime", "precision", "score_name", "min", "max", "batch"}``;
 - ``GET /healthz`` -> the model, its precision and ``"status": "ok"``.
 
 Requests carry image bytes only: JSON, form and text bodies are refused with 415, so a request can
@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import re
 import threading
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -43,7 +44,7 @@ class ServeSettings:
     """Limits and batching of a deployment (CLI options map onto these)."""
 
     max_body_bytes: int = 20 * 2**20
-    max_pixels: int = 50_000_000
+    max_pixels: int | None = None  # None: the artifact's own limit (its preprocess config), as in score
     crops: int | None = None
     batching: bool = True
     max_batch_size: int = 8
@@ -78,8 +79,10 @@ class ScoreServer:
         self.backend = glia_edge.load(path, **{"threads": self.settings.threads, **backend_options})
         self.meta = read_meta(path)
         self.bundle_name, self.sha256 = bundle.name, bundle.sha256
-        self.preprocess = self.backend.preprocess_config.replace(max_pixels=self.settings.max_pixels)
-        allow_pillow_pixels(self.settings.max_pixels)  # the replica's own process: --max-pixels governs
+        self.preprocess = self.backend.preprocess_config
+        if self.settings.max_pixels:
+            self.preprocess = self.preprocess.replace(max_pixels=self.settings.max_pixels)
+        allow_pillow_pixels(self.preprocess.max_pixels)  # the replica's own process: --max-pixels governs
         self.lock = threading.Lock()
         self._score_batched.set_max_batch_size(self.settings.max_batch_size)
         self._score_batched.set_batch_wait_timeout_s(self.settings.batch_wait_s)
@@ -109,9 +112,11 @@ class ScoreServer:
             raise RuntimeError("backend closed")
 
     def _identity(self) -> dict[str, Any]:
+        from glia_edge.formats import FORMATS
+
         spec = self.meta.score_spec
         return {"model": self.bundle_name, "artifact_sha256": self.sha256, "format": self.backend.meta.format,
-                "precision": self.backend.meta.precision, "score_name": spec.name, "min": spec.min, "max": spec.max}
+                "runtime": FORMATS[self.backend.format].label, "precision": self.backend.meta.precision, "score_name": spec.name, "min": spec.min, "max": spec.max}
 
     async def _read_body(self, request: Any) -> bytes:
         ctype = request.headers.get("content-type", "").lower()
@@ -143,7 +148,9 @@ class ScoreServer:
             with Image.open(io.BytesIO(body)) as probe:
                 pixels = probe.width * probe.height
         except Image.DecompressionBombError as exc:  # Pillow's own guard fires first for huge claims
-            raise HttpError(413, f"decompression bomb guard: {exc}") from None
+            pixels = bomb_pixels(exc)
+            if pixels is None:
+                raise HttpError(413, f"image is over the limit of {self.preprocess.max_pixels} pixels") from None
         except Exception:  # unreadable header (any of Pillow's errors): crops_uint8 below gives the reason
             pixels = 0
         if pixels > self.preprocess.max_pixels:
@@ -175,6 +182,13 @@ class ScoreServer:
     async def _score_batched(self, images: list[np.ndarray]) -> list[tuple[Any, int]]:
         results = await asyncio.to_thread(self._infer, images)
         return [(r, len(images)) for r in results]
+
+
+def bomb_pixels(exc: Exception) -> int | None:
+    """The pixel count in Pillow's ``DecompressionBombError`` ("Image size (N pixels) exceeds limit
+    of M pixels ..."), so the reply quotes the configured limit, not Pillow's; None if absent."""
+    match = re.search(r"\((\d+) pixels\)", str(exc))
+    return int(match.group(1)) if match else None
 
 
 def build_app(bundle: ArtifactBundle, settings: ServeSettings, *, replicas: int, replica_cpus: float,
