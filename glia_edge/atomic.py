@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from contextlib import contextmanager
@@ -43,11 +44,33 @@ def _umask() -> int:
     return mask
 
 
+def write_target(path: Path) -> tuple[Path, bool]:
+    """Where a write to ``path`` goes, and whether it can be atomic: an existing FIFO or device
+    (``/dev/stdout``, a pipe) is written in place (renaming over it would replace it, and a
+    stream has no half-written state to avoid); a symbolic link's target is replaced, so the link
+    stays a link; anything else is ``path`` itself."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # missing, or a dangling link (its target is created)
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        return path, False
+    if path.is_symlink():
+        return Path(os.path.realpath(path)), True
+    return path, True
+
+
 def atomic_write(path: Path, write: Any) -> None:
     """Call ``write(tmp_path)`` then rename into place, so a failure leaves nothing at ``path``.
 
     The file gets the permissions a plain ``open(path, "w")`` would (mkstemp's are owner-only).
+    A symbolic link keeps pointing at its target, which is replaced; a FIFO or device is written
+    directly (:func:`write_target`).
     """
+    path, atomic = write_target(Path(path))
+    if not atomic:
+        write(path)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -68,9 +91,14 @@ def check_writable(path: Path) -> None:
     from glia_edge.errors import OutputError
 
     path = Path(path)
-    if path.is_dir():
+    target, atomic = write_target(path)
+    if not atomic:  # a FIFO or device: written in place, nothing created beside it
+        if not os.access(target, os.W_OK):
+            raise OutputError(f"{path}: cannot write (permission denied)")
+        return
+    if target.is_dir():
         raise OutputError(f"{path}: is a directory, not a file path")
-    folder = path.parent
+    folder = target.parent  # a link's target is replaced: its folder must take the new file
     while not folder.exists():  # atomic_write creates the missing folders under the first that exists
         folder = folder.parent
     if not folder.is_dir():

@@ -4,10 +4,13 @@ Training, export calibration, the accuracy gate and every runtime call these fun
 score means the same thing whichever backend produced it. The steps (``PreprocessConfig``,
 version 2):
 
-1. decode (path, bytes, PIL image or numpy array), apply the EXIF orientation, convert to
-   8-bit RGB (grayscale is replicated, alpha is dropped, 16-bit is scaled down). A JPEG is
-   decoded at reduced size where libjpeg's DCT scaling allows (Pillow's ``draft``: 1/2, 1/4 or
-   1/8, the smallest scale whose short side stays >= ``short_side``);
+1. decode (path, bytes or a binary file object, PIL image or numpy array), apply the EXIF
+   orientation, convert to 8-bit RGB (grayscale is replicated, alpha is dropped, 16-bit is scaled
+   down). A JPEG (a path, its bytes, or a PIL image opened and not yet loaded) is decoded at
+   reduced size where libjpeg's DCT scaling allows (Pillow's ``draft``: 1/2, 1/4 or 1/8, the
+   smallest scale whose short side stays >= ``short_side``). An array (or a loaded PIL image) is
+   already decoded at full size, so a large JPEG's pixels as an array score slightly differently
+   from the JPEG file;
 2. area-average: an image whose short side is still >= 2 x ``short_side`` is averaged over
    f x f blocks, f = short side // ``short_side`` (the largest integer factor that keeps the
    short side >= ``short_side``; the few rows/columns left over are trimmed evenly from both
@@ -32,15 +35,18 @@ Training's random crops and flips (``random_crop``) reuse steps 1-3 and the same
 """
 from __future__ import annotations
 
+import errno
 import glob
 import io
 import logging
 import math
 import os
-import struct
+import stat
+import threading
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any, BinaryIO, Callable, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -65,7 +71,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".d
                   ".pcx", ".dcx", ".psd", ".sgi", ".bw", ".rgb", ".rgba", ".ras", ".im", ".msp", ".xbm", ".xpm",
                   ".fli", ".flc", ".ftc", ".ftu", ".gbr", ".pcd", ".pxr", ".fit", ".fits")
 
-ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+#: One image: a path, its bytes (or a memoryview, or a binary file object, read to the end), a PIL
+#: image or an HxW[xC] array.
+ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -110,16 +118,24 @@ def check_crops(crops: int | None, *, none_ok: bool = True) -> None:
         raise ValueError(f"crops must be one of {CROP_COUNTS}, got {crops}")
 
 
+def _is_file_object(source: object) -> bool:
+    return callable(getattr(source, "read", None))
+
+
 def is_one_image(source: object) -> bool:
-    """Whether ``source`` is one image input (a path, bytes, a PIL image, an HxW[xC] array), not a
-    collection of them: str, bytes and arrays are iterable too, into characters or pixel rows."""
+    """Whether ``source`` is one image input (a path, bytes, a memoryview, a file object, a PIL image,
+    an array), not a collection of them: str, bytes, files and arrays are iterable too, into
+    characters, ints, lines or pixel rows. An array is one image unless it is 4-D (a stack of
+    frames) or a 1-D array of paths (dtype object or str, e.g. a pandas column's values): a 1-D
+    pixel buffer then gets the single image's shape error instead of one error per element."""
     if isinstance(source, np.ndarray):
-        return source.ndim in (2, 3) and source.dtype != object
-    return isinstance(source, (str, os.PathLike, bytes, bytearray, Image.Image))
+        return not (source.ndim == 4 or (source.ndim == 1 and source.dtype.kind in "OUS"))
+    return isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)) or _is_file_object(source)
 
 
 def describe(source: object) -> str:
-    """A short name for an input, for error messages."""
+    """A short name for an input: a path as given (results are keyed by it), else its kind. Error
+    messages take :func:`printable` of it (:func:`_error_name`)."""
     if isinstance(source, (str, os.PathLike)):
         return str(source)
     if isinstance(source, np.ndarray):
@@ -128,7 +144,24 @@ def describe(source: object) -> str:
         return f"<PIL image {source.mode} {source.size[0]}x{source.size[1]}>"
     if isinstance(source, (bytes, bytearray)):
         return f"<{len(source)} bytes>"
+    name = getattr(source, "name", None)
+    if _is_file_object(source) and isinstance(name, str):
+        return f"<{type(source).__name__} {name}>"
     return f"<{type(source).__name__}>"
+
+
+def printable(text: str) -> str:
+    """``text`` with each non-printable character (a newline, an escape, an undecodable byte's
+    surrogate) written as Python escapes it (``\\n``), so a file name cannot break a one-line
+    message or forge a second one; other characters, accented or not, stay as they are."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def _error_name(source: object) -> str:
+    """How an :class:`ImageLoadError` names ``source``: :func:`describe`, made :func:`printable`."""
+    return printable(describe(source))
 
 
 def _16_to_8(arr: np.ndarray) -> np.ndarray:
@@ -151,8 +184,10 @@ def _to_rgb8(img: Image.Image, name: str) -> Image.Image:
         return Image.fromarray(_16_to_8(arr), "L").convert("RGB")
     if mode == "F":
         raise ImageLoadError(name, "unsupported image mode 'F' (32-bit float); save as 8- or 16-bit")
+    if mode == "La":  # premultiplied alpha, which Pillow converts only to LA: un-premultiply first
+        img = img.convert("LA")
     # Alpha is dropped, not composited: quality is judged on what was captured.
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La", "L", "P", "1", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "L", "P", "1", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
         return img.convert("RGB")
     raise ImageLoadError(name, f"unsupported image mode {mode!r}")
 
@@ -198,9 +233,31 @@ def allow_pillow_pixels(max_pixels: int) -> None:
         Image.MAX_IMAGE_PIXELS = max_pixels
 
 
-#: Besides OSError/SyntaxError/ValueError, what Pillow's decoders raise on hostile bytes (a corrupt
-#: TIFF tag: TypeError): caught wherever Pillow decodes, so one such input is one error, not a crash.
-_DECODER_FAILURES = (TypeError, IndexError, KeyError, ArithmeticError, struct.error, EOFError)
+def _os_reason(exc: OSError) -> str:
+    """Why the OS refused a path, as a reason: ``file not found``, ``symbolic link loop``, else
+    ``cannot access (Permission denied)``, ``cannot access (File name too long)``..."""
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        return "file not found"
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop"
+    return f"cannot access ({exc.strerror or exc})"
+
+
+def _decode_error(name: str, exc: Exception) -> ImageLoadError:
+    """What an exception from Pillow's ``open``/``load`` means for input ``name``. Decoders raise
+    more than OSError on hostile bytes (a TIFF tag: TypeError; the AVIF plugin: RuntimeError), so
+    every ``Exception`` is one bad input here; callers let MemoryError and KeyboardInterrupt pass."""
+    if isinstance(exc, UnidentifiedImageError):
+        return ImageLoadError(name, "not an image (format not recognised)")
+    if isinstance(exc, Image.DecompressionBombError):
+        # Pillow's own guard (PIL.Image.MAX_IMAGE_PIXELS, checked inside Image.open) refused it
+        # before ``max_pixels`` could: say whose limit it was.
+        return ImageLoadError(name, f"over Pillow's decompression bomb limit (PIL.Image.MAX_IMAGE_PIXELS): {exc}")
+    if isinstance(exc, OSError) and exc.filename is not None:  # opening the file failed, not decoding it
+        return ImageLoadError(name, _os_reason(exc))
+    if isinstance(exc, (OSError, SyntaxError, ValueError)):
+        return ImageLoadError(name, f"corrupt or truncated image ({exc})")
+    return ImageLoadError(name, f"corrupt image ({one_line(exc)})")
 
 
 def _check_pixels(width: int, height: int, max_pixels: int, name: str, guard: str = "") -> None:
@@ -208,39 +265,77 @@ def _check_pixels(width: int, height: int, max_pixels: int, name: str, guard: st
         raise ImageLoadError(name, f"image has {width * height} pixels, over the limit of {max_pixels}{guard}")
 
 
-def _pil_to_rgb8(img: Image.Image, name: str, max_pixels: int) -> Image.Image:
-    """A caller's PIL image, EXIF-oriented and checked like a decoded file, as 8-bit RGB."""
+def _pil_to_rgb8(img: Image.Image, name: str, max_pixels: int, draft_short_side: int | None) -> Image.Image:
+    """A caller's PIL image, EXIF-oriented and checked like a decoded file, as 8-bit RGB. A lazily
+    opened JPEG (``Image.open``, not loaded yet) is decoded at reduced size as its path would be
+    (``draft_short_side``), so both score alike; like ``img.draft``, that changes ``img`` itself."""
     if img.width == 0 or img.height == 0:
         raise ImageLoadError(name, "empty image (no pixels)")
     _check_pixels(img.width, img.height, max_pixels, name)
     try:
+        if draft_short_side:
+            _draft(img, draft_short_side)  # a no-op once loaded, and for other formats
         img.load()  # a lazily opened file decodes here, where its errors are caught
         return _to_rgb8(ImageOps.exif_transpose(img) or img, name)
     except ImageLoadError:
         raise
     except ValueError as exc:  # e.g. "Operation on closed image"
         raise ImageLoadError(name, f"unusable PIL image ({exc})") from None
-    except (OSError, SyntaxError, *_DECODER_FAILURES) as exc:
-        raise ImageLoadError(name, f"corrupt or truncated image ({one_line(exc)})") from None
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise _decode_error(name, exc) from None
 
 
 def _file_source(source: ImageInput, name: str) -> Any:
     """What ``Image.open`` takes for a path or bytes, after the checks that name the problem."""
-    if isinstance(source, (bytes, bytearray)):
-        if not source:
+    if _is_file_object(source):
+        source = _read_file_object(source, name)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if not len(source):
             raise ImageLoadError(name, "empty input")
         return io.BytesIO(source)
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise ImageLoadError(name, "file not found")
-        if path.is_dir():
+        if not os.fspath(source):  # Path("") would be ".", the current folder
+            raise ImageLoadError(name, "empty path")
+        try:
+            info = os.stat(source)
+        except OSError as exc:  # a folder without search permission, a name too long, a link loop
+            raise ImageLoadError(name, _os_reason(exc)) from None
+        if stat.S_ISDIR(info.st_mode):
             raise ImageLoadError(name, "is a directory, not an image")
-        if path.stat().st_size == 0:
+        if info.st_size == 0:
             raise ImageLoadError(name, "empty file")
-        return path
+        return Path(source)
     raise ImageLoadError(name, f"unsupported input type {type(source).__name__} "
-                         "(use a path, bytes, PIL image or numpy array)")
+                         "(use a path, bytes, a binary file object, PIL image or numpy array)")
+
+
+def _read_file_object(source: Any, name: str) -> bytes:
+    """The rest of a binary file object's bytes (``open(path, "rb")``, ``BytesIO``, a socket's file)."""
+    if isinstance(source, io.TextIOBase):
+        raise ImageLoadError(name, "a text-mode file object: open the image in binary mode ('rb')")
+    try:
+        data = source.read()
+    except (OSError, ValueError) as exc:  # e.g. "I/O operation on closed file"
+        raise ImageLoadError(name, f"cannot read the file object ({exc})") from None
+    if not isinstance(data, (bytes, bytearray)):
+        raise ImageLoadError(name, f"the file object gave {type(data).__name__}, not bytes")
+    return bytes(data)
+
+
+#: Held around ``Image.open`` while Pillow's DecompressionBombWarning is ignored: the warnings
+#: filter is process-wide, so the decode threads must not save and restore it over each other.
+_OPEN_LOCK = threading.Lock()
+
+
+def _open(fp: Any) -> Image.Image:
+    """``Image.open`` without Pillow's two-line DecompressionBombWarning (images over 89 MP): the
+    caller's ``max_pixels`` check governs and names the image in one line (:func:`_check_pixels`).
+    Pillow's refusal (DecompressionBombError, over twice its limit) still comes through."""
+    with _OPEN_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(fp)
 
 
 def _draft(img: Image.Image, short_side: int) -> None:
@@ -258,41 +353,24 @@ def _decode_file(source: ImageInput, name: str, max_pixels: int, draft_short_sid
     fp = _file_source(source, name)
     opened: Image.Image | None = None
     try:
-        opened = Image.open(fp)
+        opened = _open(fp)
         _check_pixels(opened.width, opened.height, max_pixels, name, " (decompression bomb guard)")
         if getattr(opened, "is_animated", False):
             opened.seek(0)  # an animation or multi-page file: its first frame
         if draft_short_side:
             _draft(opened, draft_short_side)
         opened.load()
-        img = ImageOps.exif_transpose(opened) or opened
-        # Pillow closes a single-frame file after load(); a multi-frame one stays open: copy the
-        # frame out and close it. A plain decode needs no copy.
-        if getattr(opened, "fp", None) is not None and getattr(opened, "_exclusive_fp", False):
-            img = img.copy() if img is opened else img
-            opened.close()
-    except ImageLoadError:
-        if opened is not None:
-            opened.close()
+        img = ImageOps.exif_transpose(opened) or opened.copy()  # a new image: the frame, upright
+    except (ImageLoadError, MemoryError):
         raise
-    except UnidentifiedImageError:
-        raise ImageLoadError(name, "not an image (format not recognised)") from None
-    except PermissionError:
-        raise ImageLoadError(name, "permission denied") from None
-    except Image.DecompressionBombError as exc:
-        # Pillow's own guard (PIL.Image.MAX_IMAGE_PIXELS, checked inside Image.open) refused it
-        # before ``max_pixels`` could: say whose limit it was.
-        raise ImageLoadError(name, f"over Pillow's decompression bomb limit (PIL.Image.MAX_IMAGE_PIXELS): {exc}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except Exception as exc:
+        # Any decoder failure (a corrupt TIFF tag's TypeError, the AVIF plugin's RuntimeError) is
+        # one bad input, one error row, not the end of a batch.
+        raise _decode_error(name, exc) from None
+    finally:
+        # Pillow keeps some files open after load() (GIF, multi-frame): close every one (img is a copy).
         if opened is not None:
             opened.close()
-        raise ImageLoadError(name, f"corrupt or truncated image ({exc})") from None
-    except _DECODER_FAILURES as exc:
-        # What Pillow's decoders raise on some hostile bytes (a corrupt TIFF tag: TypeError); one
-        # such file must be one error row, not the end of a batch.
-        if opened is not None:
-            opened.close()
-        raise ImageLoadError(name, f"corrupt image ({one_line(exc)})") from None
     return _to_rgb8(img, name)
 
 
@@ -303,13 +381,13 @@ def load_image(source: ImageInput, *, bgr: bool = False, max_pixels: int = MAX_P
     missing, empty, corrupt or non-image files, decompression bombs, unsupported modes or dtypes.
     ``bgr`` applies to numpy arrays only (OpenCV frames). Scoring decodes with :func:`load_reduced`.
     """
-    name = describe(source)
+    name = _error_name(source)
     if isinstance(source, np.ndarray):
         rgb8 = _array_to_rgb8(source, name)
         _check_pixels(rgb8.shape[1], rgb8.shape[0], max_pixels, name)
         return _rgb8_to_pil(rgb8, bgr)
     if isinstance(source, Image.Image):
-        return _pil_to_rgb8(source, name, max_pixels)
+        return _pil_to_rgb8(source, name, max_pixels, None)
     return _decode_file(source, name, max_pixels, None)
 
 
@@ -390,13 +468,13 @@ def load_reduced(source: ImageInput, cfg: PreprocessConfig, *, bgr: bool = False
 def _decode_v2(source: ImageInput, cfg: PreprocessConfig) -> Union[np.ndarray, Image.Image]:
     """Version 2's step 1: a uint8 HxW or HxWx3 array in the caller's channel order (arrays, not
     copied), or an 8-bit RGB PIL image (files decoded at reduced size, PIL images)."""
-    name = describe(source)
+    name = _error_name(source)
     if isinstance(source, np.ndarray):
         rgb8 = _array_to_rgb8(source, name)
         _check_pixels(rgb8.shape[1], rgb8.shape[0], cfg.max_pixels, name)
         return rgb8
     if isinstance(source, Image.Image):
-        return _pil_to_rgb8(source, name, cfg.max_pixels)
+        return _pil_to_rgb8(source, name, cfg.max_pixels, cfg.short_side)
     return _decode_file(source, name, cfg.max_pixels, cfg.short_side)
 
 
@@ -447,17 +525,22 @@ def prepare(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
     return resize_short_side(img, cfg.short_side, cfg.resample)
 
 
-def load_resized(source: ImageInput, cfg: PreprocessConfig, *, bgr: bool = False) -> Image.Image:
-    """Steps 1-3: ``source`` decoded and resized to the configured short side (training, caches).
-
-    The resized image is held whole, so ``max_pixels`` bounds it too: a small image of extreme
-    aspect ratio (2 x 4000 px becomes 384 x 768,000) is refused instead of filling memory."""
-    img = load_reduced(source, cfg, bgr=bgr)
-    new_w, new_h = resized_size(img.width, img.height, cfg.short_side)
+def _check_resized(width: int, height: int, cfg: PreprocessConfig, source: ImageInput) -> None:
+    """``max_pixels`` bounds the resized image too, whatever the crop count: a small image of
+    extreme aspect ratio (2 x 4000 px becomes 384 x 768,000) is refused, by the one rule that
+    :func:`load_resized` (which holds it whole) and :func:`centre_crop` (which would not) share."""
+    new_w, new_h = resized_size(width, height, cfg.short_side)
     if new_w * new_h > cfg.max_pixels:
-        raise ImageLoadError(describe(source), f"a {img.width}x{img.height} image resized to a short side of "
+        raise ImageLoadError(_error_name(source), f"a {width}x{height} image resized to a short side of "
                              f"{cfg.short_side} would have {new_w * new_h} pixels, over the limit of "
                              f"{cfg.max_pixels} (aspect ratio {max(new_w, new_h) / min(new_w, new_h):.0f}:1)")
+
+
+def load_resized(source: ImageInput, cfg: PreprocessConfig, *, bgr: bool = False) -> Image.Image:
+    """Steps 1-3: ``source`` decoded and resized to the configured short side (training, caches);
+    an extreme aspect ratio is refused (:func:`_check_resized`)."""
+    img = load_reduced(source, cfg, bgr=bgr)
+    _check_resized(img.width, img.height, cfg, source)
     return prepare(img, cfg)
 
 
@@ -576,7 +659,9 @@ def centre_crop(source: ImageInput, cfg: PreprocessConfig, *, bgr: bool = False)
                 return img.crop((x0, y0, x1, y1))
             f = factor
             return img.reduce(f, box=(left + f * x0, top + f * y0, left + f * x1, top + f * y1))
-    return _crop_after_resize((right - left) // factor, (bottom - top) // factor, part, cfg)
+    width, height = (right - left) // factor, (bottom - top) // factor
+    _check_resized(width, height, cfg, source)  # the grid crops' rule, so 1, 5 and 9 crops agree
+    return _crop_after_resize(width, height, part, cfg)
 
 
 def preprocess(source: ImageInput, cfg: PreprocessConfig | None = None, *, crops: int | None = None,
@@ -626,8 +711,8 @@ def is_image_file(path: Path) -> bool:
 
 def scan_folder(folder: str | os.PathLike) -> tuple[list[Path], list[Path], list[tuple[str, str]]]:
     """The files under ``folder``, recursively and sorted: (image files by suffix, other files,
-    (folder, reason) for each folder that could not be listed). Linked folders are not followed,
-    so a link back up cannot loop."""
+    (path, reason) for each folder that could not be listed and each image file listed but not
+    reachable). Linked folders are not followed, so a link back up cannot loop."""
     images: list[Path] = []
     others: list[Path] = []
     unreadable: list[tuple[str, str]] = []
@@ -638,7 +723,15 @@ def scan_folder(folder: str | os.PathLike) -> tuple[list[Path], list[Path], list
     for root, _, names in os.walk(folder, onerror=refused):
         for name in names:
             path = Path(root) / name
-            if path.is_file():
+            try:
+                regular = stat.S_ISREG(os.stat(path).st_mode)
+            except (FileNotFoundError, NotADirectoryError):  # a dangling link, or gone since listed
+                continue
+            except OSError as exc:  # listed but not reachable (a folder without search permission)
+                if is_image_file(path):
+                    unreadable.append((str(path), _os_reason(exc)))
+                continue
+            if regular:
                 (images if is_image_file(path) else others).append(path)
     return sorted(images), sorted(others), unreadable
 
@@ -673,8 +766,11 @@ def expand_local(pattern: str) -> tuple[list[Union[str, tuple[str, str]]], list[
     A missing path that is not a glob is kept, so reading it says "file not found"; a file named
     explicitly is always tried, whatever its suffix; a folder gives its image files
     (:func:`scan_folder`). A recursive glob follows linked folders, so the files it reaches
-    through a link back up are kept once (by real path)."""
-    is_glob = not Path(pattern).exists() and any(ch in pattern for ch in "*?[")
+    through a link back up are kept once (by real path). A path the OS refuses to look at (no
+    search permission, a name too long) is kept too, so reading it says why; ``""`` is not ".".
+    """
+    # os.path's tests say False where the OS refuses; Path's raise (Python < 3.12), and Path("") is "."
+    is_glob = not os.path.exists(pattern) and any(ch in pattern for ch in "*?[")
     if not is_glob:
         matches = [pattern]
     else:
@@ -689,7 +785,7 @@ def expand_local(pattern: str) -> tuple[list[Union[str, tuple[str, str]]], list[
     entries: list[Union[str, tuple[str, str]]] = []
     skipped: list[str] = []
     for match in matches:
-        if Path(match).is_dir():
+        if os.path.isdir(match):
             images, others, unreadable = scan_folder(match)
             if not images and not unreadable:
                 log.warning("%s: folder holds no image files", match)

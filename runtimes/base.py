@@ -15,14 +15,15 @@ import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from glia_edge.errors import BackendUnavailableError, GliaError, ImageLoadError, UnsupportedArtifactError, one_line
 from glia_edge.formats import format_of, get_format
 from glia_edge.meta import ArtifactMeta
-from glia_edge.preprocess import ImageInput, PreprocessConfig, aggregate, check_crops, is_one_image, preprocess
+from glia_edge.preprocess import (ImageInput, PreprocessConfig, aggregate, check_crops, is_one_image, preprocess,
+                                  printable)
 from glia_edge.runtimes.decode_pool import decode_ahead, resolve_workers
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,15 @@ class ScoreResult:
 
 
 def many_images(images: Iterable[ImageInput], method: str) -> Iterable[ImageInput]:
-    """``images`` when it is an iterable of images; one image (which a str, bytes or array would be
-    iterated into characters or pixel rows, each scored as an image) is a ``TypeError``."""
+    """``images`` when it is an iterable of images; one image (which a str, bytes, file or array
+    would be iterated into characters, ints, lines or pixel rows, each scored as an image) is a
+    ``TypeError``, and so is a mapping (its keys are not known to be the images)."""
     if is_one_image(images):
         raise TypeError(f"{method} takes an iterable of images, got one image ({type(images).__name__}): "
                         "pass [image], or use predict")
+    if isinstance(images, Mapping):
+        raise TypeError(f"{method} takes an iterable of images, got a mapping ({type(images).__name__}): "
+                        "pass list(d.values()) or list(d)")
     if not isinstance(images, Iterable):
         raise TypeError(f"{method} takes an iterable of images, got {type(images).__name__}")
     return images
@@ -184,12 +189,15 @@ class Backend(ABC):
             if result.ok:
                 scores[i] = result.score
             else:
-                log.warning("%s: %s", result.source, result.error)
+                log.warning("%s: %s", printable(result.source), result.error)
         return scores
 
     def predict(self, images: ImageInput | Iterable[ImageInput], *, crops: int | None = None,
                 bgr: bool = False) -> np.ndarray:
-        """Scores for one image or an iterable of them (paths, bytes, PIL images, HWC uint8 arrays).
+        """Scores for one image or an iterable of them (paths, bytes, binary file objects, PIL
+        images, HWC uint8 arrays; not a dict). A JPEG path, its bytes and its ``Image.open`` not yet
+        loaded are decoded at reduced size alike; an array is already decoded at full size, so its
+        score can differ slightly from its JPEG file's (preprocess module docstring).
 
         Returns a float64 array with one score per image. Raises :class:`ImageLoadError` for the
         first unusable input; use :meth:`iter_scores` to carry on past bad inputs. Several images
@@ -198,12 +206,12 @@ class Backend(ABC):
         if isinstance(images, np.ndarray) and images.ndim == 4:
             raise ValueError("a 4-D array is a batch of crops: use predict_batch, or pass a list of HWC images")
         single = is_one_image(images) or not isinstance(images, Iterable)
-        images = [images] if single else list(images)
+        images = [images] if single else list(many_images(images, "predict"))
         results = list(self.iter_scores(images, crops=crops, bgr=bgr,
                                         decode_workers=0 if len(images) < 2 else None))
         for res in results:
-            if not res.ok:
-                raise ImageLoadError(res.source, res.error or "unknown error")
+            if not res.ok:  # the message on one line, whatever the file's name holds
+                raise ImageLoadError(printable(res.source), res.error or "unknown error")
         return np.array([r.score for r in results], dtype=np.float64)
 
     def close(self) -> None:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from glia_edge.atomic import atomic_write, remove_stale, replace_path, staging_dir
+from glia_edge.atomic import atomic_write, check_writable, remove_stale, replace_path, staging_dir
 
 
 def test_failed_write_leaves_nothing_and_keeps_the_old_file(tmp_path: Path) -> None:
@@ -106,3 +108,32 @@ def test_staging_folder_lock_does_not_end_up_in_the_result(tmp_path: Path) -> No
         replace_path(work, target)
     assert sorted(p.name for p in target.iterdir()) == ["labels.csv"]
     assert remove_stale(target) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["set"]
+
+
+def test_a_symlink_stays_a_link_to_its_replaced_target(tmp_path: Path) -> None:
+    target = tmp_path / "real" / "scores.csv"
+    target.parent.mkdir()
+    target.write_text("old")
+    link = tmp_path / "scores.csv"
+    link.symlink_to(target)
+    check_writable(link)
+    atomic_write(link, lambda tmp: tmp.write_text("new"))
+    assert link.is_symlink() and os.readlink(link) == str(target) and target.read_text() == "new"
+    assert [p.name for p in target.parent.iterdir()] == ["scores.csv"]  # no temporary file left
+    dangling = tmp_path / "later.csv"
+    dangling.symlink_to(target.parent / "later.csv")
+    atomic_write(dangling, lambda tmp: tmp.write_text("made"))
+    assert dangling.is_symlink() and (target.parent / "later.csv").read_text() == "made"
+
+
+def test_a_fifo_is_written_in_place_not_replaced(tmp_path: Path) -> None:
+    fifo = tmp_path / "results"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    check_writable(fifo)
+    atomic_write(fifo, lambda tmp: tmp.write_text("path,score\n"))
+    reader.join(10)
+    assert got == ["path,score\n"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["results"]

@@ -130,13 +130,14 @@ def _closed(img: Image.Image) -> Image.Image:
     return img
 
 
-def test_extreme_aspect_ratio_is_refused_before_the_whole_resize(tmp_path) -> None:
-    """5 and 9 crops resize the whole image: 2 x 4000 px would become 384 x 768,000 (885 MB)."""
+@pytest.mark.parametrize("crops", [1, 5, 9])
+def test_extreme_aspect_ratio_is_refused_before_the_whole_resize(tmp_path, crops: int) -> None:
+    """5 and 9 crops resize the whole image: 2 x 4000 px would become 384 x 768,000 (885 MB). One
+    rule for every crop count: the centre crop alone would be small, but is refused alike."""
     Image.fromarray(np.zeros((4000, 2), np.uint8)).save(tmp_path / "line.png")
     with pytest.raises(ImageLoadError, match="aspect ratio 2000:1") as info:
-        preprocess(tmp_path / "line.png", crops=5)
+        preprocess(tmp_path / "line.png", crops=crops)
     assert "line.png" in str(info.value) and "over the limit of 100000000" in str(info.value)
-    assert preprocess(tmp_path / "line.png", crops=1).shape == (1, 3, 224, 224)  # the centre crop alone is small
     Image.fromarray(np.zeros((200, 30), np.uint8)).save(tmp_path / "tall.png")  # 384 x 2560: fine
     assert preprocess(tmp_path / "tall.png", crops=9).shape == (9, 3, 224, 224)
 
@@ -159,3 +160,13 @@ def test_aggregate_means_per_image() -> None:
 def test_preprocessing_imports_without_torch() -> None:
     code = "import sys, glia_edge, glia_edge.preprocess, glia_edge.runtimes; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("crops", [1, 5])
+def test_a_lazily_opened_jpeg_is_decoded_as_its_path(tmp_path, crops: int) -> None:
+    """``Image.open`` not yet loaded gets the path's reduced-size JPEG decode (draft), so both score alike."""
+    cfg = PreprocessConfig(short_side=64, crop_size=32)  # 400x300 is over 2 x 64: decoded at 1/4 scale
+    _rgb(400, 300).save(tmp_path / "a.jpg", quality=90)
+    want = preprocess(tmp_path / "a.jpg", cfg, crops=crops)
+    with Image.open(tmp_path / "a.jpg") as lazy:
+        assert np.array_equal(preprocess(lazy, cfg, crops=crops), want)

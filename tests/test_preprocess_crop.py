@@ -171,8 +171,8 @@ def test_exif_rotated_jpeg(tmp_path) -> None:
     path = tmp_path / "rot.jpg"
     img.save(path, exif=exif, quality=92)
     _same(preprocess(path, CFG), _reference_v2(path, CFG))
-    opened = Image.open(path)
-    _same(preprocess(opened, CFG), _reference_v2(Image.open(path), CFG))
+    opened = Image.open(path)  # not loaded yet: decoded at reduced size, as its path is
+    _same(preprocess(opened, CFG), _reference_v2(path, CFG))
 
 
 @pytest.mark.parametrize("kind", ["gray", "gray1", "rgba", "bgra", "uint16", "float", "noncontig"])

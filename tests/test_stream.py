@@ -286,3 +286,12 @@ def test_four_streams_share_one_openvino_model() -> None:
         assert [r[0] for r in together] == list(range(12)) and all(r[3] is None for r in together), k
         assert [r[2] for r in together] == [r[2] for r in one], k
         np.testing.assert_allclose([r[1] for r in together], [r[1] for r in one], rtol=0, atol=tol)
+
+
+def test_a_failed_read_is_that_frames_error_not_the_end_of_the_stream() -> None:
+    """``cv2.VideoCapture.read()`` gives None for a frame it could not read: as ``submit(None)``, one error."""
+    good = frames(1, 0, 0, size=(64, 48))[0]
+    monitor = QualityMonitor(SharpnessBackend(), block=True)
+    results = list(monitor.run([good, None, (None, 5.0), good]))
+    assert [r.error is None for r in results] == [True, False, False, True]
+    assert "NoneType" in (results[1].error or "") and monitor.stats.errors == 2

@@ -8,6 +8,9 @@ rest are still scored. Files in folders with a suffix no image format has (see
 ``IMAGE_SUFFIXES``) are skipped and reported: a count on stderr, their paths in JSON output.
 Every output names the artifact, runtime and precision that scored (table title, JSON fields,
 CSV columns). Nothing here imports torch unless the artifact is a PyTorch checkpoint.
+
+Ctrl-C or SIGTERM ends the run with one line and exit 130 or 143; results are written only when
+every input has been tried, so an interrupted run writes none (``--output`` stays as it was).
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from typing import Any, Iterable, Optional, Union
 
 import typer
 
-from glia_edge.cli.common import cli_errors
+from glia_edge.cli.common import cli_errors, exit_on_interrupt
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,7 @@ def _run(backend: Any, entries: list[Entry], crops: int | None) -> list[Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.text import Text
 
+    from glia_edge.preprocess import printable
     from glia_edge.runtimes import ScoreResult
 
     paths = [e for e in entries if isinstance(e, str)]
@@ -83,8 +87,9 @@ def _run(backend: Any, entries: list[Entry], crops: int | None) -> list[Any]:
         task = progress.add_task("score", total=len(paths))
         for entry in entries:
             res = next(scored) if isinstance(entry, str) else ScoreResult(entry[0], None, entry[1])
-            if not res.ok:
-                progress.console.print(Text(f"error: {res.source}: {res.error}", style="red"), soft_wrap=True)
+            if not res.ok:  # printable: a name holding a newline must not forge a second line
+                line = printable(f"error: {res.source}: {res.error}")
+                progress.console.print(Text(line, style="red"), soft_wrap=True)
             results.append(res)
             if isinstance(entry, str):
                 progress.advance(task)
@@ -159,7 +164,9 @@ def score(
     crops: Optional[CropCount] = typer.Option(None, "--crops", help="Crops per image (default: the model's)."),
     fmt: Optional[OutputFormat] = typer.Option(None, "--format", "-f",
                                                help="Output format (default: from --output's suffix, else table)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write results here (atomically)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                          help="Write results here (atomically; a symbolic link's target is "
+                                               "replaced, a FIFO or device written in place; - for stdout)."),
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Crops per inference call."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for the runtime."),
     precision: Optional[str] = typer.Option(None, "--precision",
@@ -177,48 +184,58 @@ def score(
                                                       "cores, up to 4; 0 = serially on the main thread)."),
 ) -> None:
     """Score images; unreadable inputs are reported (exit code 1) and the rest are still scored."""
-    from glia_edge.atomic import atomic_write, check_writable
-    from glia_edge.errors import OutputError
+    from glia_edge.atomic import check_writable
     from glia_edge.runtimes.base import load_batched
 
-    options: dict[str, Any] = {"batch_size": batch_size, "threads": threads, "precision": precision,
-                               "inference_precision": inference_precision, "device": device}
-    with cli_errors():
-        if output:
-            check_writable(output)  # now, not after the whole run
-        try:
-            backend = load_batched(model, batched=batch_size > 1, **{k: v for k, v in options.items() if v is not None})
-        except (ValueError, TypeError) as exc:  # an option the backend refuses or does not take
-            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2) from None
-        with backend:
-            if max_pixels:
-                from glia_edge.preprocess import allow_pillow_pixels
-
-                backend.preprocess_config = backend.preprocess_config.replace(max_pixels=max_pixels)
-                allow_pillow_pixels(max_pixels)
-            backend.decode_workers = decode_workers
-            entries, skipped = expand_inputs(paths)
-            if skipped:
-                typer.echo(f"skipped {len(skipped)} file(s) in folders with an unsupported suffix "
-                           "(their names are in --format json output)", err=True)
-            results = _run(backend, entries, int(crops.value) if crops else None)
-    fmt = _format_for(fmt, output)
-    text = render(results, fmt, backend, skipped)
-    if output:
+    if output is not None and str(output) == "-":
+        output = None  # stdout, as without --output
+    left = "no results were written" + (f" ({output} is unchanged)" if output else "")
+    with exit_on_interrupt(lambda: left):
+        options: dict[str, Any] = {"batch_size": batch_size, "threads": threads, "precision": precision,
+                                   "inference_precision": inference_precision, "device": device}
         with cli_errors():
+            if output:
+                check_writable(output)  # now, not after the whole run
             try:
-                atomic_write(output, lambda tmp: tmp.write_text(text))
-            except OSError as exc:
-                raise OutputError(f"{output}: could not write the results ({exc.strerror or exc})") from None
-    else:
+                given = {k: v for k, v in options.items() if v is not None}
+                backend = load_batched(model, batched=batch_size > 1, **given)
+            except (ValueError, TypeError) as exc:  # an option the backend refuses or does not take
+                typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+                raise typer.Exit(2) from None
+            with backend:
+                if max_pixels:
+                    from glia_edge.preprocess import allow_pillow_pixels
+
+                    backend.preprocess_config = backend.preprocess_config.replace(max_pixels=max_pixels)
+                    allow_pillow_pixels(max_pixels)
+                backend.decode_workers = decode_workers
+                entries, skipped = expand_inputs(paths)
+                if skipped:
+                    typer.echo(f"skipped {len(skipped)} file(s) in folders with an unsupported suffix "
+                               "(their names are in --format json output)", err=True)
+                results = _run(backend, entries, int(crops.value) if crops else None)
+        _emit(render(results, _format_for(fmt, output), backend, skipped), output)
+        failed = sum(not r.ok for r in results)
+        typer.echo(f"scored {len(results) - failed} of {len(results)} inputs with {backend.describe()}"
+                   + (f"; {failed} could not be read" if failed else "")
+                   + (f"; results in {output}" if output else ""), err=True)
+        if failed:
+            raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _emit(text: str, output: Optional[Path]) -> None:
+    """The rendered results to ``output`` (atomically: a failure leaves it as it was) or stdout."""
+    from glia_edge.atomic import atomic_write
+    from glia_edge.errors import OutputError
+
+    if not output:
         typer.echo(text, nl=False)
-    failed = sum(not r.ok for r in results)
-    typer.echo(f"scored {len(results) - failed} of {len(results)} inputs with {backend.describe()}"
-               + (f"; {failed} could not be read" if failed else "")
-               + (f"; results in {output}" if output else ""), err=True)
-    if failed:
-        raise typer.Exit(EXIT_SOME_FAILED)
+        return
+    with cli_errors():
+        try:
+            atomic_write(output, lambda tmp: tmp.write_text(text))
+        except OSError as exc:
+            raise OutputError(f"{output}: could not write the results ({exc.strerror or exc})") from None
 
 
 def register(app: typer.Typer) -> None:

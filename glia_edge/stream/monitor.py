@@ -4,9 +4,11 @@ Frames arrive from any iterator (``run(frames)``) or callback (``submit(frame, t
 (``every_n``, ``max_fps``) picks which frames to score; picked frames go into a bounded queue that
 keeps the newest ones (``queue_size``) and counts what it had to drop, so a camera loop never
 waits for the model. One worker thread scores what is queued with the backend's shared
-preprocessing (``model.crop_batch`` + ``model.predict_batch``, so scores match ``glia-edge score``;
-a large frame is area-averaged in OpenCV before the small bicubic resize, with no full-size PIL
-copy: :func:`glia_edge.preprocess.load_reduced`),
+preprocessing (``model.crop_batch`` + ``model.predict_batch``: a frame scores as ``glia-edge score``
+scores a lossless file of the same pixels, a PNG; a frame decoded from a large JPEG can score
+slightly differently from that JPEG file, which ``score`` decodes at reduced size (libjpeg's DCT
+scaling) where the frame was decoded at full size; a large frame is area-averaged in OpenCV
+before the small bicubic resize, with no full-size PIL copy: :func:`glia_edge.preprocess.load_reduced`),
 smooths and classifies the score (:mod:`glia_edge.stream.states`) and publishes a
 :class:`FrameResult` to ``results()`` and the ``on_result`` / ``on_alert`` callbacks.
 
@@ -290,7 +292,8 @@ class QualityMonitor:
         """Feed ``frames`` from a producer thread and yield results; closes the monitor at the end.
 
         Items are HWC arrays, ``(array, timestamp)`` pairs, or objects with ``image`` and
-        ``timestamp`` (:class:`~glia_edge.stream.sources.Frame`). An error raised by the source is
+        ``timestamp`` (:class:`~glia_edge.stream.sources.Frame`); any other item is taken as the
+        frame, so a failed read's None is that frame's error, as ``submit(None)`` is. An error raised by the source is
         re-raised here after the frames already queued are scored. A monitor runs one stream:
         ``run`` on a closed (or finished) monitor raises ``RuntimeError`` here, at the call,
         instead of yielding nothing.
@@ -401,11 +404,13 @@ def _round(x: float | None, digits: int = 4) -> float | None:
     return None if x is None else round(x, digits)
 
 
-def _unpack(item: Any) -> tuple[np.ndarray, float | None]:
+def _unpack(item: Any) -> tuple[Any, float | None]:
+    """A source's item -> (frame, timestamp). Anything but a Frame or a pair is the frame itself, so
+    a bad one (a failed ``cv2.VideoCapture.read()``'s None) is that frame's error, not the stream's end."""
     if isinstance(item, np.ndarray):
         return item, None
     if hasattr(item, "image"):
         return item.image, getattr(item, "timestamp", None)
     if isinstance(item, tuple) and len(item) == 2:
         return item[0], item[1]
-    raise TypeError(f"expected a frame array, (array, timestamp) or Frame, got {type(item).__name__}")
+    return item, None
