@@ -24,7 +24,7 @@ from typing import Any, Iterable, Optional, Union
 
 import typer
 
-from glia_edge.cli.common import cli_errors, exit_on_interrupt
+from glia_edge.cli.common import MAX_PIXELS_HELP, PRECISION_HELP, cli_errors, exit_on_interrupt
 
 log = logging.getLogger(__name__)
 
@@ -169,16 +169,12 @@ def score(
                                                "replaced, a FIFO or device written in place; - for stdout)."),
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Crops per inference call."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for the runtime."),
-    precision: Optional[str] = typer.Option(None, "--precision",
-                                            help="The artifact's precision (fp32, fp16, bf16, int8). Without --model: "
-                                                 "picks the packaged artifact of this precision (fp32 by default, "
-                                                 "int8); with --model: refused when the artifact is another."),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
     inference_precision: Optional[str] = typer.Option(None, "--inference-precision",
                                                       help="Run float parts in this precision (OpenVINO: fp32, "
                                                            "bf16, fp16, device; PyTorch: fp32, bf16 autocast)."),
     device: Optional[str] = typer.Option(None, "--device", help="Runtime device (cpu, CPU, GPU, cuda:0 ...)."),
-    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1,
-                                             help="Refuse images with more pixels (decompression-bomb guard)."),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1, help=MAX_PIXELS_HELP.format("")),
     decode_workers: Optional[int] = typer.Option(None, "--decode-workers", min=0,
                                                  help="Threads decoding images ahead of inference (default: the "
                                                       "cores, up to 4; 0 = serially on the main thread)."),
