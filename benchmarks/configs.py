@@ -23,15 +23,13 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from glia_edge.errors import BackendUnavailableError
-from glia_edge.formats import FORMATS
+from glia_edge.formats import FORMATS, PRECISIONS  # PRECISIONS: the rows a bench can run (re-exported)
 
 log = logging.getLogger(__name__)
 
 #: Benchmark targets are the artifact formats, in the table's order: PyTorch (the baseline) and
 #: every format ``export`` can write (a row without a writer has no artifact to measure).
 TARGETS = tuple(name for name, fmt in FORMATS.items() if name == "torch" or fmt.writer)
-#: Precisions a row can run: the artifacts' precisions, plus BF16 execution of FP32 artifacts.
-PRECISIONS = ("fp32", "fp16", "int8", "bf16")
 SKIP_NO_GPU = "skipped: no GPU/TensorRT"
 #: OpenVINO performance hints a benchmark can compare -> the rows' variant ("" keeps the plain key).
 OPENVINO_MODES = {"latency": "", "throughput": "throughput"}

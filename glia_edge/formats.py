@@ -221,6 +221,9 @@ FORMATS: dict[str, ArtifactFormat] = {f.name: f for f in (
                    "model.engine", False, read_sidecar, True, "TensorRT engine with a sidecar .json"),
 )}
 
+#: Every precision some format holds, in the table's order: fp32, fp16, int8, bf16.
+PRECISIONS: tuple[str, ...] = tuple(dict.fromkeys(p for fmt in FORMATS.values() for p in fmt.precisions))
+
 #: Formats ``glia-edge export`` can write.
 EXPORT_TARGETS: tuple[str, ...] = tuple(name for name, f in FORMATS.items() if f.writer)
 

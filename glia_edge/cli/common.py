@@ -47,17 +47,12 @@ def split_items(items: Optional[Sequence[str]]) -> list[str] | None:
     return list(dict.fromkeys(out)) or None
 
 
-def known_precisions() -> list[str]:
-    """Every precision some artifact format holds (fp32, fp16, int8, bf16), in the format table's order."""
-    from glia_edge.formats import FORMATS
-
-    return list(dict.fromkeys(p for fmt in FORMATS.values() for p in fmt.precisions))
-
-
 def check_precision_name(precision: Optional[str]) -> None:
     """``--precision`` must name a precision: a typo is one line listing the valid ones (exit 2)."""
-    if precision is not None and precision not in known_precisions():
-        fail(f"--precision must be one of {', '.join(known_precisions())}, got {precision!r}")
+    from glia_edge.formats import PRECISIONS
+
+    if precision is not None and precision not in PRECISIONS:
+        fail(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 
 def checked_artifact_meta(model: Any, precision: Optional[str]) -> Any:
