@@ -174,28 +174,27 @@ def write_trt(job: WriterInput) -> Written:
     command to finish on the device."""
     from glia_edge.export.tensorrt import engine_meta, onnx_to_engine
     from glia_edge.formats import read_sidecar, write_sidecar
-    from glia_edge.runtimes.tensorrt import TensorRtUnavailableError, check_tensorrt
+    from glia_edge.runtimes.tensorrt import TensorRtUnavailableError
 
     onnx_meta = _trt_onnx_meta(job)
     onnx_path = _onnx_at_precision(job, job.out_dir / TRT_ONNX_NAME, tensorrt=True, meta=onnx_meta,
                                    int8_graph=job.options.trt.int8_graph)
     write_sidecar(onnx_path, onnx_meta)
     build = job.options.build_engine
-    reason = "engine build turned off" if build is False else None
-    if reason is None:
-        try:
-            check_tensorrt()  # keeps the builder that onnx_to_engine then uses (one per build)
+    reason = "engine build turned off"
+    if build is not False:
+        meta = engine_meta(onnx_meta, job.options.engine)
+        try:  # the build probes TensorRT itself (one probe, one builder): an unusable TensorRT is the note below
+            engine = onnx_to_engine(onnx_path, job.out_dir / FORMATS["trt"].loadable, precision=meta.precision,
+                                    options=job.options.engine, meta=meta)
         except TensorRtUnavailableError as exc:
+            if build:
+                raise BackendUnavailableError(str(exc)) from None
             reason = str(exc)
-    if reason:
-        if build:
-            raise BackendUnavailableError(reason)
-        note = (f"No TensorRT engine was built: {reason}. Wrote the TensorRT-ready ONNX and its metadata "
-                f"({TRT_ONNX_NAME}.json); finish on the device with: glia-edge build-engine "
-                f"{job.final_dir / TRT_ONNX_NAME} --precision {onnx_meta.precision} {engine_flags(job.options.engine)}")
-        log.warning(note)
-        return Written(onnx_path, onnx_meta, (note,))
-    meta = engine_meta(onnx_meta, job.options.engine)
-    engine = onnx_to_engine(onnx_path, job.out_dir / FORMATS["trt"].loadable, precision=meta.precision,
-                            options=job.options.engine, meta=meta)
-    return Written(engine, read_sidecar(engine))  # as written: a fixed-batch ONNX records its real batch
+        else:
+            return Written(engine, read_sidecar(engine))  # as written: a fixed-batch ONNX records its real batch
+    note = (f"No TensorRT engine was built: {reason}. Wrote the TensorRT-ready ONNX and its metadata "
+            f"({TRT_ONNX_NAME}.json); finish on the device with: glia-edge build-engine "
+            f"{job.final_dir / TRT_ONNX_NAME} --precision {onnx_meta.precision} {engine_flags(job.options.engine)}")
+    log.warning(note)
+    return Written(onnx_path, onnx_meta, (note,))
