@@ -21,8 +21,7 @@ def cli_errors() -> Iterator[None]:
     try:
         yield
     except (GliaError, FileNotFoundError) as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        fail(str(exc))
 
 
 #: ``--precision`` of the commands that load an artifact (score's wording; serve and batch share it).

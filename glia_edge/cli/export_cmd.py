@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import typer
 
-from glia_edge.cli.common import cli_errors, exit_on_interrupt
+from glia_edge.cli.common import cli_errors, exit_on_interrupt, fail
 from glia_edge.export.calibration import DEFAULT_CALIB_SIZE
 from glia_edge.export.onnx import OnnxOptions
 from glia_edge.export.options import ExportOptions
@@ -94,7 +94,7 @@ def export(
                                     opset=opset, score_axis=score_axis,
                                     **({"int8_graph": int8_graph} if int8_graph is not None else {}))
         except ValueError as exc:  # a refused value: one line, as every command's errors
-            raise _fail(str(exc)) from None
+            fail(str(exc))
         _print_summary(result, target)
 
 
@@ -109,11 +109,6 @@ def _number(text: str, flag: str, kind: type) -> Any:
         return kind(text)
     except ValueError:
         raise ValueError(f"{flag} must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(2)
 
 
 def build_engine(
@@ -148,21 +143,21 @@ def build_engine(
                  "max_batch": (max_batch, "--max-batch", int), "workspace_gib": (workspace, "--workspace", float)}
         given = {key: _number(text, flag, kind) for key, (text, flag, kind) in flags.items() if text is not None}
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        fail(str(exc))
     if precision is not None and precision not in FORMATS["trt"].precisions:
-        raise _fail(f"--precision must be one of {', '.join(FORMATS['trt'].precisions)}, got {precision!r}")
+        fail(f"--precision must be one of {', '.join(FORMATS['trt'].precisions)}, got {precision!r}")
     with cli_errors():
         meta = trt_onnx_meta(onnx_path)
         if precision is not None and precision != meta.precision:
-            raise _fail(f"{onnx_path.name} is {meta.precision} (its metadata), not {precision}: a TensorRT engine "
-                        f"takes its precision from the ONNX; export again with --target trt --precision {precision}")
+            fail(f"{onnx_path.name} is {meta.precision} (its metadata), not {precision}: a TensorRT engine "
+                 f"takes its precision from the ONNX; export again with --target trt --precision {precision}")
         recorded = meta.export.get(ENGINE_OPTIONS_KEY) or {}
         settings = {key: given[key] if key in given else recorded.get(key, getattr(EngineOptions, key))
                     for key in flags}
         try:
             opts = EngineOptions(**settings, timing_cache=timing_cache)
         except ValueError as exc:
-            raise _fail(f"{exc} (flags given, else as recorded in {onnx_path.name}'s metadata)") from None
+            fail(f"{exc} (flags given, else as recorded in {onnx_path.name}'s metadata)")
         path = onnx_to_engine(onnx_path, output or _engine_path(onnx_path), precision=meta.precision, options=opts,
                               meta=engine_meta(meta, opts))
         typer.echo(f"wrote {path} ({meta.precision}, {artifact_size_mb(path):.1f} MB) and {path.name}.json")

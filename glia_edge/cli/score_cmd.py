@@ -24,7 +24,7 @@ from typing import Any, Iterable, Optional, Union
 
 import typer
 
-from glia_edge.cli.common import MAX_PIXELS_HELP, PRECISION_HELP, cli_errors, exit_on_interrupt
+from glia_edge.cli.common import MAX_PIXELS_HELP, PRECISION_HELP, cli_errors, exit_on_interrupt, fail
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +196,7 @@ def score(
                 given = {k: v for k, v in options.items() if v is not None}
                 backend = load_batched(model, batched=batch_size > 1, **given)
             except (ValueError, TypeError) as exc:  # an option the backend refuses or does not take
-                typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-                raise typer.Exit(2) from None
+                fail(str(exc))
             with backend:
                 if max_pixels:
                     from glia_edge.preprocess import allow_pillow_pixels

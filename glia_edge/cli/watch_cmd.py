@@ -26,7 +26,7 @@ from typing import IO, Any, Iterator, Optional
 import typer
 
 from glia_edge.atomic import atomic_write, check_writable
-from glia_edge.cli.common import SIGNAL_EXIT_CODES, Terminated, cli_errors, interruption
+from glia_edge.cli.common import SIGNAL_EXIT_CODES, Terminated, cli_errors, fail, interruption
 
 log = logging.getLogger(__name__)
 
@@ -314,8 +314,7 @@ def watch(
                   f"{summary['elapsed_s']:.1f} s), {summary['skipped']} skipped by sampling, {summary['dropped']} "
                   f"dropped, {summary['alerts']} alerts; final state {summary['final_state']}; {summary['end']}")
     if error is not None:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(SIGNAL_EXIT_CODES.get(error, 1))
+        fail(error, SIGNAL_EXIT_CODES.get(error, 1))
 
 
 class _StopSignals:
