@@ -4,6 +4,15 @@ from __future__ import annotations
 import re
 
 
+def printable(text: str) -> str:
+    """``text`` with each non-printable character (a newline, an escape, an undecodable byte's
+    surrogate) written as Python escapes it (``\\n``), so a file name cannot break a one-line
+    message or forge a second one; other characters, accented or not, stay as they are."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 class GliaError(Exception):
     """Base class for glia-edge errors."""
 

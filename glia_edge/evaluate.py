@@ -24,7 +24,7 @@ from glia_edge.data import load_dataset, validate
 from glia_edge.data.base import IQADataset
 from glia_edge.data.crop_protocol import DEFAULT_EVAL_CROPS, CropProtocol, parse_crops
 from glia_edge.data.splits import ALL, fingerprint, load_or_create_splits, read_splits, select
-from glia_edge.errors import CheckpointError, DatasetError
+from glia_edge.errors import CheckpointError, DatasetError, printable
 from glia_edge.meta import ArtifactMeta
 from glia_edge.metrics import IQAMetrics, iqa_metrics, median_metrics
 
@@ -98,7 +98,7 @@ def score_dataset(artifact: Path, dataset: IQADataset, *, crops: "str | int | Cr
             if res.ok:
                 preds[i] = res.score
             else:
-                log.warning("skipping %s: %s", res.source, res.error)
+                log.warning("skipping %s", printable(f"{res.source}: {res.error}"))
     return preds
 
 

@@ -51,7 +51,7 @@ from typing import Any, BinaryIO, Callable, Sequence, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from glia_edge.errors import ImageLoadError, one_line
+from glia_edge.errors import ImageLoadError, one_line, printable
 
 log = logging.getLogger(__name__)
 
@@ -148,15 +148,6 @@ def describe(source: object) -> str:
     if _is_file_object(source) and isinstance(name, str):
         return f"<{type(source).__name__} {name}>"
     return f"<{type(source).__name__}>"
-
-
-def printable(text: str) -> str:
-    """``text`` with each non-printable character (a newline, an escape, an undecodable byte's
-    surrogate) written as Python escapes it (``\\n``), so a file name cannot break a one-line
-    message or forge a second one; other characters, accented or not, stay as they are."""
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def _error_name(source: object) -> str:

@@ -63,6 +63,10 @@ def read_ladder_rows(csv_path: str | Path, refs: Sequence[str] | None = None,
     needed = {"path", "ref", "distortion", "level"}
     if not rows or not needed <= set(rows[0]):
         raise DatasetError(f"{csv_path}: needs columns {sorted(needed)} (a glia-edge synth labels.csv)")
+    for n, row in enumerate(rows, start=1):  # DictReader pads a short row with None, keys a long one's rest None
+        if None in row or None in row.values():
+            raise DatasetError(f"{csv_path}: data row {n} does not match the header (an unquoted comma or a "
+                               "missing value?)")
     keep = [r for r in rows if (not refs or r["ref"] in refs) and
             (r["distortion"] == "none" or not types or r["distortion"] in types)]
     if all(r["distortion"] == "none" for r in keep):  # references alone rank nothing

@@ -19,11 +19,11 @@ from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Sequenc
 
 import numpy as np
 
-from glia_edge.errors import BackendUnavailableError, GliaError, ImageLoadError, UnsupportedArtifactError, one_line
+from glia_edge.errors import (BackendUnavailableError, GliaError, ImageLoadError, UnsupportedArtifactError, one_line,
+                              printable)
 from glia_edge.formats import format_of, get_format
 from glia_edge.meta import ArtifactMeta
-from glia_edge.preprocess import (ImageInput, PreprocessConfig, aggregate, check_crops, is_one_image, preprocess,
-                                  printable)
+from glia_edge.preprocess import ImageInput, PreprocessConfig, aggregate, check_crops, is_one_image, preprocess
 from glia_edge.runtimes.decode_pool import decode_ahead, resolve_workers
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """The OpenVINO IRs ``glia-edge export --target openvino`` writes carry the adapters' attention fused
-into OpenVINO's ScaledDotProductAttention (issue 10 item 6), FP32 and INT8 (NNCF) alike.
+into OpenVINO's ScaledDotProductAttention, FP32 and INT8 (NNCF) alike.
 
 The writer converts the exported ONNX with ``openvino.convert_model``, whose MOC transformations
 fuse MatMul -> Softmax -> MatMul into ScaledDotProductAttention: as many as OpenVINO's PyTorch

@@ -127,6 +127,31 @@ def test_rank_levels_exits_1_when_images_fail(tiny_checkpoint, small_csv) -> Non
     assert json.loads(result.stdout)["failed"]  # the rest still ranked and printed
 
 
+def test_rank_levels_escapes_control_characters_in_names(tiny_checkpoint, small_csv, tmp_path) -> None:
+    # A name holding a newline stays one line, in the failed-image rows and in fail()'s errors alike.
+    images = small_csv.parent / "images"
+    (images / "coffee-0-jpeg-1.png").unlink()
+    (images / "coffee-0-jpeg-1\nerror: forged.png").write_bytes(b"")
+    small_csv.write_text(small_csv.read_text().replace("images/coffee-0-jpeg-1.png",
+                                                       '"images/coffee-0-jpeg-1\nerror: forged.png"'))
+    result = _rank(small_csv, "--model", tiny_checkpoint, "--json")
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "jpeg-1\\nerror: forged.png: empty file" in errors[0], result.stderr
+    missing = _rank(tmp_path / "no\nerror: such.csv", "--model", tiny_checkpoint)
+    assert missing.exit_code == 2 and missing.stderr.count("\n") == 1 and "no\\nerror" in missing.stderr
+
+
+def test_rank_levels_refuses_rows_that_do_not_match_the_header(small_csv) -> None:
+    rows = small_csv.read_text().splitlines()[1:]
+    small_csv.write_text(small_csv.read_text() + "images/x,y.png,50.0,coffee,jpeg,1,0\n")  # unquoted comma
+    with pytest.raises(DatasetError, match=rf"data row {len(rows) + 1} does not match the header"):
+        read_ladder_rows(small_csv)
+    small_csv.write_text("\n".join(["path,score,ref,distortion,level,part", *rows[:2], "images/z.png,50.0"]))
+    with pytest.raises(DatasetError, match=r"data row 3 does not match the header"):
+        read_ladder_rows(small_csv)
+
+
 def test_rank_levels_takes_repeated_and_comma_separated_filters(tiny_checkpoint, small_csv) -> None:
     result = _rank(small_csv, "--model", tiny_checkpoint, "--json", "--types", "jpeg", "--types",
                    "gaussian_blur,contrast", "--refs", "coffee")

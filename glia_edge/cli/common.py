@@ -34,8 +34,11 @@ MAX_PIXELS_HELP = ("Refuse images with more pixels, a decompression-bomb guard{}
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """End the command with one red ``error: message`` line on stderr and exit ``code`` (2: usage
-    and model errors, 1: some inputs failed)."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    and model errors, 1: some inputs failed); non-printable characters (a newline in a file name or
+    URL) are escaped, so the message stays one line."""
+    from glia_edge.errors import printable
+
+    typer.secho(printable(f"error: {message}"), fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
 

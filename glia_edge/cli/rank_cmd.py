@@ -41,6 +41,7 @@ def rank_levels(labels: Path = typer.Argument(..., help="labels.csv written by `
     from rich.table import Table
 
     import glia_edge
+    from glia_edge.errors import printable
     from glia_edge.preprocess import CROP_COUNTS
     from glia_edge.ranking import level_ranking
 
@@ -52,7 +53,7 @@ def rank_levels(labels: Path = typer.Argument(..., help="labels.csv written by `
         backend = glia_edge.load(model, threads=threads)
         report = level_ranking(backend, labels, refs=chosen_refs, types=chosen_types, crops=crops)
     for source, error in report.failed:
-        typer.secho(f"error: {source}: {error}", fg=typer.colors.RED, err=True)
+        typer.secho(printable(f"error: {source}: {error}"), fg=typer.colors.RED, err=True)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, allow_nan=False))  # strict JSON: null, never NaN
     else:

@@ -75,7 +75,7 @@ def _run(backend: Any, entries: list[Entry], crops: int | None) -> list[Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.text import Text
 
-    from glia_edge.preprocess import printable
+    from glia_edge.errors import printable
     from glia_edge.runtimes import ScoreResult
 
     paths = [e for e in entries if isinstance(e, str)]

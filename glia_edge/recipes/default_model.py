@@ -55,7 +55,7 @@ TRAIN_TYPES = TRAIN.types
 HELD_OUT_TYPES = tuple(t for t in TEST.types if t not in TRAIN_TYPES)
 PRESET = "glia_vit_nano"
 SEEDS = (3407, 3408, 3409)
-#: The figures the shipped seed must sit near (validation), and the card's floors (issue 13).
+#: The figures the shipped seed must sit near (validation), and the card's floors.
 KEY_FIGURES = ("within_trained", "within_held_out", "pooled_srcc", "pristine_floor")
 #: Ladders served more than once per epoch: the detail-loss types, slowest to learn (chosen on validation).
 LADDER_REPEATS = {"jpeg": 3, "gaussian_blur": 2, "pixelate": 2}
