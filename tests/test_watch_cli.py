@@ -196,6 +196,26 @@ def test_watch_reports_sources_that_cannot_open(tiny_checkpoint: Path, tmp_path:
     assert res.exit_code == 2 and "missing.onnx" in res.output
 
 
+def test_watch_source_error_is_one_line_without_opencv_chatter(tmp_path: Path) -> None:
+    # FFmpeg ("moov atom not found") and OpenCV ("[ WARN:0@...]") write to the process's stderr
+    # themselves, past logging: only a fresh process shows whether the CLI quiets them (-v keeps them).
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("cv2")
+    import glia_edge
+
+    model = Path(glia_edge.__file__).parent / "weights" / "glia_vit_nano.synthetic.fp32.onnx"
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    run = subprocess.run([sys.executable, "-m", "glia_edge", "watch", "empty.mp4", "--model", str(model)],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.splitlines() == ["error: empty.mp4: cannot decode it as video (unsupported format or "
+                                       "corrupt file)"]
+
+
 def test_watch_reports_a_stream_that_disconnects(tiny_checkpoint: Path, tmp_path: Path) -> None:
     server = MjpegServer(per_connection=10, connections=1)
     out, plot = tmp_path / "live.jsonl", tmp_path / "live.png"

@@ -79,6 +79,11 @@ def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug lo
     # glia-edge's own pixel limit (--max-pixels) refuses oversized images with a one-line error;
     # Pillow's two-line warning for those over its lower limit would only repeat it.
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    if not verbose:  # OpenCV's and FFmpeg's own lines ("moov atom not found", "[ WARN:0@0.01] ...")
+        # only repeat the one-line source error; -v keeps them. Read when cv2 is first imported
+        # (lazily, later), and a user's own setting wins.
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     # Logs go to stderr: stdout carries results (CSV/JSON) that other programs read. A terminal
     # gets rich's columns; a file or journald one plain line per record (rich would wrap at 80).
