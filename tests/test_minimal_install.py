@@ -1,6 +1,6 @@
 """Camera-box installs for real: a wheel of this checkout in a fresh virtual environment with only
 ``[onnxruntime]`` or only ``[openvino]``; ``glia-edge score`` with no ``--model`` scores the bundled
-sample images on the packaged default model, without torch, under 300 MB resident.
+sample images on the packaged default model, without torch, under 300 MiB resident.
 
 Slow (each install takes about a minute); ``.ci/run`` runs it after the main suite.
 """
@@ -68,8 +68,8 @@ def test_minimal_install_scores_the_samples_without_torch(tmp_path: Path, extra:
     scores = {Path(r["path"]).name: r["score"] for r in doc["results"]}
     assert scores["coffee.jpg"] > max(scores["coffee_blur.jpg"], scores["coffee_noise.png"])
     peak_mb = run["peak_kib"] / 1024
-    print(f"{extra}: peak RSS of glia-edge score {samples} = {peak_mb:.0f} MB")
-    assert peak_mb < PEAK_RSS_MB, f"peak RSS {peak_mb:.0f} MB"
+    print(f"{extra}: peak RSS of glia-edge score {samples} = {peak_mb:.0f} MiB")
+    assert peak_mb < PEAK_RSS_MB, f"peak RSS {peak_mb:.0f} MiB"
 
     # In-process, without any import blocker: the assertion on sys.modules can fail.
     proc = subprocess.run([python, "-c", SCORE_CLI, samples], capture_output=True, text=True, timeout=600,
