@@ -164,6 +164,22 @@ def test_ray_loggers_follow_quiet_and_verbose() -> None:
         _setup(verbose=False, quiet=False)
 
 
+def test_verbose_is_glia_edges_own_debug_output_only() -> None:
+    from glia_edge.cli import _setup
+
+    try:
+        _setup(verbose=True, quiet=False)  # Pillow logs every PNG chunk at DEBUG: not under -v
+        assert logging.getLogger("glia_edge.train").isEnabledFor(logging.DEBUG)
+        assert not logging.getLogger("PIL.PngImagePlugin").isEnabledFor(logging.DEBUG)
+        assert logging.getLogger("PIL.PngImagePlugin").isEnabledFor(logging.INFO)
+        _setup(verbose=False, quiet=False)  # the level -v set does not outlive it (one process, many calls)
+        assert not logging.getLogger("glia_edge.train").isEnabledFor(logging.DEBUG)
+        _setup(verbose=False, quiet=True)
+        assert not logging.getLogger("glia_edge.train").isEnabledFor(logging.INFO)
+    finally:
+        _setup(verbose=False, quiet=False)
+
+
 def test_deploy_failure_reason_is_the_replicas_exception_line() -> None:
     from glia_edge.cli.serve_cmd import deploy_failure_reason
 

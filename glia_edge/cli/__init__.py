@@ -84,7 +84,9 @@ def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug lo
         # (lazily, later), and a user's own setting wins.
         os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    # -v is glia-edge's own debug output: other libraries stay at INFO (Pillow alone logs every PNG
+    # chunk at DEBUG, over a thousand lines per training epoch).
+    level = logging.WARNING if quiet else logging.INFO
     # Logs go to stderr: stdout carries results (CSV/JSON) that other programs read. A terminal
     # gets rich's columns; a file or journald one plain line per record (rich would wrap at 80).
     console = Console(stderr=True)
@@ -94,6 +96,7 @@ def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug lo
     else:
         handler, fmt = logging.StreamHandler(sys.stderr), "%(asctime)s %(levelname)s %(message)s"
     logging.basicConfig(level=level, format=fmt, datefmt="[%X]", handlers=[handler], force=True)
+    logging.getLogger("glia_edge").setLevel(logging.DEBUG if verbose else logging.NOTSET)
     # Ray's own loggers (serve, batch): no INFO chatter by default, errors only under -q.
     set_ray_log_level(RAY_LOG_LEVEL["verbose" if verbose else "quiet" if quiet else "default"])
 
