@@ -1,6 +1,7 @@
 """The artifacts a benchmark's rows need: exported once into ``OUTPUT/artifacts`` with
 :func:`glia_edge.export.export`, and reused by later runs while their metadata names the same
-source checkpoint (SHA-256), precision and export settings. A failed export is recorded for its
+source checkpoint (SHA-256), precision and export settings (crops, batch, calibration source and
+how many calibration images were listed, so ``--calib-size`` counts). A failed export is recorded for its
 rows (their status), never allowed to stop the others.
 """
 from __future__ import annotations
@@ -30,7 +31,8 @@ class ArtifactPlan:
 
 def _reusable(path: Path, checkpoint_sha: str, precision: str, settings: dict[str, Any]) -> bool:
     """An artifact from an earlier run is reused only when made from the same checkpoint, at the
-    same precision, with the same export settings (crops, batch, calibration source)."""
+    same precision, with the same export settings (crops, batch, calibration source and the number
+    of calibration images listed: those used plus those skipped as unreadable)."""
     if not path.exists():
         return False
     try:
@@ -40,8 +42,10 @@ def _reusable(path: Path, checkpoint_sha: str, precision: str, settings: dict[st
     except Exception as exc:  # an unreadable leftover is re-exported, not trusted
         log.debug("not reusing %s: %s", path, exc)
         return False
+    calibration = meta.export.get("calibration") or {}
+    listed = (calibration.get("images") or 0) + (calibration.get("skipped") or 0) if calibration.get("source") else None
     found = {"crops": meta.export.get("crops"), "batch": meta.export.get("batch"),
-             "calibration": (meta.export.get("calibration") or {}).get("source")}
+             "calibration": calibration.get("source"), "calib_images": listed}
     return meta.source_checkpoint_sha256 == checkpoint_sha and meta.precision == precision and found == settings
 
 
@@ -98,8 +102,9 @@ def prepare_artifacts(checkpoint: Path, configs: Sequence[BenchConfig], artifact
     for target, precision in needed:
         output = artifact_output(artifacts_dir, stem, target, precision)
         path = loadable_path(output, target)
-        settings = {"crops": crops, "batch": max_batch * crops,
-                    "calibration": str(calib) if precision == "int8" and calib else None}
+        int8 = precision == "int8" and calib is not None
+        settings = {"crops": crops, "batch": max_batch * crops, "calibration": str(calib) if int8 else None,
+                    "calib_images": _calib_count(calib, calib_size) if int8 else None}
         if reuse and _reusable(path, checkpoint_sha, precision, settings):
             log.info("reusing %s", path)
             plan.paths[(target, precision)] = path
@@ -111,6 +116,18 @@ def prepare_artifacts(checkpoint: Path, configs: Sequence[BenchConfig], artifact
             log.warning("export %s %s failed: %s", target, precision, exc)
             plan.errors[(target, precision)] = f"export failed: {one_line(exc)}"
     return plan
+
+
+def _calib_count(calib: Path | None, calib_size: int | None) -> int | None:
+    """How many calibration images an export of ``calib`` with ``calib_size`` lists (the seeded subset
+    :meth:`CalibrationSet.from_path` takes); None when the source cannot be read (never reused)."""
+    from glia_edge.export.calibration import DEFAULT_CALIB_SIZE, read_image_list
+
+    try:
+        return len(read_image_list(calib).subset(calib_size or DEFAULT_CALIB_SIZE).paths)
+    except Exception as exc:  # the export itself reports why; nothing is reused meanwhile
+        log.debug("calibration source %s unreadable: %s", calib, exc)
+        return None
 
 
 def _options_tag(options: dict[str, Any]) -> str:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from glia_edge.errors import DatasetError
 from glia_edge.runtimes.decode_pool import decode_ahead
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,7 @@ def run_end_to_end(artifact: Path, *, sizes: Sequence[tuple[int, int]], count: i
 
             paths = find_images(files)[:count]
             if not paths:
-                raise ValueError(f"{files}: no images")
+                raise DatasetError(f"--e2e-files: {files}: no images found")
             rows += file_rows(model, paths, f"{len(paths)} files from {files}", workers=workers, repeats=repeats)
         for size in sizes:
             paths = make_jpegs(work / "e2e-jpegs", size, count)

@@ -1,11 +1,15 @@
 """Benchmark results: one row per configuration, written as Markdown, CSV, JSON and a PNG plot.
 
-Columns: backend, precision, artifact size, status, load time, latency p50/p90/p99 at batch 1,
-throughput at each batch N (images/s and crops/s), peak RSS of a process running only that
-backend, speed-up over PyTorch FP32 eager, Spearman with the PyTorch FP32 scores, SRCC/PLCC on
-labels when given, and on a Jetson average power and images per joule. Every report carries the
-machine line and the exact command that reproduces it. A row that could not be measured keeps
-its status text and empty cells: no number is ever filled in for it.
+Columns: backend, precision, artifact size (MiB), status, load time, latency p50/p90/p99 at
+batch 1, throughput at each batch N (images/s and crops/s), peak RSS (MiB) of a process running
+only that backend, speed-up over PyTorch FP32 eager, Spearman with the PyTorch FP32 scores and the
+largest |score delta| as a share of the score range, SRCC/PLCC on labels when given, and on a
+Jetson average power and images per joule. The Markdown and JSON reports carry the machine line,
+the exact command that reproduces them and the recommendation line (:func:`recommendation`); the
+CSV is the rows alone. A row that could not be measured keeps its status text and empty cells: no
+number is ever filled in for it.
+
+The JSON keys ``artifact_mb`` and ``peak_rss_mb`` keep their names; their values are MiB (2**20 bytes).
 """
 from __future__ import annotations
 
@@ -31,14 +35,19 @@ class BenchRow:
     backend: str = ""  # e.g. "PyTorch eager", "OpenVINO (f32 pinned)"
     status: str = OK
     artifact: str | None = None
-    artifact_mb: float | None = None
+    artifact_mb: float | None = None  # MiB (2**20 bytes); the key keeps its name
     load_s: float | None = None
     latency: dict[str, float] | None = None  # LatencyStats at batch 1 (ms)
     throughput: dict[int, dict[str, float]] = field(default_factory=dict)  # batch -> Throughput
-    peak_rss_mb: float | None = None
+    peak_rss_mb: float | None = None  # MiB (2**20 bytes); the key keeps its name
     speedup: float | None = None
     spearman: float | None = None
     max_abs_diff: float | None = None
+    max_delta_share: float | None = None  # max_abs_diff as a share of the model's score range
+    # The same agreement on the selection set (not the reported test set): what the recommendation judges.
+    selection_spearman: float | None = None
+    selection_max_abs_diff: float | None = None
+    selection_max_delta_share: float | None = None
     srcc: float | None = None
     plcc: float | None = None
     power_w: float | None = None
@@ -76,7 +85,35 @@ class BenchReport:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["rows"] = [{**asdict(r), "throughput": {str(b): t for b, t in r.throughput.items()}} for r in self.rows]
+        data["recommendation"] = recommendation(self)
         return data
+
+
+def delta_share(max_abs_diff: float | None, score_range: float | None) -> float | None:
+    """``max_abs_diff`` as a share of the score range (None when either is unknown)."""
+    if max_abs_diff is None or not score_range or not math.isfinite(max_abs_diff):
+        return None
+    return max_abs_diff / float(score_range)
+
+
+def recommendation(report: BenchReport) -> str:
+    """The fastest row at the largest batch whose agreement with PyTorch FP32 passes the bound of
+    ``glia-edge export --precision auto`` (:mod:`glia_edge.export.auto`), judged as that command
+    judges it: on a selection set (``settings["selection_set"]``), never on the reported test set."""
+    from glia_edge.export.auto import bound_text, passes
+
+    batch = max(report.batches, default=1)
+    where = report.settings.get("selection_set") or "the selection set"
+    ok = [r for r in report.rows if r.ok and r.crops_per_s(batch)]
+    within = [r for r in ok if (r.target == "torch" and r.precision == "fp32")  # the reference itself
+              or passes(r.selection_spearman, r.selection_max_delta_share)]
+    if not within:
+        return f"recommendation: none of the measured rows met {bound_text()} on {where}"
+    best = max(within, key=lambda r: r.crops_per_s(batch) or 0.0)
+    agree = (f", Spearman {best.selection_spearman:.4f}, max |delta| {best.selection_max_delta_share:.2%} of the range"
+             if best.selection_spearman is not None and best.selection_max_delta_share is not None else "")
+    return (f"recommendation: {best.name} ({best.backend}): {best.crops_per_s(batch):.1f} crops/s at batch {batch}"
+            f"{agree}; the fastest measured here within {bound_text()}, judged on {where}")
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -89,7 +126,7 @@ def table_columns(report: BenchReport) -> list[tuple[str, Any]]:
     """(header, row -> cell text) for the Markdown table."""
     cols: list[tuple[str, Any]] = [
         ("backend", lambda r: r.backend or r.target), ("precision", lambda r: r.precision),
-        ("artifact MB", lambda r: _fmt(r.artifact_mb)), ("status", lambda r: r.status),
+        ("artifact MiB", lambda r: _fmt(r.artifact_mb)), ("status", lambda r: r.status),
         ("load s", lambda r: _fmt(r.load_s, 2)),
         ("p50 / p90 / p99 ms (b1)", lambda r: " / ".join(_fmt(r.latency[k]) for k in ("p50_ms", "p90_ms", "p99_ms"))
          if r.latency else ""),
@@ -97,9 +134,11 @@ def table_columns(report: BenchReport) -> list[tuple[str, Any]]:
     for b in report.batches:
         cols.append((f"img/s b{b}", lambda r, b=b: _fmt(r.throughput[b]["images_per_s"]) if b in r.throughput else ""))
         cols.append((f"crops/s b{b}", lambda r, b=b: _fmt(r.throughput[b]["crops_per_s"]) if b in r.throughput else ""))
-    cols += [("peak RSS MB", lambda r: _fmt(r.peak_rss_mb, 0)), ("speed-up", lambda r: _fmt(r.speedup, 2) + "x"
-                                                                 if r.speedup is not None else ""),
-             ("Spearman vs PyTorch", lambda r: _fmt(r.spearman, 4))]
+    cols += [("peak RSS MiB", lambda r: _fmt(r.peak_rss_mb, 0)), ("speed-up", lambda r: _fmt(r.speedup, 2) + "x"
+                                                                  if r.speedup is not None else ""),
+             ("Spearman vs PyTorch", lambda r: _fmt(r.spearman, 4)),
+             ("max abs delta, % of range", lambda r: _fmt(100 * r.max_delta_share, 2)
+              if r.max_delta_share is not None else "")]
     if any(r.srcc is not None for r in report.rows):
         cols += [("SRCC", lambda r: _fmt(r.srcc, 4)), ("PLCC", lambda r: _fmt(r.plcc, 4))]
     if any(r.images_per_joule is not None for r in report.rows):
@@ -121,7 +160,7 @@ def to_markdown(report: BenchReport) -> str:
     s = report.settings
     parts = [f"# glia-edge benchmark: {s.get('model', '')}", "",
              f"Machine: {report.machine_line}", "",
-             f"Reproduce: `{report.command}`", "", markdown_table(report), ""]
+             f"Reproduce: `{report.command}`", "", markdown_table(report), "", recommendation(report), ""]
     notes = [f"- {n}" for n in s.get("notes", [])]
     notes += [f"- {r.name}: {n}" for r in report.rows for n in r.notes]
     if notes:
@@ -151,7 +190,10 @@ def csv_rows(report: BenchReport) -> list[dict[str, Any]]:
             flat[f"b{b}_images_per_s"] = entry.get("images_per_s")
             flat[f"b{b}_crops_per_s"] = entry.get("crops_per_s")
         flat.update(peak_rss_mb=r.peak_rss_mb, speedup=r.speedup, spearman=r.spearman, max_abs_diff=r.max_abs_diff,
-                    srcc=r.srcc, plcc=r.plcc, power_w=r.power_w, images_per_joule=r.images_per_joule, gpu_load=r.gpu_load,
+                    max_delta_share=r.max_delta_share, selection_spearman=r.selection_spearman,
+                    selection_max_abs_diff=r.selection_max_abs_diff,
+                    selection_max_delta_share=r.selection_max_delta_share, srcc=r.srcc, plcc=r.plcc, power_w=r.power_w,
+                    images_per_joule=r.images_per_joule, gpu_load=r.gpu_load,
                     cpu_load=r.cpu_load, max_temp_c=r.max_temp_c, timer=r.timer)
         out.append(_finite(flat))
     return out
@@ -240,4 +282,6 @@ def write_all(report: BenchReport, out_dir: str | Path, stem: str = "bench") -> 
     plot = write_plot(report, out / f"{stem}.png")
     if plot is not None:
         paths["png"] = plot
+    else:  # a plot from an earlier run into this folder must not pass for this run's
+        (out / f"{stem}.png").unlink(missing_ok=True)
     return paths

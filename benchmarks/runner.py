@@ -2,9 +2,11 @@
 
 The order of work:
 
-1. the checkpoint (``--model``, a random-weight ``--preset``, or the packaged default model);
-2. the held-out images (``--images``, else a built-in synthetic set) and a calibration set that
-   shares no photo with them;
+1. the checkpoint (``--model``, a random-weight ``--preset``, or the packaged default model) and
+   the input options checked, before any folder is made;
+2. the held-out images (``--images``, else a built-in synthetic set), a calibration set that
+   shares no photo with them, and the selection set the recommendation is judged on (never the
+   reported held-out set: :func:`_selection_set`);
 3. artifacts exported into ``OUTPUT/artifacts`` (reused while they match the checkpoint);
 4. every backend loaded (load time), and its scores on the held-out images against the
    PyTorch FP32 eager scores (Spearman) and the labels (SRCC/PLCC);
@@ -14,6 +16,8 @@ The order of work:
 7. peak RSS of a fresh process per configuration;
 8. with ``--profile``, the operator types that dominate each row (:mod:`.profile`);
 9. the report, and the regression check (``--min-speedup`` / ``--max-drop``).
+
+Step 5 is followed by scoring the selection set with the rows still running.
 
 A configuration that fails at any step keeps its status text in the report; the others go on.
 """
@@ -34,8 +38,8 @@ from glia_edge.benchmarks.checks import check_regressions
 from glia_edge.benchmarks.artifacts import prepare_artifacts
 from glia_edge.benchmarks.configs import BenchConfig, build_matrix, gpu_tensorrt_available, torch_device
 from glia_edge.benchmarks.machine import machine_info, machine_line
-from glia_edge.benchmarks.report import BenchReport, BenchRow
-from glia_edge.errors import CheckpointError, one_line
+from glia_edge.benchmarks.report import BenchReport, BenchRow, delta_share
+from glia_edge.errors import CheckpointError, DatasetError, one_line
 from glia_edge.formats import artifact_size_mb
 
 log = logging.getLogger(__name__)
@@ -89,6 +93,9 @@ def checkpoint_to_bench(opts: BenchOptions, workdir: Path) -> tuple[Path, str, b
     if opts.model is not None:
         if not Path(opts.model).is_file():
             raise CheckpointError(f"checkpoint not found: {opts.model}")
+        if Path(opts.model).suffix.lower() != ".safetensors":
+            raise CheckpointError(f"--model: {opts.model} is not a .safetensors checkpoint (the bench exports "
+                                  f"every artifact from a checkpoint; to time an artifact use --end-to-end)")
         return Path(opts.model), Path(opts.model).name, False
     if opts.preset:
         path = workdir / f"{opts.preset}.random.safetensors"
@@ -98,6 +105,21 @@ def checkpoint_to_bench(opts: BenchOptions, workdir: Path) -> tuple[Path, str, b
     from glia_edge.weights import DEFAULT_MODEL, default_checkpoint
 
     return default_checkpoint(), DEFAULT_MODEL, False
+
+
+def check_inputs(opts: BenchOptions) -> None:
+    """Every input path option names something that exists (one line naming the option), checked
+    before any folder is made."""
+    for flag, value in (("--images", opts.images), ("--labels", opts.labels), ("--calib", opts.calib)):
+        if value is not None and not Path(value).exists():
+            raise DatasetError(f"{flag}: {value} not found")
+
+
+def resolve_threads(threads: int | None) -> int:
+    """``--threads``, or all usable cores when not given."""
+    if threads:
+        return threads
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _random_checkpoint(preset: str, path: Path) -> None:
@@ -137,6 +159,30 @@ def _eval_set(opts: BenchOptions, workdir: Path) -> tuple[accuracy.EvalSet, list
     evalset = accuracy.EvalSet(found.paths, found.labels,
                                f"built-in synthetic distortions of {', '.join(accuracy.EVAL_PHOTOS)}")
     return evalset, ["held-out set: built-in synthetic distortions; SRCC/PLCC are against distortion-level labels"]
+
+
+def _selection_set(opts: BenchOptions, workdir: Path, calib: Path | None,
+                   evalset: accuracy.EvalSet) -> tuple[accuracy.EvalSet, list[str]]:
+    """The images the recommendation is judged on, never the reported held-out set, as ``glia-edge
+    export --precision auto`` gates on its --val images (default: the calibration images): for the
+    packaged default model its validation split; otherwise the INT8 calibration images (``--calib``,
+    else the built-in calibration photos). A seeded subset of ``--eval-size`` images."""
+    if opts.model is None and not opts.preset:
+        from glia_edge.weights import default_set_csv
+
+        found = accuracy.load_eval_set(default_set_csv("validation"), None, opts.eval_size)
+        what = f"the default model's validation split ({len(found)} images)"
+    else:
+        source = calib or opts.calib or accuracy.builtin_set(workdir / "data", "calib", accuracy.CALIB_PHOTOS)
+        found = accuracy.load_eval_set(source, None, opts.eval_size)
+        what = f"the calibration images {source} ({len(found)} images)"
+    selection = accuracy.EvalSet(found.paths, None, what)
+    notes: list[str] = []  # the recommendation line itself names the set
+    shared = len(set(selection.paths) & set(evalset.paths))
+    if shared:
+        notes.append(f"the selection set shares {shared} of its {len(selection)} images with the held-out set: "
+                     f"the recommendation is not independent of the reported agreement")
+    return selection, notes
 
 
 def _calib_source(opts: BenchOptions, workdir: Path, configs: list[BenchConfig]) -> Path | None:
@@ -209,6 +255,28 @@ def _score_all(live: list[_Live], evalset: accuracy.EvalSet, crops: int) -> None
         failed = int(np.isnan(item.scores).sum())
         if failed:
             item.row.notes.append(f"{failed} held-out images could not be scored")
+
+
+def _score_selection(live: list[_Live], selection: accuracy.EvalSet, crops: int, score_range: float | None) -> None:
+    """Agreement with PyTorch FP32 on the selection set, for the rows that ran; a failure is a note."""
+    from tqdm.auto import tqdm
+
+    scores: dict[int, np.ndarray] = {}
+    for item in tqdm(list(live), desc="scoring the selection set", unit="backend", leave=False):
+        try:
+            scores[id(item)] = np.asarray(item.backend.score_paths(list(selection.paths), crops=crops))
+        except Exception as exc:
+            item.row.notes.append(f"selection set not scored: {one_line(exc)}")
+    base = next((i for i in live if i.config.is_baseline), None)
+    reference = scores.get(id(base)) if base is not None else None
+    if reference is None:
+        return
+    for item in live:
+        if id(item) not in scores:
+            continue
+        agree, _, _ = accuracy.score_against_reference(scores[id(item)], reference)
+        item.row.selection_spearman, item.row.selection_max_abs_diff = agree.spearman, agree.max_abs_delta
+        item.row.selection_max_delta_share = delta_share(agree.max_abs_delta, score_range)
 
 
 def _timing_inputs(evalset: accuracy.EvalSet, cfg: Any, batches: tuple[int, ...], crops: int) -> dict[int, np.ndarray]:
@@ -346,14 +414,20 @@ def _measure_memory(rows: list[BenchRow], configs: list[BenchConfig], opts: Benc
 
 
 def _measure_loaded(live: list[_Live], rows: list[BenchRow], evalset: accuracy.EvalSet, opts: BenchOptions,
-                    device: str) -> str | None:
-    """Accuracy, speed and (on a Jetson) power of the loaded backends; closes them. Returns a power note."""
+                    device: str, selection: accuracy.EvalSet | None = None,
+                    score_range: float | None = None) -> str | None:
+    """Accuracy, speed, the selection set's agreement and (on a Jetson) power of the loaded backends;
+    closes them. Returns a power note."""
     try:
         _score_all(live, evalset, opts.crops)
+        for item in live:
+            item.row.max_delta_share = delta_share(item.row.max_abs_diff, score_range)
         if live:
             inputs = _timing_inputs(evalset, live[0].backend.preprocess_config, opts.batches, opts.crops)
             _measure_speed(live, inputs, opts, device)
         _speedups(rows)
+        if selection is not None and live:  # only the rows that ran: the recommendation picks among them
+            _score_selection(live, selection, opts.crops, score_range)
         return _measure_power(live, opts)
     finally:
         for item in live:
@@ -361,15 +435,14 @@ def _measure_loaded(live: list[_Live], rows: list[BenchRow], evalset: accuracy.E
 
 
 def _settings(opts: BenchOptions, model: str, checkpoint: Path, random_weights: bool, device: str,
-              evalset: accuracy.EvalSet, notes: list[str]) -> dict[str, Any]:
+              evalset: accuracy.EvalSet, notes: list[str], selection: accuracy.EvalSet,
+              score_range: float | None) -> dict[str, Any]:
     if random_weights:
         notes.insert(0, "random-weight model: speed only; Spearman compares backends on the same random model")
     notes.append(f"timing: {opts.warmup} warm-up + {opts.repeats} timed runs per configuration and batch, "
                  f"round-robin; preprocessing (decode, resize, crop) is not timed")
-    from glia_edge.formats import read_meta
-
     return {"model": model, "checkpoint": str(checkpoint), "random_weights": random_weights,
-            "score_range": read_meta(checkpoint).score_spec.range,
+            "score_range": score_range, "selection_set": selection.source, "selection_images": len(selection),
             "batches": list(opts.batches), "crops": opts.crops, "threads": opts.threads, "repeats": opts.repeats,
             "device": device, "eval_set": evalset.source, "eval_images": len(evalset),
             "labelled": evalset.labels is not None, "notes": notes,
@@ -378,18 +451,26 @@ def _settings(opts: BenchOptions, model: str, checkpoint: Path, random_weights: 
 
 def run_benchmark(opts: BenchOptions) -> BenchReport:
     """Run the whole benchmark and return its report (not yet written)."""
+    from glia_edge.formats import read_meta
+
     out = Path(opts.output)
     workdir = out / "artifacts"
-    device = torch_device(opts.device)  # like the checkpoint, checked before anything is written
+    device = torch_device(opts.device)  # like the checkpoint and the inputs, checked before anything is written
+    check_inputs(opts)
+    if opts.images is not None:  # read (and refused when empty) before any folder is made
+        evalset, notes = _eval_set(opts, out)
     checkpoint, model_name, random_weights = checkpoint_to_bench(opts, workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    if not opts.threads:
-        opts.threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    opts.threads = resolve_threads(opts.threads)
     configs = build_matrix(opts.targets, opts.precisions, gpu_tensorrt=gpu_tensorrt_available(),
                            compile=opts.compile, openvino_modes=opts.openvino_modes,
                            openvino_shapes=opts.openvino_shapes)
-    evalset, notes = _eval_set(opts, out)
+    if opts.images is None:
+        evalset, notes = _eval_set(opts, out)
     calib = _calib_source(opts, out, configs)
+    selection, selection_notes = _selection_set(opts, out, calib, evalset)
+    notes += selection_notes
+    score_range = read_meta(checkpoint).score_spec.range
     if calib is not None:
         notes.append(f"INT8 calibration images: {calib}")
     if opts.export_options:
@@ -397,7 +478,7 @@ def run_benchmark(opts: BenchOptions) -> BenchReport:
     plan = prepare_artifacts(checkpoint, configs, workdir, calib=calib, crops=opts.crops, max_batch=max(opts.batches),
                              calib_size=opts.calib_size, export_options=opts.export_options, reuse=not opts.reexport)
     rows, live = _open_backends(configs, plan, checkpoint, opts, device)
-    power_note = _measure_loaded(live, rows, evalset, opts, device)
+    power_note = _measure_loaded(live, rows, evalset, opts, device, selection, score_range)
     if power_note:
         notes.append(power_note)
     if opts.memory:  # after the timing, with every backend closed: one quiet process at a time
@@ -406,7 +487,8 @@ def run_benchmark(opts: BenchOptions) -> BenchReport:
         _profile_ops(rows, configs, opts)
     info = machine_info()
     report = BenchReport(rows=rows, machine=info, machine_line=machine_line(info), command=opts.command,
-                         settings=_settings(opts, model_name, checkpoint, random_weights, device, evalset, notes),
+                         settings=_settings(opts, model_name, checkpoint, random_weights, device, evalset, notes,
+                                            selection, score_range),
                          created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     report.checks = check_regressions(rows, configs, opts.min_speedup, opts.max_drop)
     return report

@@ -391,7 +391,7 @@ def bench_run(tiny_checkpoint: Path, image_dir: Path, tmp_path_factory: pytest.T
 
 
 def test_bench_end_to_end(bench_run: tuple) -> None:
-    result, out, _ = bench_run
+    result, out, args = bench_run
     assert result.exit_code == 0, result.output
     for name in ("bench.md", "bench.csv", "bench.json", "bench.png"):
         assert (out / name).is_file()
@@ -416,7 +416,15 @@ def test_bench_end_to_end(bench_run: tuple) -> None:
     with open(out / "bench.csv", newline="") as fh:
         assert [r["name"] for r in csv.DictReader(fh)] == list(rows)
     md = (out / "bench.md").read_text()
-    assert "glia-edge bench --model" in md and "--batch 1,2" in md
+    assert "glia-edge bench --model" in md and "--batch 1,2" in md and "--threads 1" in md
+    # the recommendation is judged on the selection set (here --calib, which is --images: said so), in every report
+    assert str(args[args.index("--calib") + 1]) in data["settings"]["selection_set"]
+    assert "shares 20 of its 20 images with the held-out set" in md
+    assert rows["onnx fp32"]["selection_spearman"] > 0.999 and rows["onnx fp32"]["selection_max_delta_share"] < 0.01
+    assert rows["onnx fp32"]["max_delta_share"] == pytest.approx(rows["onnx fp32"]["max_abs_diff"]
+                                                                 / data["settings"]["score_range"])
+    assert data["recommendation"].startswith("recommendation: ") and data["recommendation"] in md
+    assert "judged on the calibration images" in data["recommendation"]
     # --profile: each runtime's own profiler names the operators that dominate
     assert "aten::" in rows["torch fp32 eager"]["top_ops"] and "MatMul" in rows["onnx fp32"]["top_ops"]
     assert "FullyConnected" in rows["openvino int8"]["top_ops"] and "Top operators" in md

@@ -210,3 +210,15 @@ def test_synth_and_rank_levels_argument_errors_are_one_line(tmp_path: Path) -> N
         result = _invoke(*args)
         assert result.exit_code == 2 and result.stderr.startswith("error: ") and \
             len(result.stderr.strip().splitlines()) == 1, (args, result.output)
+
+
+def test_os_errors_are_one_line_but_a_closed_pipe_is_not_the_commands_error() -> None:
+    import typer
+
+    from glia_edge.cli.common import cli_errors
+
+    with pytest.raises(typer.Exit) as exited, cli_errors():
+        raise NotADirectoryError(20, "Not a directory", "out/bench.md/sub")
+    assert exited.value.exit_code == 2
+    with pytest.raises(BrokenPipeError), cli_errors():  # `| head` closed stdout: no error line, no exit 2
+        raise BrokenPipeError(32, "Broken pipe")

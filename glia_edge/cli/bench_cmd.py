@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 
@@ -17,6 +17,8 @@ from glia_edge.benchmarks.configs import TARGETS
 from glia_edge.cli.common import cli_errors, parse_key_values
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from glia_edge.benchmarks.report import BenchReport
     from glia_edge.benchmarks.runner import BenchOptions
 
@@ -58,51 +60,102 @@ def _export_options(items: list[str]) -> dict[str, object]:
 
 
 def _check_output_folder(output: Path) -> None:
-    """--output is a folder of reports and artifacts: a file there is refused before any work."""
+    """--output is a folder of reports and artifacts: a file there, a file on the way to it or a
+    folder this user cannot write in is refused before any work (nothing is created)."""
+    import os
+
     if output.exists() and not output.is_dir():
         raise typer.BadParameter(f"{output} is a file; the bench writes a folder", param_hint="--output")
+    folder = output
+    while not folder.exists() and folder != folder.parent:  # the first part of the path that exists
+        folder = folder.parent
+    if folder.exists() and not folder.is_dir():
+        raise typer.BadParameter(f"{output}: cannot create folders under {folder}: it is a file",
+                                 param_hint="--output")
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        raise typer.BadParameter(f"{output}: cannot write in {folder} (permission denied)", param_hint="--output")
+
+
+#: The options of ``--end-to-end`` mode; the others are refused there (when given), and these without it.
+E2E_OPTIONS = ("end_to_end", "e2e_sizes", "e2e_count", "e2e_files", "frames", "decode_workers", "e2e_repeats")
+SHARED_OPTIONS = ("threads", "output")
+
+
+def _refuse_unused(ctx: typer.Context, end_to_end: bool) -> None:
+    """Options given explicitly that the chosen mode would ignore: one line naming them."""
+    def explicit(name: str) -> bool:  # from the command line or the environment, not the default
+        return getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")
+
+    given = [p for p in ctx.command.params if p.name and explicit(p.name)]
+    if end_to_end:
+        unused = [p for p in given if p.name not in E2E_OPTIONS + SHARED_OPTIONS]
+        why = "do not apply with --end-to-end"
+    else:
+        unused = [p for p in given if p.name in E2E_OPTIONS]
+        why = "apply only with --end-to-end"
+    if unused:
+        names = ", ".join(max(p.opts, key=len) for p in unused)
+        raise typer.BadParameter(f"{names} {why}")
 
 
 def _command(o: BenchOptions) -> str:
-    """The canonical command line that reproduces this run (every setting spelled out)."""
+    """The canonical command line that reproduces this run: every option that takes a value spelled
+    out, the thread count and calibration size resolved. Left out only: ``--model``/``--preset``
+    (the packaged default model), ``--images``/``--labels``/``--calib`` (the built-in sets), the
+    regression bounds when not given, and the ``--profile``/``--reexport`` switches when off."""
+    from glia_edge.benchmarks.runner import resolve_threads
+    from glia_edge.export.calibration import DEFAULT_CALIB_SIZE
+
     args = ["glia-edge", "bench"]
     for flag, value in (("--model", o.model), ("--preset", o.preset)):
         if value is not None:
             args += [flag, str(value)]
     args += ["--targets", ",".join(o.targets), "--precisions", ",".join(o.precisions),
-             "--batch", ",".join(map(str, o.batches)), "--crops", str(o.crops)]
-    for flag, value in (("--threads", o.threads), ("--images", o.images), ("--labels", o.labels),
-                        ("--calib", o.calib), ("--calib-size", o.calib_size), ("--min-speedup", o.min_speedup),
-                        ("--max-drop", o.max_drop)):
+             "--batch", ",".join(map(str, o.batches)), "--crops", str(o.crops),
+             "--threads", str(resolve_threads(o.threads))]
+    for flag, value in (("--images", o.images), ("--labels", o.labels), ("--calib", o.calib)):
+        if value is not None:
+            args += [flag, str(value)]
+    args += ["--calib-size", str(o.calib_size or DEFAULT_CALIB_SIZE)]
+    for flag, value in (("--min-speedup", o.min_speedup), ("--max-drop", o.max_drop)):
         if value is not None:
             args += [flag, str(value)]
     for key, value in o.export_options.items():
         args += ["--export-option", f"{key}={value!r}"]
     args += ["--eval-size", str(o.eval_size or 0), "--repeats", str(o.repeats), "--warmup", str(o.warmup),
-             "--device", o.device, "--output", str(o.output)]
-    if o.openvino_modes != ("latency",):
-        args += ["--openvino-modes", ",".join(o.openvino_modes)]
-    if o.openvino_shapes != ("static",):
-        args += ["--openvino-shapes", ",".join(o.openvino_shapes)]
-    args += [] if o.compile else ["--no-compile"]
-    args += [] if o.memory else ["--no-memory"]
+             "--device", o.device, "--output", str(o.output),
+             "--openvino-modes", ",".join(o.openvino_modes), "--openvino-shapes", ",".join(o.openvino_shapes),
+             "--compile" if o.compile else "--no-compile", "--memory" if o.memory else "--no-memory"]
     args += ["--profile"] if o.profile else []
     args += ["--reexport"] if o.reexport else []
     return shlex.join(args)
 
 
-def _print(report: BenchReport, paths: dict[str, Path]) -> None:
+def _print(report: BenchReport, paths: dict[str, Path], console: Console | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     from glia_edge.benchmarks.report import table_columns
 
-    console = Console()
+    console = console or Console()
     cols = table_columns(report)
-    table = Table(*[h for h, _ in cols], title=report.settings.get("model", ""))
-    for row in report.rows:
-        table.add_row(*[str(fn(row)) for _, fn in cols])
-    console.print(table)
+
+    def table(columns: list[tuple[str, Any]], caption: str | None = None) -> Table:
+        out = Table(title=report.settings.get("model", ""), caption=caption)
+        for header, _ in columns:  # a narrow terminal wraps cells onto more lines; a number is never cut short
+            out.add_column(header, overflow="fold")
+        for row in report.rows:
+            out.add_row(*[str(fn(row)) for _, fn in columns])
+        return out
+
+    full = table(cols)
+    if console.measure(full, options=console.options.update_width(10_000)).maximum > console.width:
+        # too narrow for every column at full width: the main ones
+        largest = max(report.batches, default=None)
+        main = {"backend", "precision", "status", f"crops/s b{largest}", "speed-up", "Spearman vs PyTorch",
+                "max abs delta, % of range"}
+        full = table([c for c in cols if c[0] in main], caption="the main columns; bench.md has them all")
+    console.print(full)
     console.print(f"machine: {report.machine_line}")
     console.print(recommendation(report))
     for note in report.settings.get("notes", []):
@@ -111,25 +164,15 @@ def _print(report: BenchReport, paths: dict[str, Path]) -> None:
 
 
 def recommendation(report: BenchReport) -> str:
-    """The fastest row at the largest batch whose agreement with PyTorch FP32 passes the bound of
-    ``glia-edge export --precision auto`` (:mod:`glia_edge.export.auto`)."""
-    from glia_edge.export.auto import bound_text, passes
+    """The recommendation line (:func:`glia_edge.benchmarks.report.recommendation`): judged on the
+    selection set, never on the reported held-out set; written into bench.md and bench.json too."""
+    from glia_edge.benchmarks.report import recommendation as line
 
-    batch = max(report.batches, default=1)
-    score_range = float(report.settings.get("score_range") or 0.0)
-    ok = [r for r in report.rows if r.ok and r.crops_per_s(batch)]
-    within = [r for r in ok if (r.target == "torch" and r.precision == "fp32")  # the reference itself
-              or (score_range > 0 and r.max_abs_diff is not None and passes(r.spearman, r.max_abs_diff / score_range))]
-    if not within:
-        return f"recommendation: none of the measured rows met {bound_text()}"
-    best = max(within, key=lambda r: r.crops_per_s(batch) or 0.0)
-    agree = (f", Spearman {best.spearman:.4f}, max |delta| {best.max_abs_diff / score_range:.2%} of the range"
-             if best.spearman is not None and best.max_abs_diff is not None and score_range else "")
-    return (f"recommendation: {best.name} ({best.backend}): {best.crops_per_s(batch):.1f} crops/s at batch {batch}"
-            f"{agree}; the fastest measured here within {bound_text()}")
+    return line(report)
 
 
 def bench(
+    ctx: typer.Context,
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint (.safetensors). Default: the packaged model."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Without --model: a random-weight checkpoint of this "
                                          "preset (speed only; accuracy columns compare backends on that model)."),
@@ -187,6 +230,7 @@ def bench(
     e2e_repeats: int = typer.Option(3, "--e2e-repeats", min=1, help="Timed passes over the files per path."),
 ) -> None:
     """Benchmark every backend and precision against PyTorch FP32 eager, in one run."""
+    _refuse_unused(ctx, end_to_end is not None)
     if end_to_end is not None:
         _end_to_end(end_to_end, e2e_sizes, e2e_count, e2e_files, frames, decode_workers, e2e_repeats, threads, output)
         return
@@ -206,6 +250,9 @@ def bench(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     _check_output_folder(output)
+    if model is not None and model.suffix.lower() != ".safetensors":
+        raise typer.BadParameter(f"{model} is not a .safetensors checkpoint (the bench exports every artifact "
+                                 f"from a checkpoint; to time an artifact use --end-to-end)", param_hint="--model")
     if model is None and preset is not None:
         from glia_edge.models.registry import check_model_options
 

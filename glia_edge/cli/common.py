@@ -17,11 +17,18 @@ log = logging.getLogger("glia_edge")
 
 @contextmanager
 def cli_errors() -> Iterator[None]:
-    """Turn domain errors (and missing files) into one red line and exit code 2."""
+    """Turn domain errors, missing files and other OS errors (an unwritable or file-blocked output
+    path) into one red line naming the path and the reason, and exit code 2."""
     try:
         yield
     except (GliaError, FileNotFoundError) as exc:
         fail(str(exc))
+    except BrokenPipeError:  # a reader that stopped early (| head) is not this command's error
+        raise
+    except OSError as exc:
+        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        fail(f"{where}: {reason}" if where else reason)
 
 
 #: ``--precision`` of the commands that load an artifact (score's wording; serve and batch share it).
