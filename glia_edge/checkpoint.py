@@ -10,7 +10,6 @@ therefore always loads without guessing.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from safetensors.torch import save_file
 from glia_edge.atomic import atomic_write  # re-exported: glia_edge.checkpoint.atomic_write
 from glia_edge.errors import CheckpointError, UnsupportedArtifactError
 from glia_edge.formats import FORMATS, safetensors_metadata
-from glia_edge.meta import ArtifactMeta, ScoreSpec, tool_versions
+from glia_edge.meta import ArtifactMeta, ScoreSpec, dumps_json, tool_versions
 from glia_edge.models.backbone import FROM_CHECKPOINT, looks_like_path
 from glia_edge.models.glia import GLIA, model_from_config
 from glia_edge.preprocess import PreprocessConfig
@@ -68,7 +67,7 @@ def save_checkpoint(path: str | Path, model: GLIA, meta: ArtifactMeta) -> Path:
         dtype = getattr(torch, frozen_dtype)
         tensors = {k: v.to(dtype) if k not in trained and v.is_floating_point() else v for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=safetensors_metadata(meta)))
-    atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(meta.to_dict(), indent=2)))
+    atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(dumps_json(meta.to_dict(), indent=2)))
     return path
 
 

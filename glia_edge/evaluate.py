@@ -7,7 +7,9 @@ preprocessing. The default protocol is LoDa's: 15 random crops per image, seeded
 ``evaluate_splits`` runs one checkpoint per split (a path pattern with ``{split}`` or the run
 folders ``glia-edge train`` writes, ``runs/<set>/<preset>/split<N>/best.safetensors``) and reports
 the medians, as the protocol does; ``which`` picks the run's ``best`` (the epoch chosen on the
-validation part) or its ``last`` epoch. Only the split's test part is scored. An image that cannot
+validation part) or its ``last`` epoch. Only the split's test part is scored; on the set a run
+trained on, a split whose test part holds the run's training images is refused (every split is
+checked before any is scored) unless ``allow_train_overlap``. An image that cannot
 be read is reported and left out. No torch is imported here; the PyTorch backend imports it when a
 checkpoint is scored.
 """
@@ -23,7 +25,8 @@ import numpy as np
 from glia_edge.data import load_dataset, validate
 from glia_edge.data.base import IQADataset
 from glia_edge.data.crop_protocol import DEFAULT_EVAL_CROPS, CropProtocol, parse_crops
-from glia_edge.data.splits import ALL, fingerprint, load_or_create_splits, read_splits, select
+from glia_edge.data.splits import (ALL, check_split_numbers, fingerprint, load_or_create_splits, read_splits, select,
+                                   split_parts)
 from glia_edge.errors import CheckpointError, DatasetError, printable
 from glia_edge.meta import ArtifactMeta
 from glia_edge.metrics import IQAMetrics, iqa_metrics, median_metrics
@@ -159,18 +162,55 @@ def default_split(meta: ArtifactMeta, dataset: IQADataset, artifact: Path | None
     return ALL
 
 
+def _trained_groups(artifact: Path, meta: ArtifactMeta) -> set[str] | None:
+    """The groups the run trained and selected on (train and val of its split, from the run's own
+    split file); None when that file or the split cannot be read."""
+    path = _run_splits_file(artifact, meta)
+    recorded = meta.training.get("split")
+    if path is None or recorded is None:
+        return None
+    try:
+        parts = split_parts(read_splits(path), recorded)
+    except DatasetError:
+        return None
+    return set(parts.get("train", [])) | set(parts.get("val", []))
+
+
+def _check_overlap(test: IQADataset, dataset: IQADataset, split: int | str, artifact: Path, meta: ArtifactMeta,
+                   allow: bool) -> None:
+    """Refuse a test part holding images the run trained (or selected) on: its metrics would be
+    inflated. Read from the run's split file where it is kept, else any split but the run's own
+    counts as overlapping. ``allow`` (``--allow-train-overlap``) only warns."""
+    recorded = meta.training.get("split")
+    groups = _trained_groups(artifact, meta)
+    if groups is not None:
+        shared = sum(r.group in groups for r in test.records)
+        if not shared:
+            return
+        what = f"{shared} of its {len(test.records)} test images are among the run's training/validation images"
+    elif split != recorded:
+        what = "its test images may include the run's training images"
+    else:
+        return
+    message = (f"{artifact} was trained on {dataset.name} split {recorded}; split {split}: {what}. Evaluate the "
+               f"run's own split (--split {recorded}), or pass --allow-train-overlap to score it anyway")
+    if not allow:
+        raise DatasetError(message)
+    log.warning("%s", message)
+
+
 def held_out(dataset: IQADataset, split: int | str, artifact: Path, meta: ArtifactMeta,
-             splits_file: str | Path | None = None, split_source: str | None = None) -> IQADataset:
+             splits_file: str | Path | None = None, split_source: str | None = None,
+             allow_train_overlap: bool = False) -> IQADataset:
     """The split's test images (every image for ``all``), with unreadable files dropped.
 
-    A named ``splits_file`` must exist: evaluation never draws a new split file in its place.
+    A named ``splits_file`` must exist: evaluation never draws a new split file in its place. On
+    the set the run trained on, a split whose test part holds the run's training images is refused
+    unless ``allow_train_overlap`` (:func:`_check_overlap`).
     """
     if splits_file and not Path(splits_file).is_file():
         raise DatasetError(f"split file not found: {splits_file} (only training creates split files)")
     trained = trained_on(meta, dataset, artifact)
-    if trained and split not in (ALL, meta.training.get("split")):
-        log.warning("%s was trained on %s split %s; its split %s test images may include training images",
-                    artifact, dataset.name, meta.training.get("split"), split)
     if split == ALL:
         if trained:
             log.warning("evaluating %s on all of %s, which it was trained on", artifact, dataset.name)
@@ -182,16 +222,29 @@ def held_out(dataset: IQADataset, split: int | str, artifact: Path, meta: Artifa
     source = split_source or (meta.training.get("split_source", "glia") if trained else "glia")
     splits, _ = load_or_create_splits(dataset, _splits_file(artifact, meta, splits_file, trained), source=source,
                                       create=not splits_file)
-    return validate(select(dataset, splits, split)["test"])
+    test = select(dataset, splits, split)["test"]
+    if trained:
+        _check_overlap(test, dataset, split, artifact, meta, allow_train_overlap)
+    return validate(test)
 
 
-def evaluate(artifact: str | Path, dataset_name: str, *, root: str | Path | None = None, csv: str | Path | None = None,
-             split: int | str | None = None, splits_file: str | Path | None = None,
-             crops: "str | int | CropProtocol" = DEFAULT_EVAL_CROPS, split_source: str | None = None,
-             progress: bool = False, dataset_options: dict[str, Any] | None = None,
-             **backend_options: Any) -> SplitEval:
-    """Score ``artifact`` on the test part of one split of a dataset (default: the split it was
-    trained on, else all of it) with the evaluation-crop protocol ``crops``."""
+@dataclass
+class EvalPlan:
+    """What one evaluation scores, prepared (and checked) before anything is scored."""
+
+    artifact: Path
+    meta: ArtifactMeta
+    dataset: IQADataset
+    split: int | str
+    test: IQADataset
+
+
+def plan_evaluation(artifact: str | Path, dataset_name: str, *, root: str | Path | None = None,
+                    csv: str | Path | None = None, split: int | str | None = None,
+                    splits_file: str | Path | None = None, split_source: str | None = None,
+                    dataset_options: dict[str, Any] | None = None, allow_train_overlap: bool = False) -> EvalPlan:
+    """The dataset, split and held-out images of one evaluation: a split that does not exist or
+    overlaps the run's training images fails here, before any image is scored."""
     from glia_edge.runtimes import read_meta
 
     artifact = Path(artifact)
@@ -199,19 +252,46 @@ def evaluate(artifact: str | Path, dataset_name: str, *, root: str | Path | None
     dataset = load_dataset(dataset_name, root, csv, short_side=meta.preprocess_config.short_side,
                            **(dataset_options or {}))
     split = default_split(meta, dataset, artifact) if split is None else split
-    test = held_out(dataset, split, artifact, meta, splits_file, split_source)
-    preds = score_dataset(artifact, test, crops=crops, progress=progress, **backend_options)
+    test = held_out(dataset, split, artifact, meta, splits_file, split_source, allow_train_overlap)
+    return EvalPlan(artifact, meta, dataset, split, test)
+
+
+def score_plan(plan: EvalPlan, *, crops: "str | int | CropProtocol" = DEFAULT_EVAL_CROPS, progress: bool = False,
+               **backend_options: Any) -> SplitEval:
+    """Score a prepared evaluation (:func:`plan_evaluation`)."""
+    test, split = plan.test, plan.split
+    preds = score_dataset(plan.artifact, test, crops=crops, progress=progress, **backend_options)
     ok = np.isfinite(preds)
     if ok.sum() < 3:
-        raise DatasetError(f"only {int(ok.sum())} image(s) of {dataset.name} split {split} could be scored")
+        raise DatasetError(f"only {int(ok.sum())} image(s) of {plan.dataset.name} split {split} could be scored")
     mos = np.array(test.scores())
     rows = [(r.key, r.score, float(p)) for r, p in zip(test.records, preds) if np.isfinite(p)]
-    return SplitEval(split, artifact, iqa_metrics(preds[ok], mos[ok]), int((~ok).sum()), rows,
-                     epoch=meta.training.get("epoch"), crops=parse_crops(crops).name)
+    return SplitEval(split, plan.artifact, iqa_metrics(preds[ok], mos[ok]), int((~ok).sum()), rows,
+                     epoch=plan.meta.training.get("epoch"), crops=parse_crops(crops).name)
+
+
+PLAN_KEYS = ("root", "csv", "split", "splits_file", "split_source", "dataset_options", "allow_train_overlap")
+
+
+def evaluate(artifact: str | Path, dataset_name: str, *, root: str | Path | None = None, csv: str | Path | None = None,
+             split: int | str | None = None, splits_file: str | Path | None = None,
+             crops: "str | int | CropProtocol" = DEFAULT_EVAL_CROPS, split_source: str | None = None,
+             progress: bool = False, dataset_options: dict[str, Any] | None = None,
+             allow_train_overlap: bool = False, **backend_options: Any) -> SplitEval:
+    """Score ``artifact`` on the test part of one split of a dataset (default: the split it was
+    trained on, else all of it) with the evaluation-crop protocol ``crops``."""
+    plan = plan_evaluation(artifact, dataset_name, root=root, csv=csv, split=split, splits_file=splits_file,
+                           split_source=split_source, dataset_options=dataset_options,
+                           allow_train_overlap=allow_train_overlap)
+    return score_plan(plan, crops=crops, progress=progress, **backend_options)
 
 
 def evaluate_splits(checkpoint: str | Path, dataset_name: str, splits: Sequence[int | str], *, which: str = "best",
                     **kwargs: Any) -> tuple[list[SplitEval], dict[str, float]]:
     """One artifact per split (see :func:`split_checkpoint`); returns each result and the medians."""
-    results = [evaluate(split_checkpoint(checkpoint, s, which), dataset_name, split=s, **kwargs) for s in splits]
+    check_split_numbers(splits)
+    plan_kw = {k: v for k, v in kwargs.items() if k in PLAN_KEYS}
+    plans = [plan_evaluation(split_checkpoint(checkpoint, s, which), dataset_name, split=s, **plan_kw)
+             for s in splits]  # every split checked before the first is scored
+    results = [score_plan(p, **{k: v for k, v in kwargs.items() if k not in PLAN_KEYS}) for p in plans]
     return results, median_metrics([r.metrics for r in results])

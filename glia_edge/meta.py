@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -18,6 +19,30 @@ from typing import Any
 from glia_edge.preprocess import PreprocessConfig
 
 SCHEMA_VERSION = 1
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has no NaN or infinity: an undefined figure is ``null``."""
+    return value if math.isfinite(value) else None
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN: a metric undefined on constant scores) as None."""
+    if isinstance(obj, float):
+        return finite_or_none(obj)
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if type(obj).__module__ == "numpy" and hasattr(obj, "item"):  # numpy scalars
+        return json_safe(obj.item())
+    return obj
+
+
+def dumps_json(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` that writes valid JSON: non-finite floats as ``null``; ``allow_nan=False``
+    makes any that slip past an error instead of a bare ``NaN`` in the file."""
+    return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
 #: The key under which the JSON is stored in ONNX metadata_props / OpenVINO rt_info / safetensors.
 META_KEY = "glia_edge"
 
@@ -77,7 +102,7 @@ class ArtifactMeta:
         return asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+        return dumps_json(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ArtifactMeta":

@@ -37,6 +37,11 @@ def _pair(pred: ArrayLike, mos: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{p.size} predictions for {m.size} scores")
     if p.size < 3:
         raise ValueError(f"need at least 3 pairs for IQA metrics, got {p.size}")
+    # A NaN would reach LAPACK in the logistic fit (LinAlgError plus its stderr noise): say so here.
+    bad_p, bad_m = int((~np.isfinite(p)).sum()), int((~np.isfinite(m)).sum())
+    if bad_p or bad_m:
+        raise ValueError(f"IQA metrics need finite values: {bad_p} prediction(s) and {bad_m} score(s) of {p.size} "
+                         "are NaN or infinite (leave failed images out first)")
     return p, m
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,14 +20,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from glia_edge.errors import DatasetError
+from glia_edge.meta import finite_or_none
 from glia_edge.metrics import agreement
 
 log = logging.getLogger(__name__)
 
 
-def _finite_or_none(value: float) -> float | None:
-    """JSON has no NaN: an undefined figure is ``null``."""
-    return value if math.isfinite(value) else None
+_finite_or_none = finite_or_none  # the project's one rule (glia_edge.meta)
 
 
 @dataclass

@@ -26,6 +26,7 @@ import numpy as np
 from glia_edge.atomic import atomic_write
 from glia_edge.data.crop_protocol import DEFAULT_EVAL_CROPS, parse_crops
 from glia_edge.errors import DatasetError, OutputError
+from glia_edge.meta import dumps_json
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,10 @@ def _train_config(opts: ReproduceOptions, split: int, run: Path, resume: bool) -
                        split_source=opts.split_source, output=str(run), epochs=opts.epochs,
                        batch_size=opts.batch_size, eval_crops=opts.eval_crops, seed=opts.seed, device=opts.device,
                        workers=opts.workers, resume=str(run) if resume else None, short_side=opts.short_side,
-                       model_overrides=dict(opts.model_overrides), progress=opts.progress)
+                       model_overrides=dict(opts.model_overrides), progress=opts.progress,
+                       # check_split_folder has already refused a folder trained otherwise; "new" ones
+                       # may hold the debris of a run cut short before its state, replaced as before.
+                       overwrite=not resume)
 
 
 def _score(opts: ReproduceOptions, run: Path, split: int) -> dict[str, Any]:
@@ -174,7 +178,7 @@ def run_split(opts: ReproduceOptions, split: int, train_fn: Callable[[Any], Any]
         log.info("split %d: %s", split, "resuming the interrupted run" if state == "resume" else "training")
         train_fn(_train_config(opts, split, run, resume=state == "resume"))
         done = {"split": split, "epochs": opts.epochs, "protocol": split_protocol(opts, split)}
-        atomic_write(run / DONE, lambda tmp: tmp.write_text(json.dumps(done, indent=1)))
+        atomic_write(run / DONE, lambda tmp: tmp.write_text(dumps_json(done, indent=1)))
         (run / TEST_RESULTS).unlink(missing_ok=True)  # scored again from the new checkpoints
     cached = run / TEST_RESULTS
     if cached.is_file():
@@ -183,7 +187,7 @@ def run_split(opts: ReproduceOptions, split: int, train_fn: Callable[[Any], Any]
                 f"cross:{t}" in result for t in opts.cross):
             return result
     result = (score_fn or _score)(opts, run, split)
-    atomic_write(cached, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
+    atomic_write(cached, lambda tmp: tmp.write_text(dumps_json(result, indent=1)))
     return result
 
 
@@ -214,7 +218,8 @@ def summarise(dataset: str, results: Sequence[dict[str, Any]]) -> list[TableRow]
     rows = []
     for key, test_set, label in keys:
         found = [r[key] for r in results if key in r]
-        medians = {m: float(np.median([f[m] for f in found])) for m in METRICS}
+        # test.json holds an undefined metric (constant scores) as null: NaN again here.
+        medians = {m: float(np.median([np.nan if f[m] is None else f[m] for f in found])) for m in METRICS}
         own = key in ("best", "last")
         scale = _scale(results[0].get("score", {})) if own else f"{NAMES.get(test_set, test_set)} scale"
         rows.append(TableRow(NAMES.get(dataset, dataset), NAMES.get(test_set, test_set), label, len(found),
@@ -286,13 +291,11 @@ def write_table(folder: Path, opts: ReproduceOptions, rows: Sequence[TableRow], 
 def _check_before_training(opts: ReproduceOptions) -> None:
     """What would otherwise fail only after a split has trained (hours on the real protocol)."""
     from glia_edge.data import dataset_spec
-    from glia_edge.data.splits import N_SPLITS
+    from glia_edge.data.splits import check_split_numbers
 
     from glia_edge.train import check_config
 
-    for split in opts.splits:
-        if not 0 <= split < N_SPLITS:
-            raise DatasetError(f"split {split} does not exist: the protocol's splits are 0-{N_SPLITS - 1}")
+    check_split_numbers(opts.splits)
     if opts.splits:  # e.g. a --short-side below the crop size
         check_config(_train_config(opts, opts.splits[0], opts.output_dir() / f"split{opts.splits[0]}", resume=False))
     for target, location in sorted(opts.cross.items()):

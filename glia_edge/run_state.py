@@ -47,7 +47,31 @@ IDENTITY_KEYS = ("dataset", "root", "csv", "split", "split_source", "seed", "lim
 RECIPE_KEYS = ("lr", "weight_decay", "batch_size", "crops_per_image", "eval_crops", "l1_weight", "rank_weight",
                "cross_rank_weight", "ladder_repeats", "amp")
 #: Settings that change nothing a run learns (where and how fast it runs).
-_RUNTIME_KEYS = ("device", "workers", "progress", "resume", "output", "max_steps")
+_RUNTIME_KEYS = ("device", "workers", "progress", "resume", "output", "max_steps", "overwrite")
+#: The files of a run in its folder: a new run into a folder holding any of them would replace it.
+RUN_FILES = ("last.safetensors", "last.json", "last.state.pt", "best.safetensors", "best.json", "metrics.jsonl",
+             "metrics.csv")
+
+
+def run_files(out: Path) -> list[Path]:
+    """The files of an earlier run in ``out`` (empty when it holds none)."""
+    return [out / name for name in RUN_FILES if (out / name).is_file()]
+
+
+def check_output_free(out: Path, cfg: TrainConfig) -> None:
+    """Refuse a new (not resumed) run into a folder that holds a run, unless ``cfg.overwrite``:
+    one mistyped ``-o`` must not replace a finished run."""
+    found = run_files(out) if out.is_dir() else []
+    if found and not cfg.overwrite:
+        raise OutputError(f"{out}: holds an earlier run ({found[0].name}); --resume {out} continues it, "
+                          "--overwrite replaces it (once the new run saves its first epoch), or use another --output")
+
+
+def remove_run_files(out: Path) -> None:
+    """Remove an earlier run's files at the new run's first commit (its ``splits.json`` is then
+    replaced by the new run's copy, not removed: it may be the very file the new run reads)."""
+    for path in run_files(out):
+        path.unlink(missing_ok=True)
 
 
 def state_path(checkpoint: Path) -> Path:
@@ -219,7 +243,11 @@ def overrides_path(value: str) -> bool:
 
 def best_epoch(history: list[dict[str, Any]]) -> int | None:
     """The epoch ``best`` holds: highest validation SRCC, the earliest on ties (NaN never wins)."""
-    scored = [(r["val_srcc"], -r["epoch"]) for r in history if not math.isnan(r.get("val_srcc", math.nan))]
+    def srcc(row: dict[str, Any]) -> float:  # NaN in the state; null (None) where read back from JSON
+        value = row.get("val_srcc")
+        return math.nan if value is None else float(value)
+
+    scored = [(srcc(r), -r["epoch"]) for r in history if not math.isnan(srcc(r))]
     return -max(scored)[1] if scored else (history[0]["epoch"] if history else None)
 
 

@@ -17,7 +17,9 @@ and random-stream state sit beside ``last`` in ``last.state.pt`` for ``--resume`
 trained weights of ``last`` and ``best``: each epoch writes ``best``, then ``last``, then the state,
 the commit point, so a save cut short is repaired from it on resume. A resume that changes the
 data, split, seed or model is refused (recipe changes are warned about). One training at a time
-writes a run folder (``.lock``). Under torchrun the same code runs DDP.
+writes a run folder (``.lock``), and a new run into a folder holding a run is refused unless
+``overwrite`` (``--overwrite``): the old run's files are then replaced at the new run's first
+commit, so a run that fails before it leaves the old one whole. Under torchrun the same code runs DDP.
 """
 from __future__ import annotations
 
@@ -43,9 +45,10 @@ from glia_edge.errors import (BackboneWeightsError, BackendUnavailableError, Che
 from glia_edge.losses import IQALoss
 from glia_edge.models import GLIA, GliaConfig, create_model
 from glia_edge.models.glia import ResNetLocalStream
-from glia_edge.run_state import (best_epoch, check_legacy_checkpoints, check_resume_config,
-                                 check_resume_split, load_state, load_weights, overrides_path, resolve_resume,
-                                 run_lock, run_protocol, state_path, sync_checkpoints, weights_source)
+from glia_edge.run_state import (best_epoch, check_legacy_checkpoints, check_output_free, check_resume_config,
+                                 check_resume_split, load_state, load_weights, overrides_path, remove_run_files,
+                                 resolve_resume, run_files, run_lock, run_protocol, state_path, sync_checkpoints,
+                                 weights_source)
 from glia_edge.train_config import TrainConfig
 from glia_edge.train_data import SPLITS_COPY, TrainData, copy_splits, prepare_data, predict_records
 
@@ -86,29 +89,43 @@ class _Standardised(nn.Module):
 
 
 class MetricsLog:
-    """Per-epoch metrics as JSON lines (appended) and a CSV (rewritten), in the output folder."""
+    """Per-epoch metrics as JSON lines and a CSV in the output folder, both rewritten (atomically)
+    from this run's history at every epoch: they never mix in an earlier run's rows, and nothing
+    is written before the run's first commit (an earlier run replaced with --overwrite stays
+    whole until then)."""
 
     def __init__(self, folder: Path, history: list[dict[str, Any]]) -> None:
-        import json
-
         self.folder, self.rows = folder, list(history)
-        folder.mkdir(parents=True, exist_ok=True)
-        # Start from this run's history (empty for a fresh run), so the JSON lines never mix in an
-        # earlier run's rows written to the same folder, and agree with the CSV.
-        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+        if self.rows:  # a resume: rows written after the state's commit point are dropped now
+            self._flush()
 
     def write(self, row: dict[str, Any]) -> None:
-        import csv
-        import json
-
         self.rows.append(row)
-        with open(self.folder / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        self._flush()
+
+    def _flush(self) -> None:
+        import csv
+
+        from glia_edge.atomic import atomic_write
+
+        atomic_write(self.folder / "metrics.jsonl",
+                     lambda tmp: tmp.write_text("".join(json_line(r) + "\n" for r in self.rows)))
         columns = list(dict.fromkeys(k for r in self.rows for k in r))
-        with open(self.folder / "metrics.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
+
+        def write_csv(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(self.rows)
+
+        atomic_write(self.folder / "metrics.csv", write_csv)
+
+
+def json_line(row: dict[str, Any]) -> str:
+    """One metrics row as a JSON line (an undefined metric as null, not a bare NaN)."""
+    from glia_edge.meta import dumps_json
+
+    return dumps_json(row)
 
 
 def default_output(cfg: TrainConfig) -> Path:
@@ -253,7 +270,7 @@ def _save(model: GLIA, data: TrainData, cfg: TrainConfig, ctx: DistContext, out:
     from glia_edge.atomic import atomic_write
     from glia_edge.checkpoint import checkpoint_meta, save_checkpoint
 
-    training = {**{k: v for k, v in asdict(cfg).items() if k not in ("progress", "resume")},
+    training = {**{k: v for k, v in asdict(cfg).items() if k not in ("progress", "resume", "overwrite")},
                 "loss": loss_of(cfg).describe(), "world_size": ctx.world_size,
                 # Absolute, so eval run from another folder still recognises the set the run trained on.
                 "annotation": str(Path(data.dataset.source).resolve()), "splits_file": str(data.splits_path),
@@ -281,10 +298,24 @@ def _save(model: GLIA, data: TrainData, cfg: TrainConfig, ctx: DistContext, out:
 
 def check_config(cfg: TrainConfig) -> None:
     """Settings that cannot work, refused before any data is read (each names its option)."""
+    from glia_edge.models.registry import check_model_options
+
+    try:  # a model option that cannot build fails here, not after the data is prepared
+        check_model_options(cfg.preset, cfg.model_overrides)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
     crop = int(cfg.model_overrides.get("img_size", GliaConfig.img_size))
+
+    def weight(value: float) -> bool:  # a loss weight: finite and >= 0 (a negative one rewards the error)
+        return math.isfinite(value) and value >= 0
+
     problems = [(not math.isfinite(cfg.lr) or cfg.lr <= 0, f"--lr {cfg.lr:g}: the learning rate must be > 0"),
                 (not math.isfinite(cfg.weight_decay) or cfg.weight_decay < 0,
                  f"--weight-decay {cfg.weight_decay:g}: must be >= 0"),
+                (not weight(cfg.l1_weight), f"--l1-weight {cfg.l1_weight:g}: must be a finite number >= 0"),
+                (not weight(cfg.rank_weight), f"--rank-weight {cfg.rank_weight:g}: must be a finite number >= 0"),
+                (not weight(cfg.cross_rank_weight),
+                 f"--cross-rank-weight {cfg.cross_rank_weight:g}: must be a finite number >= 0"),
                 (cfg.epochs < 1, f"--epochs {cfg.epochs}: must be >= 1"),
                 (cfg.batch_size < 1, f"--batch-size {cfg.batch_size}: must be >= 1"),
                 (cfg.short_side < crop, f"--short-side {cfg.short_side}: smaller than the model's {crop}-pixel "
@@ -344,6 +375,8 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
     out = Path(cfg.output) if cfg.output else (resume.parent if resume else default_output(cfg))
     if out.exists() and not out.is_dir():  # before data preparation, not after it
         raise CheckpointError(f"{out}: is a file; the run's output is a folder")
+    if resume is None:
+        check_output_free(out, cfg)
     saved = load_state(state_path(resume)) if resume else None
     if resume and saved is not None:  # before data preparation: a changed split is refused at once
         check_resume_config(resume, saved, cfg)
@@ -353,9 +386,9 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
 
 def _train_locked(cfg: TrainConfig, ctx: DistContext, out: Path, resume: Path | None,
                   saved: dict[str, Any] | None) -> TrainResult:
-    if resume is None and (out / "last.safetensors").exists():
-        log.warning("%s holds an earlier run: this new run replaces its checkpoints and metrics "
-                    "(--resume %s continues it instead)", out, out / "last.safetensors")
+    replacing = resume is None and bool(run_files(out))  # allowed by --overwrite (check_output_free)
+    if replacing:
+        log.warning("%s holds an earlier run: --overwrite replaces it when this run saves its first epoch", out)
     seed_everything(cfg.seed)
     # Data first: a bad dataset path should fail before a backbone download is attempted.
     data = prepare_data(cfg, ctx, int(cfg.model_overrides.get("img_size", GliaConfig.img_size)))
@@ -363,7 +396,12 @@ def _train_locked(cfg: TrainConfig, ctx: DistContext, out: Path, resume: Path | 
     if resume is not None:
         check_resume_split(resume.parent / SPLITS_COPY, data.splits_path, cfg)
     model = build_model(cfg)
-    data.splits_path = copy_splits(data.splits_path, out, ctx)
+    # A new run copies its split file in at its first commit (an earlier run's copy stays until then).
+    split_source_file = data.splits_path
+    if resume is not None:
+        data.splits_path = copy_splits(split_source_file, out, ctx)
+    else:
+        data.splits_path = out / SPLITS_COPY
     model.set_score_scale(data.score.mean, data.score.std, data.score.min, data.score.max)
     model.to(ctx.device)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
@@ -393,8 +431,12 @@ def _train_locked(cfg: TrainConfig, ctx: DistContext, out: Path, resume: Path | 
         if is_best and not math.isnan(metrics["srcc"]):
             state.best = metrics["srcc"]
         if metrics_log is not None:
-            metrics_log.write(row)
+            if resume is None and state.epoch == 1:  # the first commit: the earlier run's files go now
+                if replacing:
+                    remove_run_files(out)
+                copy_splits(split_source_file, out, ctx)
             _save(model, data, cfg, ctx, out, state, row, opt, is_best)
+            metrics_log.write(row)  # after the commit point: a resume rewrites it from the state
             log.info("epoch %d: loss %.4f, val SRCC %.4f PLCC %.4f", state.epoch, train_loss,
                      metrics["srcc"], metrics["plcc"])
         ctx.barrier()

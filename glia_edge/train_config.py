@@ -46,6 +46,9 @@ class TrainConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)
     dataset_options: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
+    #: Replace a run already in ``output`` (without it such a folder is refused). Its files are
+    #: removed only when this run commits its first epoch: a run that fails before leaves it intact.
+    overwrite: bool = False
 
 
 def parse_ladder_repeat(text: str) -> tuple[str, int]:

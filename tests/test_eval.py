@@ -15,7 +15,7 @@ from _data_fixtures import TINY_OVERRIDES, make_blur_set
 from conftest import PHOTOS, image_level
 from glia_edge.cli import app
 from glia_edge.data.splits import read_splits
-from glia_edge.errors import CheckpointError
+from glia_edge.errors import CheckpointError, DatasetError
 from glia_edge.evaluate import evaluate, evaluate_splits, split_checkpoint
 from glia_edge.metrics import iqa_metrics
 
@@ -81,11 +81,17 @@ def test_one_checkpoint_per_split_gives_medians(tiny_run: tuple[Path, Path], tmp
         folder = tmp_path / "runs" / f"split{split}"
         folder.mkdir(parents=True)
         shutil.copy(run / "best.safetensors", folder / "best.safetensors")
-    results, median = evaluate_splits(tmp_path / "runs", "csv", [0, 1, 2], csv=labels, crops="grid1")
+    # Copies of one split-3 run stand in for three runs: their test parts hold its training images,
+    # which evaluation refuses unless told (allow_train_overlap).
+    with pytest.raises(DatasetError, match="allow-train-overlap"):
+        evaluate_splits(tmp_path / "runs", "csv", [0, 1, 2], csv=labels, crops="grid1")
+    results, median = evaluate_splits(tmp_path / "runs", "csv", [0, 1, 2], csv=labels, crops="grid1",
+                                      allow_train_overlap=True)
     assert [r.split for r in results] == [0, 1, 2] and all(r.metrics.n == 4 for r in results)
     assert median["srcc"] == pytest.approx(np.median([r.metrics.srcc for r in results]))
     pattern = str(tmp_path / "runs" / "split{split}" / "best.safetensors")
-    _, median_again = evaluate_splits(pattern, "csv", [0, 1, 2], csv=labels, crops="grid1")
+    _, median_again = evaluate_splits(pattern, "csv", [0, 1, 2], csv=labels, crops="grid1",
+                                      allow_train_overlap=True)
     assert median_again == median
 
 

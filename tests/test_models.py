@@ -27,7 +27,10 @@ def test_presets_and_model_options_are_checked_before_anything_is_built() -> Non
                                  ("glia_vit_nano", {"local_channels": "ab"}, "expected tuple")]:
         with pytest.raises(ValueError, match=re.escape(words)):
             check_model_options(name, options)
-    check_model_options("glia_vit_nano", {"depth": 2, "init_scale": 1, "local_channels": [8, 16], "local_weights": None})
+    check_model_options("glia_vit_nano", {"depth": 2, "init_scale": 1, "local_channels": [8, 16, 16, 24],
+                                          "local_weights": None})
+    with pytest.raises(ValueError, match=re.escape("local_channels=(8, 16): needs 4 widths")):  # crashed at build
+        check_model_options("glia_vit_nano", {"local_channels": [8, 16]})
     with pytest.raises(ValueError, match="depth must be >= 1"):  # 0 used to build the full-depth ViT
         create_model("glia_vit_nano", depth=0)
 

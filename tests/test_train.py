@@ -97,8 +97,8 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path: Path, blur_lab
 def test_a_new_run_in_an_old_run_folder_starts_its_metrics_afresh(tmp_path: Path, blur_labels: Path,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     train(tiny_config(tmp_path / "run", blur_labels, epochs=1, max_steps=2))
-    with caplog.at_level("WARNING"):
-        train(tiny_config(tmp_path / "run", blur_labels, epochs=1, max_steps=1))
+    with caplog.at_level("WARNING"):  # replacing a run takes --overwrite (refused without it)
+        train(tiny_config(tmp_path / "run", blur_labels, epochs=1, max_steps=1, overwrite=True))
     assert "holds an earlier run" in caplog.text
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1]  # only this run's rows, as in metrics.csv

@@ -49,6 +49,11 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def bars_wanted(progress: bool) -> bool:
+    """Progress bars follow ``-q`` as the log lines do: off when ``glia_edge`` logs warnings only."""
+    return progress and logging.getLogger("glia_edge").getEffectiveLevel() < logging.WARNING
+
+
 def split_items(items: Optional[Sequence[str]]) -> list[str] | None:
     """A list option given repeated and/or comma-separated (``--types a --types b,c``) -> its
     items in order, without blanks or duplicates; None when none were given."""

@@ -9,14 +9,13 @@ LoDa's ``random15`` by default, or the grid (``grid1``, ``grid5``, ``grid9``; ``
 from __future__ import annotations
 
 import csv as csv_module
-import json
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from glia_edge.atomic import atomic_write, check_writable
-from glia_edge.cli.common import cli_errors
+from glia_edge.cli.common import bars_wanted, cli_errors
 
 METRIC_COLUMNS = ("srcc", "plcc", "krcc", "rmse")
 
@@ -85,11 +84,15 @@ def eval_command(
     predictions: Optional[Path] = typer.Option(None, "--predictions",
                                                help="Write per-image predictions (CSV) of the first checkpoint."),
     lower_is_better: bool = typer.Option(False, "--lower-is-better", help="csv set: scores are DMOS-like."),
+    allow_train_overlap: bool = typer.Option(False, "--allow-train-overlap",
+                                             help="Score a split of the run's own set whose test part holds the "
+                                                  "run's training images (refused without this: inflated metrics)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
     """Evaluate an artifact on a dataset split (or the median over several splits)."""
     from glia_edge.data.crop_protocol import parse_crops
     from glia_edge.errors import DatasetError
+    from glia_edge.meta import dumps_json
 
     if output_format not in ("table", "json"):
         raise typer.BadParameter("must be table or json", param_hint="--format")
@@ -99,8 +102,9 @@ def eval_command(
         protocol = parse_crops(crops)
     except DatasetError as exc:
         raise typer.BadParameter(str(exc), param_hint="--crops") from None
-    common: dict[str, Any] = dict(root=root, csv=csv, splits_file=splits_file, crops=protocol, progress=progress,
-                                  split_source=split_source,
+    common: dict[str, Any] = dict(root=root, csv=csv, splits_file=splits_file, crops=protocol,
+                                  progress=bars_wanted(progress),
+                                  split_source=split_source, allow_train_overlap=allow_train_overlap,
                                   dataset_options={"higher_is_better": False} if lower_is_better else None,
                                   **_backend_options(device, threads, batch_size))
     with cli_errors():
@@ -119,7 +123,7 @@ def eval_command(
         payload["results"] = [r.to_dict() for r in first[1]]  # the first checkpoint kind, for simple readers
         if first[2] is not None:
             payload["median"] = first[2]
-        typer.echo(json.dumps(payload, indent=2))
+        typer.echo(dumps_json(payload, indent=2))  # an undefined metric (constant scores) as null
     else:
         for name, results, median in runs:
             _print_table(dataset.lower(), name, results, median)
@@ -129,16 +133,21 @@ def _evaluate_runs(checkpoint: str, dataset: str, split: Optional[str], splits: 
                    common: dict[str, Any]) -> list[tuple[str, list[Any], dict[str, float] | None]]:
     """(checkpoint kind, per-split results, medians or None) for ``best`` and/or ``last``.
 
-    ``both`` scores ``last`` only where run folders hold one; artifacts named directly are scored once.
+    ``both`` scores ``last`` only where run folders hold one; artifacts named directly are scored
+    once. Every split of every kind is checked (it exists, it does not overlap the run's training
+    images) before the first image is scored.
     """
-    from glia_edge.data.splits import parse_split, parse_split_range
+    from glia_edge.data.splits import check_split_numbers, parse_split, parse_split_range
     from glia_edge.errors import CheckpointError
-    from glia_edge.evaluate import evaluate, split_checkpoint
+    from glia_edge.evaluate import PLAN_KEYS, plan_evaluation, score_plan, split_checkpoint
     from glia_edge.metrics import median_metrics
 
     kinds = ["best", "last"] if which == "both" else [which]
     chosen: list[Any] = parse_split_range(splits) if splits else [parse_split(split) if split is not None else None]
-    out: list[tuple[str, list[Any], dict[str, float] | None]] = []
+    check_split_numbers([s for s in chosen if s is not None])
+    plan_kw = {k: v for k, v in common.items() if k in PLAN_KEYS}
+    score_kw = {k: v for k, v in common.items() if k not in PLAN_KEYS}
+    planned: list[tuple[str, list[Path], list[Any]]] = []
     seen: list[list[Path]] = []
     for kind in kinds:
         try:
@@ -150,7 +159,10 @@ def _evaluate_runs(checkpoint: str, dataset: str, split: Optional[str], splits: 
         if paths in seen:
             continue  # artifacts given directly: scored once
         seen.append(paths)
-        results = [evaluate(p, dataset, split=s, **common) for p, s in zip(paths, chosen)]
+        planned.append((kind, paths, [plan_evaluation(p, dataset, split=s, **plan_kw) for p, s in zip(paths, chosen)]))
+    out: list[tuple[str, list[Any], dict[str, float] | None]] = []
+    for kind, paths, plans in planned:
+        results = [score_plan(plan, **score_kw) for plan in plans]
         label = kind if all(p.stem == kind for p in paths) else "given"
         out.append((label, results, median_metrics([r.metrics for r in results]) if splits else None))
     return out

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from glia_edge.cli.common import cli_errors
+from glia_edge.cli.common import bars_wanted, cli_errors
 from glia_edge.cli.train_cmd import check_preset, parse_overrides
 
 
@@ -66,7 +66,7 @@ def reproduce_command(
             local_weights=local_weights, splits=[int(s) for s in parse_split_range(splits)],
             split_source=split_source, eval_crops=eval_crops, epochs=epochs, batch_size=batch_size, device=device,
             workers=workers, cross=_cross(cross), short_side=short_side, model_overrides=overrides,
-            progress=progress)
+            progress=bars_wanted(progress))
         rows, md, table_csv = reproduce(opts)
     table = Table("train", "test", "checkpoint", "splits", "SRCC", "PLCC", "KRCC", "RMSE",
                   title=f"{dataset}: medians over splits")

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import typer
 
-from glia_edge.cli.common import cli_errors, parse_key_values
+from glia_edge.cli.common import bars_wanted, cli_errors, parse_key_values
 
 _OVERRIDE_HELP = "Model override (GliaConfig field), e.g. --model-opt local_channels=8,16,16,24. Repeatable."
 
@@ -78,6 +78,10 @@ def train(
     resume: Optional[Path] = typer.Option(None, "--resume",
                                           help="Run folder or last.safetensors to continue (same data, split, "
                                                "seed and model; more --epochs extends it)."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace the run already in --output (refused without this or --resume). "
+                                        "Its files are removed when this run saves its first epoch; a run that "
+                                        "fails before that leaves it intact."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many steps."),
     limit: Optional[int] = typer.Option(None, "--limit", min=3, help="Use at most N train and N held-out images."),
     short_side: int = typer.Option(384, "--short-side", help="Resize so the short side is this."),
@@ -116,7 +120,7 @@ def train(
             cross_rank_weight=cross_rank_weight, ladder_repeats=repeats, seed=seed, device=device,
             workers=workers, amp=amp,
             resume=str(resume) if resume else None, max_steps=max_steps, limit=limit, short_side=short_side,
-            model_overrides=overrides, progress=progress,
+            model_overrides=overrides, progress=bars_wanted(progress), overwrite=overwrite,
             dataset_options={"higher_is_better": False} if lower_is_better else {})
         result = run_training(cfg)
     _report(result)

@@ -32,7 +32,8 @@ SUBSET_NAMES = {"training": "train", "train": "train", "validation": "val", "val
 class IQARecord:
     """One annotated image.
 
-    ``key`` is the image's name as the annotation gives it (relative to the dataset root); split
+    ``key`` is the image's name as the annotation gives it (relative to the dataset root), normalised
+    by :func:`merge_duplicates` (``./a.png`` is ``a.png``); split
     files list keys (or reference names), never absolute paths, so they survive a moved root.
     """
 
@@ -133,9 +134,22 @@ def read_table(path: Path, **kwargs: Any) -> Any:
     try:
         if path.suffix.lower() in (".xlsx", ".xls"):
             return pd.read_excel(path, **kwargs)
-        return pd.read_csv(path, sep=None, engine="python", **{"encoding": "utf-8-sig", **kwargs})
+        sep = kwargs.pop("sep", None) or _csv_separator(path)
+        return pd.read_csv(path, sep=sep, engine="python", **{"encoding": "utf-8-sig", **kwargs})
+    except DatasetError:
+        raise
     except Exception as exc:  # pandas raises many types for malformed files
         raise DatasetError(f"cannot read annotation {path}: {exc}") from exc
+
+
+def _csv_separator(path: Path) -> str | None:
+    """None (let pandas sniff it) when the header has a usual separator; "," for a one-column
+    file, which the sniffer would otherwise split on a letter of its header (``'pa', 'h'``)."""
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
+        header = next((line for line in fh if line.strip()), None)
+    if header is None:
+        raise DatasetError(f"cannot read annotation {path}: the file is empty")
+    return None if any(sep in header.strip() for sep in ",;\t| ") else ","
 
 
 def require_columns(table: Any, columns: Iterable[str], source: Path) -> None:
@@ -210,12 +224,21 @@ def check_not_empty(records: list[IQARecord], root: Path, source: Path | str) ->
     return records
 
 
+def image_key(name: str) -> str:
+    """An image's key as splits and duplicate merging compare it: the name normalised (``./a.png``,
+    ``img//a.png`` and ``img/x/../a.png`` are one file), with ``/`` separators on every platform."""
+    return os.path.normpath(name).replace(os.sep, "/")
+
+
 def merge_duplicates(records: list[IQARecord], source: Path) -> list[IQARecord]:
     """One record per image key, in first-seen order, scored with the mean of its rows' scores
-    (other fields from its first row); one warning naming how many and an example."""
+    (other fields from its first row); one warning naming how many and an example. Keys are
+    normalised first (:func:`image_key`): the same file spelled two ways is one image, never one
+    in a training part and one in a test part."""
     by_key: dict[str, list[IQARecord]] = {}
     for rec in records:
-        by_key.setdefault(rec.key, []).append(rec)
+        key = image_key(rec.key)
+        by_key.setdefault(key, []).append(rec if key == rec.key else replace(rec, key=key))
     repeated = {k: v for k, v in by_key.items() if len(v) > 1}
     if not repeated:
         return records

@@ -11,8 +11,8 @@ Columns are matched case-insensitively:
 
 The synthetic-distortion generator's ``labels.csv`` (``path,score,ref,distortion,level``,
 paths relative to the CSV) loads as is. Windows paths (``img\\a0.png``) are read with ``/`` when
-the path does not exist as written. An image listed more than once is kept once, with the mean
-of its scores (one warning): a duplicate would otherwise train on conflicting labels and count
+the path does not exist as written. An image listed more than once (also when spelled two ways:
+``img/a.png`` and ``./img/a.png`` are one key) is kept once, with the mean of its scores (one warning): a duplicate would otherwise train on conflicting labels and count
 twice in a test part. The score range is taken from the data unless given, and then marked
 measured (``IQADataset.range_declared`` False: a model's range comes from its training part);
 scores count as higher-is-better unless told otherwise (pyiqa's LIVE/CSIQ ``dmos`` is not).
@@ -20,11 +20,12 @@ scores count as higher-is-better unless told otherwise (pyiqa's LIVE/CSIQ ``dmos
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from glia_edge.data.base import (SUBSET_NAMES, IQADataset, IQARecord, check_not_empty, finite_rows, merge_duplicates,
-                                 read_table, require_file)
+from glia_edge.data.base import (SUBSET_NAMES, IQADataset, IQARecord, check_not_empty, finite_rows, image_key,
+                                 merge_duplicates, read_table, require_file)
 from glia_edge.errors import DatasetError
 from glia_edge.meta import ScoreSpec
 
@@ -90,8 +91,17 @@ def _subset(value: Any) -> str | None:
 
 
 def _ref(value: Any) -> str | None:
+    """A reference name, normalised like image keys (a split group spelled two ways is one group)."""
     text = str(value).strip() if value is not None else ""
-    return None if text.lower() in ("", "nan", "none") else text
+    return None if text.lower() in ("", "nan", "none") else image_key(text)
+
+
+def _key(name: str, base: Path) -> str:
+    """The image's key: its normalised path relative to ``base`` (an absolute path under it too)."""
+    root = os.path.abspath(base)
+    if os.path.isabs(name) and Path(os.path.abspath(name)).is_relative_to(root):
+        return image_key(os.path.relpath(os.path.abspath(name), root))
+    return image_key(name)
 
 
 def load_csv(root: Path | None = None, csv: Path | None = None, higher_is_better: bool = True,
@@ -100,6 +110,9 @@ def load_csv(root: Path | None = None, csv: Path | None = None, higher_is_better
     source = _csv_path(Path(root) if root else None, Path(csv) if csv else None)
     table = read_table(source)
     path_col, score_col = find_column(table.columns, PATH_COLUMNS), find_column(table.columns, SCORE_COLUMNS)
+    if len(table.columns) == 1:
+        raise DatasetError(f"{source}: has one column {str(table.columns[0])!r}; needs an image column "
+                           f"({'/'.join(PATH_COLUMNS)}) and a score column ({'/'.join(SCORE_COLUMNS)})")
     if path_col is None or score_col is None:
         raise DatasetError(f"{source}: needs an image column ({'/'.join(PATH_COLUMNS)}) and a score column "
                            f"({'/'.join(SCORE_COLUMNS)}); found {list(table.columns)}")
@@ -110,7 +123,7 @@ def load_csv(root: Path | None = None, csv: Path | None = None, higher_is_better
     names = _normalise_names(names, base, source)
     refs = table[ref_col] if ref_col else [None] * len(table)
     subsets = table[subset_col] if subset_col else [None] * len(table)
-    records = [IQARecord(path=base / n, score=float(s), key=n, ref=_ref(r), subset=_subset(sub))
+    records = [IQARecord(path=base / n, score=float(s), key=_key(n, base), ref=_ref(r), subset=_subset(sub))
                for n, s, r, sub in zip(names, table[score_col], refs, subsets)]
     records = merge_duplicates(check_not_empty(records, base, source), source)
     scores = [r.score for r in records]

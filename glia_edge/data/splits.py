@@ -21,7 +21,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -201,6 +201,14 @@ def parse_split_range(text: str) -> list[int | str]:
     if not out:
         raise DatasetError(f"no splits in {text!r}")
     return out
+
+
+def check_split_numbers(splits: Sequence[int | str], available: int = N_SPLITS) -> None:
+    """Numbered splits must exist (0 to ``available - 1``): checked before anything is trained or
+    scored, so a typo in ``--splits 0-99`` fails at once, not after the valid splits ran."""
+    for split in splits:
+        if isinstance(split, int) and not 0 <= split < available:
+            raise DatasetError(f"split {split} does not exist: the splits are 0-{available - 1}")
 
 
 def split_parts(splits: SplitFile | None, split: int | str) -> dict[str, list[str]]:

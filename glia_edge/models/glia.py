@@ -73,6 +73,42 @@ class GliaConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first option that cannot build a model, so a bad value is
+        refused before any data is prepared instead of failing deep inside the build."""
+        import math
+
+        import timm
+
+        def positive(key: str) -> tuple[bool, str]:
+            return getattr(self, key) >= 1, "must be >= 1"
+
+        channels = tuple(self.local_channels)
+        checks: list[tuple[str, bool, str]] = [
+            ("backbone", timm.is_model(self.backbone), "not a timm model name"),
+            ("depth", self.depth is None or self.depth >= 1, "give at least 1 block (or leave it unset)"),
+            ("img_size", *positive("img_size")),
+            ("local_stream", self.local_stream in ("conv", "resnet50"), "must be 'conv' or 'resnet50'"),
+            ("local_channels", len(channels) == 4 and all(c >= 1 for c in channels),
+             "needs 4 widths >= 1 (one per conv stage)"),
+            ("local_arch", self.local_stream != "resnet50" or timm.is_model(self.local_arch),
+             "not a timm model name"),
+            ("local_grid", *positive("local_grid")),
+            ("local_bn", self.local_bn in ("train", "frozen"), "must be 'train' or 'frozen'"),
+            ("adapter_dim", *positive("adapter_dim")),
+            ("adapter_heads", *positive("adapter_heads")),
+            ("adapter_heads", self.adapter_dim % max(1, self.adapter_heads) == 0,
+             f"must divide adapter_dim {self.adapter_dim}"),
+            ("adapter_every", *positive("adapter_every")),
+            ("init_scale", math.isfinite(self.init_scale), "must be a finite number"),
+            ("head_hidden", *positive("head_hidden")),
+            ("head_dropout", 0.0 <= self.head_dropout < 1.0, "must be in [0, 1)"),
+            ("score_head", self.score_head in ("linear", "sigmoid"), "must be 'linear' or 'sigmoid'"),
+        ]
+        for key, ok, reason in checks:
+            if not ok:
+                raise ValueError(f"model option {key}={getattr(self, key)!r}: {reason}")
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GliaConfig":
         known = {f.name for f in fields(cls)}
@@ -381,6 +417,16 @@ def glia_vit_base_resnet50(backbone_weights: str | None = None, **overrides: Any
     """ViT-B/16 with LoDa's local stream (frozen ResNet-50, ImageNet-normalised input, BatchNorm as
     LoDa, 1x1-GELU-3x3-pool-7x7 extractor, 196 concatenated tokens); GLIA's adapters and head."""
     return _build(_preset("glia_vit_base_resnet50", "base", local_stream="resnet50"), backbone_weights, overrides)
+
+
+#: Each preset's config, unbuilt: options are checked against it before any data work.
+PRESET_CONFIGS: dict[str, Any] = {
+    "glia_vit_tiny": lambda: _preset("glia_vit_tiny", "tiny"),
+    "glia_vit_nano": lambda: _preset("glia_vit_nano", "tiny", depth=4),
+    "glia_vit_small": lambda: _preset("glia_vit_small", "small"),
+    "glia_vit_base": lambda: _preset("glia_vit_base", "base"),
+    "glia_vit_base_resnet50": lambda: _preset("glia_vit_base_resnet50", "base", local_stream="resnet50"),
+}
 
 
 def model_from_config(cfg: GliaConfig | dict[str, Any], backbone_weights: str | None = None,

@@ -67,8 +67,20 @@ def check_model_options(name: str, overrides: dict[str, Any]) -> None:
             raise ValueError(f"unknown model option {key!r}; options: {', '.join(hints)}")
         if not _fits(value, hints[key]):
             raise ValueError(f"model option {key}={value!r}: expected {_name(hints[key])}")
-        if key == "depth" and value is not None and value < 1:
-            raise ValueError(f"model option depth={value}: give at least 1 block (or leave it unset)")
+    # Values of the right type that still cannot build (adapter_heads not dividing adapter_dim, an
+    # unknown score head, 2 conv widths...): the preset's config with the overrides, checked whole.
+    from dataclasses import replace
+
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if k != "local_weights"}
+    replace(preset_config(name), **fields).validate()
+
+
+def preset_config(name: str) -> Any:
+    """The ``GliaConfig`` a preset builds (without building it)."""
+    from glia_edge.models.glia import PRESET_CONFIGS, GliaConfig
+
+    make = PRESET_CONFIGS.get(name.split(".", 1)[0])
+    return make() if make is not None else GliaConfig()
 
 
 def _fits(value: Any, hint: Any) -> bool:

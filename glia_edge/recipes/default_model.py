@@ -162,7 +162,8 @@ def train_seed(work: Path, train_csv: Path, seed: int, args: argparse.Namespace)
                       l1_weight=args.l1_weight, crops_per_image=args.crops_per_image, rank_weight=args.rank_weight,
                       cross_rank_weight=args.cross_rank_weight, ladder_repeats=dict(args.ladder_repeats),
                       eval_crops="grid1", seed=seed, workers=0,
-                      max_steps=args.max_steps, model_overrides={"score_head": "sigmoid"}, progress=args.progress)
+                      max_steps=args.max_steps, model_overrides={"score_head": "sigmoid"}, progress=args.progress,
+                      overwrite=True)  # a seed cut short before "done" is trained again from the start
     started = time.perf_counter()
     result = train(cfg)
     (out / "done").write_text(f"{time.perf_counter() - started:.0f} s\n")
