@@ -206,8 +206,11 @@ def sync_checkpoints(out: Path, model: GLIA, saved: dict[str, Any]) -> None:
         held = _checkpoint_position(target)
         if held == want:
             continue
-        log.warning("%s holds epoch %s, but the training state says epoch %s (a save was cut short): "
-                    "written again from the state", target, held[0] if held else "none", want[0])
+        if held is None and not target.exists():  # a resume into another --output: nothing was cut short
+            log.info("%s: written from the training state (epoch %s)", target, want[0])
+        else:
+            log.warning("%s holds epoch %s, but the training state says epoch %s (a save was cut short): "
+                        "written again from the state", target, held[0] if held else "none", want[0])
         model.load_state_dict(weights, strict=False)
         save_checkpoint(target, model, ArtifactMeta.from_dict(meta))
     model.load_state_dict(saved["weights"], strict=False)

@@ -120,6 +120,16 @@ def test_resume_warns_on_recipe_changes_and_extends_with_more_epochs(tmp_path: P
     assert [r["epoch"] for r in result.history] == [1, 2] and epoch_of(out / "last.safetensors") == 2
 
 
+def test_resume_into_another_output_is_not_reported_as_a_save_cut_short(tmp_path: Path, blur_labels: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    out = tmp_path / "run"
+    train(tiny(out, blur_labels, epochs=1, max_steps=1))
+    with caplog.at_level(logging.INFO):
+        train(tiny(tmp_path / "elsewhere", blur_labels, epochs=2, max_steps=2, resume=str(out)))
+    assert "cut short" not in caplog.text and "written from the training state (epoch 1)" in caplog.text
+    assert epoch_of(tmp_path / "elsewhere" / "last.safetensors") == 2
+
+
 # -- D4: a save cut short is repaired from the training state --------------------------------------------
 def test_a_state_from_before_states_held_weights_still_resumes(tmp_path: Path, blur_labels: Path) -> None:
     out = tmp_path / "run"
