@@ -161,26 +161,40 @@ def _16_to_8(arr: np.ndarray) -> np.ndarray:
     return ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
 
 
+_16BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+#: Modes Pillow converts to RGB directly (alpha dropped, not composited: quality is judged on what
+#: was captured); "La" (premultiplied alpha) goes through "LA" first.
+_CONVERTIBLE_MODES = ("RGBA", "LA", "PA", "RGBa", "L", "P", "1", "CMYK", "YCbCr", "LAB", "HSV", "RGBX")
+
+
+def mode_problem(mode: str) -> str | None:
+    """Why images of PIL mode ``mode`` cannot be scored, or None: one rule for decoding and for the
+    datasets' up-front check (a float image is refused before training, not once per crop)."""
+    if mode == "F":
+        return "unsupported image mode 'F' (32-bit float); save as 8- or 16-bit"
+    if mode not in ("RGB", "La", *_16BIT_MODES, *_CONVERTIBLE_MODES):
+        return f"unsupported image mode {mode!r}"
+    return None
+
+
 def _to_rgb8(img: Image.Image, name: str) -> Image.Image:
     """Convert any still-image mode PIL decodes to 8-bit RGB, or raise naming the mode."""
     mode = img.mode
+    problem = mode_problem(mode)
+    if problem:
+        raise ImageLoadError(name, problem)
     if mode == "RGB":
         return img
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+    if mode in _16BIT_MODES:
         # Mode "I" is read as 16-bit whatever its values (Pillow opens 16-bit PGM and some PNGs as
         # "I"): guessing the depth from the content would rescale a dark image by one bright pixel.
         arr = np.asarray(img)
         if mode == "I" and arr.size and (arr.min() < 0 or arr.max() > 65535):
             raise ImageLoadError(name, "32-bit integer image with values outside 0-65535; save as 8- or 16-bit")
         return Image.fromarray(_16_to_8(arr), "L").convert("RGB")
-    if mode == "F":
-        raise ImageLoadError(name, "unsupported image mode 'F' (32-bit float); save as 8- or 16-bit")
     if mode == "La":  # premultiplied alpha, which Pillow converts only to LA: un-premultiply first
         img = img.convert("LA")
-    # Alpha is dropped, not composited: quality is judged on what was captured.
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "L", "P", "1", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
-        return img.convert("RGB")
-    raise ImageLoadError(name, f"unsupported image mode {mode!r}")
+    return img.convert("RGB")
 
 
 def _array_to_rgb8(arr: np.ndarray, name: str) -> np.ndarray:

@@ -288,3 +288,24 @@ def test_quiet_turns_progress_bars_off_in_train_and_eval(trained_run: Path, blur
         runner.invoke(app, [*quiet, "eval", "-c", str(trained_run), "-d", "csv", "--csv", str(blur_labels),
                             "--which", "best", "--crops", "grid1"])
     assert seen == [False, False, True, True]
+
+
+def test_a_float_image_is_skipped_up_front_with_its_reason(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # It passed the header check and then warned once per crop per epoch; the decoder's own rule
+    # (preprocess.mode_problem) now refuses it when the set is checked.
+    from PIL import Image
+
+    from glia_edge.data.base import validate
+
+    images = tmp_path / "img"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(images / f"ok{i}.png")
+    Image.fromarray(rng.random((24, 24)).astype(np.float32), "F").save(images / "float.tif")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,score\n" + "".join(f"img/ok{i}.png,{i + 1}\n" for i in range(3)) + "img/float.tif,2\n")
+    with caplog.at_level("WARNING"):
+        kept = validate(load_dataset("csv", csv=str(labels)))
+    assert len(kept.records) == 3
+    assert "float.tif" in caplog.text and "unsupported image mode 'F' (32-bit float)" in caplog.text

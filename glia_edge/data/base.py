@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from glia_edge.errors import DatasetError
 from glia_edge.meta import ScoreSpec
+from glia_edge.preprocess import mode_problem
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,9 @@ def probe_image(path: Path) -> str | None:
         with Image.open(path) as img:
             if img.width <= 0 or img.height <= 0:
                 return "image has no pixels"
+            problem = mode_problem(img.mode)
+            if problem:
+                return problem
     except UnidentifiedImageError:
         return "not an image (format not recognised)"
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
