@@ -278,16 +278,20 @@ def test_quiet_turns_progress_bars_off_in_train_and_eval(trained_run: Path, blur
         seen.append(kwargs["progress"])
         return np.arange(len(dataset.records), dtype=float)
 
+    import glia_edge.cli.common as common
+
     monkeypatch.setattr(train_module, "train", fake_train)
     monkeypatch.setattr(evaluate_module, "score_dataset", fake_score)
     runner = CliRunner()
     base = ["train", "-d", "csv", "--csv", str(blur_labels), "-o", str(tmp_path / "new"), *TINY_CLI]
     base.remove("--no-progress")
-    for quiet in (["-q"], []):
-        runner.invoke(app, [*quiet, *base])
-        runner.invoke(app, [*quiet, "eval", "-c", str(trained_run), "-d", "csv", "--csv", str(blur_labels),
-                            "--which", "best", "--crops", "grid1"])
-    assert seen == [False, False, True, True]
+    for terminal in (True, False):  # off a terminal (a log file, journald) no bars either: no \r lines
+        monkeypatch.setattr(common, "stderr_is_terminal", lambda: terminal)
+        for quiet in (["-q"], []):
+            runner.invoke(app, [*quiet, *base])
+            runner.invoke(app, [*quiet, "eval", "-c", str(trained_run), "-d", "csv", "--csv", str(blur_labels),
+                                "--which", "best", "--crops", "grid1"])
+    assert seen == [False, False, True, True, False, False, False, False]
 
 
 def test_a_float_image_is_skipped_up_front_with_its_reason(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -50,8 +50,18 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def bars_wanted(progress: bool) -> bool:
-    """Progress bars follow ``-q`` as the log lines do: off when ``glia_edge`` logs warnings only."""
-    return progress and logging.getLogger("glia_edge").getEffectiveLevel() < logging.WARNING
+    """Progress bars follow ``-q`` as the log lines do (off when ``glia_edge`` logs warnings only),
+    and, as ``score``'s and ``synth``'s, draw only on a terminal: redirected to a file or journald,
+    each redraw would be another ``\r`` line in the log."""
+    return (progress and logging.getLogger("glia_edge").getEffectiveLevel() < logging.WARNING
+            and stderr_is_terminal())
+
+
+def stderr_is_terminal() -> bool:
+    """Whether stderr (where bars and logs go) is a terminal, looked up at call time."""
+    import sys
+
+    return sys.stderr.isatty()
 
 
 def split_items(items: Optional[Sequence[str]]) -> list[str] | None:
