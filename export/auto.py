@@ -87,7 +87,8 @@ def export_auto(checkpoint: Path | None, *, target: str, output: Path | None, ro
     import glia_edge
     from glia_edge.atomic import replace_path, staging_dir
     from glia_edge.errors import AccuracyGateError
-    from glia_edge.export.exporter import check_output, check_request, default_output, export, with_gate
+    from glia_edge.export.exporter import (check_gate_images, check_output, check_request, default_output, export,
+                                           with_gate)
     from glia_edge.export.writers import rewrite_meta
     from glia_edge.formats import get_format
     from glia_edge.export.gate import run_gate
@@ -97,21 +98,23 @@ def export_auto(checkpoint: Path | None, *, target: str, output: Path | None, ro
     check_request(target, precision="auto", **{k: v for k, v in kwargs.items() if k not in ("calib", "val")})
 
     if checkpoint is None and kwargs.get("val") is None and kwargs.get("calib") is None:
-        from glia_edge.weights import default_calibration
+        from glia_edge.weights import default_set_csv
 
-        kwargs["val"] = default_calibration()  # the default model's own photos gate every candidate
+        # its validation set, as the packaged artifacts' gates (recipes/package_artifacts.py): not training photos
+        kwargs["val"] = default_set_csv("validation")
     if target not in CANDIDATES:
         raise ValueError(f"--precision auto measures on this machine: not for {target} (choose a precision; "
                          f"auto covers {', '.join(CANDIDATES)})")
     if kwargs.get("val") is None and kwargs.get("calib") is None:  # now, not after every export
         raise AccuracyGateError("--precision auto needs validation images: pass --val or --calib")
     final = Path(output) if output else default_output(Path(checkpoint or "glia_vit_nano.synthetic"), target, "auto")
-    check_output(final, get_format(target))
+    check_output(final, get_format(target), checkpoint)
     final.parent.mkdir(parents=True, exist_ok=True)
     batch_size = int(kwargs.get("batch", 8))
     known = set(known_options())  # each candidate gets the options its precision reads (INT8's to INT8)
     candidates = [Candidate(p, h) for p, h in CANDIDATES[target]]
     gate_images = _gate_images(kwargs)  # one image set gates every candidate
+    check_gate_images(gate_images, kwargs.get("max_drop"), "--val" if kwargs.get("val") else "--calib (--calib-size)")
     with staging_dir(final) as tmp:  # an interrupted run's folder is removed by the next (atomic.remove_stale)
         exported: dict[str, Any] = {}
         for precision in dict.fromkeys(c.precision for c in candidates):
@@ -139,11 +142,15 @@ def export_auto(checkpoint: Path | None, *, target: str, output: Path | None, ro
                     gate = run_gate(result.path, Path(checkpoint or _default_ckpt()), gate_images.paths,
                                     labels=gate_images.labels, crops=kwargs.get("crops", 1),
                                     backend_options=options) if gate_images is not None else None
-                if gate is None:
-                    raise AccuracyGateError("--precision auto needs validation images: pass --val or --calib")
+                if gate is None:  # too few images scored by both (logged by the gate): nothing to judge on
+                    c.error = "accuracy gate could not judge: too few validation images scored"
+                    continue
                 gates[i] = gate
                 c.spearman, c.max_delta_share = gate.spearman, gate.max_rel_delta
-                c.passes = passes(c.spearman, c.max_delta_share)
+                # NaN/inf where PyTorch scored is disagreement, whatever the finite scores say
+                c.passes = passes(c.spearman, c.max_delta_share) and not gate.nonfinite
+                if gate.nonfinite:
+                    c.error = f"non-finite scores for {gate.nonfinite} validation images"
                 backends[i] = glia_edge.load(result.path, **options)
             size = next(iter(backends.values())).preprocess_config.crop_size if backends else 224
             crops = np.random.default_rng(0).random((batch_size, 3, size, size), dtype=np.float32)
@@ -157,6 +164,10 @@ def export_auto(checkpoint: Path | None, *, target: str, output: Path | None, ro
             log.info("auto: %-28s %s crops/s, Spearman %s, max |delta| %s of range%s", c.name, _f(c.crops_per_s),
                      _f(c.spearman, 4), _f(c.max_delta_share, 4), " (within the bound)" if c.passes else "")
         if best is None:
+            failed = [c for c in candidates if c.error and c.spearman is None]
+            if len(failed) == len(candidates):  # nothing was measured: the real reason, not the bound
+                raise AccuracyGateError(f"--precision auto: no {target} candidate could be measured; "
+                                        f"{failed[0].name}: {failed[0].error}")
             raise AccuracyGateError(f"--precision auto: no {target} candidate met {bound_text()}")
         chosen = exported[best.precision]
         record = {"candidates": [asdict(c) for c in candidates], "picked": best.name, "bound": bound_text(),

@@ -56,13 +56,19 @@ def _pick(columns: Sequence[str], candidates: Sequence[str]) -> str | None:
 
 
 def _read_csv(path: Path) -> ImageList:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        columns = reader.fieldnames or []
-        path_col, label_col = _pick(columns, PATH_COLUMNS), _pick(columns, LABEL_COLUMNS)
-        if path_col is None:
-            raise CalibrationError(f"{path}: no image column (looked for {', '.join(PATH_COLUMNS)}; found {columns})")
-        rows = list(reader)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            columns = reader.fieldnames or []
+            path_col, label_col = _pick(columns, PATH_COLUMNS), _pick(columns, LABEL_COLUMNS)
+            if path_col is None:
+                raise CalibrationError(f"{path}: no image column (looked for {', '.join(PATH_COLUMNS)}; "
+                                       f"found {columns})")
+            rows = list(reader)
+    except UnicodeDecodeError as exc:  # the codec's message names no file
+        raise CalibrationError(f"{path}: not a UTF-8 CSV (byte {exc.start}: {exc.reason})") from None
+    except csv.Error as exc:
+        raise CalibrationError(f"{path}: not a readable CSV ({exc})") from None
     paths = tuple((path.parent / row[path_col].strip()).resolve() for row in rows if row.get(path_col, "").strip())
     labels = None
     if label_col is not None:

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from glia_edge.errors import AccuracyGateError, CalibrationError
 from glia_edge.export.calibration import DEFAULT_CALIB_SIZE, CalibrationSet, ImageList, read_image_list
-from glia_edge.export.gate import GateReport, run_gate
+from glia_edge.export.gate import MIN_GATE_IMAGES, GateReport, gate_too_small, run_gate
 from glia_edge.export.options import ExportOptions, export_options
 from glia_edge.export.quantize import FP32_OPS
 from glia_edge.export.writers import Written, WriterInput, preflight, rewrite_meta
@@ -80,12 +80,28 @@ def artifact_meta(source: ArtifactMeta, *, target: str, precision: str, options:
 
 def accuracy_gate(artifact: Path, checkpoint: Path, images: ImageList | None, *, crops: int,
                   max_drop: float | None) -> tuple[GateReport | None, tuple[str, ...]]:
-    """The gate's report, or a note saying why it was skipped (no validation images)."""
+    """The gate's report, or a note saying why it was skipped (no or too few validation images;
+    with ``max_drop`` too few is an error, raised by :func:`check_gate_images` before the export)."""
     if images is None:
         note = "accuracy gate skipped: no validation images (pass --val DIR|CSV or --calib DIR|CSV)"
         log.warning(note)
         return None, (note,)
-    return run_gate(artifact, checkpoint, images.paths, labels=images.labels, crops=crops, max_drop=max_drop), ()
+    small = gate_too_small(len(images), "the validation set")
+    if small is not None and max_drop is None:
+        log.warning("%s: gate skipped", small)
+        return None, (f"{small}: gate skipped",)
+    report = run_gate(artifact, checkpoint, images.paths, labels=images.labels, crops=crops, max_drop=max_drop)
+    if report is None:  # too few images could be compared (logged by run_gate)
+        return None, (f"accuracy gate skipped: fewer than {MIN_GATE_IMAGES} validation images could be scored by both",)
+    return report, ()
+
+
+def check_gate_images(images: ImageList | None, max_drop: float | None, source: object) -> None:
+    """Before the long work: ``--max-drop`` needs a gate, and a gate needs enough images."""
+    if max_drop is not None and images is not None:
+        small = gate_too_small(len(images), source)
+        if small is not None:
+            raise AccuracyGateError(f"--max-drop: {small}")
 
 
 #: ``export`` key of an artifact's metadata: the accuracy gate's numbers and what it scored.
@@ -117,33 +133,53 @@ def default_output(checkpoint: Path, target: str, precision: str) -> Path:
     return Path.cwd() / (name + fmt.suffixes[0] if fmt.single_file else f"{name}.{target}")
 
 
-def check_output(output: Path, fmt: ArtifactFormat) -> Path:
-    """``output`` if an export to ``fmt`` may be written there; else ``ValueError`` saying why."""
+def check_output(output: Path, fmt: ArtifactFormat, checkpoint: Path | None = None) -> Path:
+    """``output`` if an export to ``fmt`` may be written there; else ``ValueError`` (or
+    :class:`OutputError`) naming the given path and why. Checked now, not after the export: the
+    result replaces what is at ``output``."""
+    from glia_edge.atomic import check_writable
     from glia_edge.formats import FORMATS
 
+    given = output
+    if not output.name or output.name in (".", ".."):  # "." or "/": nothing to name the result by
+        raise ValueError(f"--output {given}: needs a file or folder name, not a bare folder")
     if fmt.single_file and output.suffix.lower() not in fmt.suffixes:
         raise ValueError(f"--output for target {fmt.name} must end in {' or '.join(fmt.suffixes)}, got {output}")
     file_suffixes = {s for f in FORMATS.values() for s in f.suffixes} | {".bin"}
     if not fmt.single_file and output.suffix.lower() in file_suffixes:
         raise ValueError(f"--output for target {fmt.name} is a folder (it holds several files), got {output}")
-    # Checked now, not after the export: the result replaces what is at --output.
     if fmt.single_file and output.is_dir():
         raise ValueError(f"--output {output} is a folder; target {fmt.name} writes one file")
     if not fmt.single_file and output.exists() and not output.is_dir():
         raise ValueError(f"--output {output} is a file; target {fmt.name} writes a folder")
-    if not fmt.single_file and output.is_dir() and not _is_export_folder(output):
-        raise ValueError(f"--output {output} is a folder that holds other files than an export's "
-                         f"({EXPORT_FILES}): remove it or choose another path, it would be replaced")
+    if checkpoint is not None:  # replacing the output would delete the checkpoint being exported
+        ckpt, out = Path(checkpoint).resolve(), output.resolve()
+        if ckpt == out or out in ckpt.parents:
+            raise ValueError(f"--output {given} holds the checkpoint being exported ({checkpoint}): choose another path")
+    if not fmt.single_file and output.is_dir():
+        names = export_files(fmt)
+        other = sorted(p.name for p in output.iterdir() if p.name not in names or not p.is_file())
+        if other:
+            raise ValueError(f"--output {output} is a folder that holds other files than an export's for {fmt.name} "
+                             f"({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}): remove them or choose "
+                             f"another path, the folder would be replaced")
+    # Writable: a folder target is probed through a file inside it (its parent must take the staging folder).
+    check_writable(output if fmt.single_file else output / fmt.loadable)
     return output
 
 
-#: What an export folder holds: ``model.xml``/``model.bin``, ``model.trt.onnx``, ``model.engine`` and
-#: their ``.json`` sidecars. A folder of only these (or empty) may be replaced by a new export.
-EXPORT_FILES = "model.*"
+def export_files(fmt: ArtifactFormat) -> frozenset[str]:
+    """The exact file names an export to folder target ``fmt`` writes; a folder holding only these
+    (or nothing) is an earlier export that a new one may replace, anything else is the user's."""
+    from glia_edge.export.writers import TRT_ONNX_NAME
+    from glia_edge.formats import sidecar_path
 
-
-def _is_export_folder(folder: Path) -> bool:
-    return all(p.is_file() and p.match(EXPORT_FILES) for p in folder.iterdir())
+    loadable = Path(fmt.loadable)
+    if fmt.name == "openvino":  # model.xml + model.bin
+        return frozenset({loadable.name, loadable.with_suffix(".bin").name})
+    if fmt.name == "trt":  # model.trt.onnx (+ .json) and, where built, model.engine (+ .json)
+        return frozenset({TRT_ONNX_NAME, sidecar_path(TRT_ONNX_NAME).name, loadable.name, sidecar_path(loadable).name})
+    return frozenset({loadable.name})
 
 
 def check_request(target: str, *, precision: str | None = None, calib_size: int = DEFAULT_CALIB_SIZE, max_drop: float | None = None, batch: int = 8,
@@ -157,7 +193,7 @@ def check_request(target: str, *, precision: str | None = None, calib_size: int 
         raise ValueError(f"target must be one of {', '.join(EXPORT_TARGETS)}, got {target!r}")
     check_max_drop(max_drop)
     if isinstance(calib_size, bool) or not isinstance(calib_size, int) or calib_size < 1:
-        raise ValueError(f"calib_size must be a positive integer, got {calib_size!r}")
+        raise ValueError(f"--calib-size must be a positive integer, got {calib_size!r}")  # keyword calib_size=
     return export_options(target, batch=batch, dynamic=dynamic, crops=crops, build_engine=build_engine,
                           precision=precision, **opts)
 
@@ -217,7 +253,7 @@ def export(checkpoint: str | Path | None = None, *, target: str, precision: str 
         raise CalibrationError(f"{target} int8 needs calibration images: pass --calib DIR|CSV")
     if max_drop is not None and calib is None and val is None:
         raise AccuracyGateError("--max-drop needs validation images: pass --val DIR|CSV or --calib DIR|CSV")
-    out = check_output(Path(output) if output else default_output(checkpoint, target, precision), fmt)
+    out = check_output(Path(output) if output else default_output(checkpoint, target, precision), fmt, checkpoint)
     preflight(target, options)  # e.g. a required TensorRT engine: probe before any expensive pass
 
     from glia_edge.atomic import replace_path, staging_dir
@@ -228,6 +264,7 @@ def export(checkpoint: str | Path | None = None, *, target: str, precision: str 
     preprocess = read_checkpoint_meta(checkpoint).preprocess_config
     calib_set = CalibrationSet.from_path(calib, preprocess, size=calib_size, crops=crops) if calib else None
     val_list = read_image_list(val) if val else (calib_set.images if calib_set is not None else None)
+    check_gate_images(val_list, max_drop, f"--val {val}" if val else f"--calib {calib} (--calib-size {calib_size})")
     with staging_dir(out) as work:
         model, source, checkpoint_sha = load_source(checkpoint)
         fp32 = torch_to_onnx(model, work / "fp32.onnx", crop_size=preprocess.crop_size, options=options.onnx)

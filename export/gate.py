@@ -41,6 +41,9 @@ class GateReport:
     srcc_artifact: float | None = None
     plcc_artifact: float | None = None
     failed_images: int = 0
+    #: Images PyTorch scored but the artifact gave NaN/inf for (an overflowing FP16/INT8 graph):
+    #: disagreement, not unreadable images, so the gate fails on them when ``max_drop`` is given.
+    nonfinite: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,11 +54,13 @@ class GateReport:
         if self.srcc_artifact is not None:
             text += (f"; vs labels SRCC {self.srcc_artifact:.4f} (PyTorch {self.srcc_reference:.4f}), "
                      f"PLCC {self.plcc_artifact:.4f} (PyTorch {self.plcc_reference:.4f})")
+        if self.nonfinite:
+            text += f"; the artifact gave non-finite scores for {self.nonfinite} images PyTorch scored"
         return text
 
 
 def compare(artifact: np.ndarray, reference: np.ndarray, score_range: float,
-            labels: np.ndarray | None = None, failed: int = 0) -> GateReport:
+            labels: np.ndarray | None = None, failed: int = 0, nonfinite: int = 0) -> GateReport:
     """The gate's numbers for matched per-image scores (:func:`glia_edge.metrics.agreement`)."""
     from glia_edge import metrics
 
@@ -69,17 +74,29 @@ def compare(artifact: np.ndarray, reference: np.ndarray, score_range: float,
     return GateReport(images=agree.compared, spearman=agree.spearman, max_abs_delta=agree.max_abs_delta,
                       max_rel_delta=agree.max_abs_delta / score_range if score_range else agree.max_abs_delta,
                       drop=drop, pearson=agree.pearson, mean_abs_delta=agree.mean_abs_delta,
-                      failed_images=failed, **extra)
+                      failed_images=failed, nonfinite=nonfinite, **extra)
 
 
 #: Below this many images scored by both, rank agreement is undefined and the gate cannot judge.
 MIN_GATE_IMAGES = 3
 
 
+def gate_too_small(count: int, source: object) -> str | None:
+    """Why ``count`` validation images cannot gate an export (None when they can)."""
+    if count >= MIN_GATE_IMAGES:
+        return None
+    return (f"accuracy gate needs at least {MIN_GATE_IMAGES} validation images, {source} gives {count} "
+            f"(pass --val DIR|CSV or a larger --calib-size)")
+
+
 def run_gate(artifact: str | Path, checkpoint: str | Path, images: Sequence[Path], *,
              labels: Sequence[float] | None = None, crops: int = 1, max_drop: float | None = None,
-             backend_options: dict[str, Any] | None = None) -> GateReport:
-    """Score ``images`` with the artifact and the PyTorch reference; raise if ``max_drop`` is exceeded."""
+             backend_options: dict[str, Any] | None = None) -> GateReport | None:
+    """Score ``images`` with the artifact and the PyTorch reference; raise if ``max_drop`` is exceeded.
+
+    None (with a warning) when fewer than :data:`MIN_GATE_IMAGES` images could be compared and no
+    ``max_drop`` asks for a verdict; with ``max_drop`` that is an :class:`AccuracyGateError`.
+    """
     import glia_edge
     from glia_edge.runtimes.torch import TorchBackend
 
@@ -90,11 +107,21 @@ def run_gate(artifact: str | Path, checkpoint: str | Path, images: Sequence[Path
     with TorchBackend(checkpoint) as ref:
         want = ref.score_paths(paths, crops=crops)
     ok = np.isfinite(got) & np.isfinite(want)
+    # PyTorch scored it, the artifact did not: the artifact's fault (overflow), not an unreadable image.
+    nonfinite = int((~np.isfinite(got) & np.isfinite(want)).sum())
+    if max_drop is not None and nonfinite:
+        raise AccuracyGateError(f"accuracy gate failed: {artifact} gave non-finite scores for {nonfinite} of "
+                                f"{len(paths)} validation images that PyTorch scored")
     if ok.sum() < MIN_GATE_IMAGES:
-        raise AccuracyGateError(f"accuracy gate: only {int(ok.sum())} of {len(paths)} validation images could be "
-                                f"scored (need {MIN_GATE_IMAGES})")
+        why = (f"accuracy gate: only {int(ok.sum())} of {len(paths)} validation images could be scored "
+               f"(need {MIN_GATE_IMAGES})" + (f"; {nonfinite} non-finite from the artifact" if nonfinite else ""))
+        if max_drop is not None:
+            raise AccuracyGateError(why)
+        log.warning("%s: gate skipped", why)
+        return None
     label_arr = np.asarray(labels, dtype=np.float64)[ok] if labels is not None else None
-    report = compare(got[ok], want[ok], score_range, label_arr, failed=int((~ok).sum()))
+    report = compare(got[ok], want[ok], score_range, label_arr, failed=int((~ok).sum()) - nonfinite,
+                     nonfinite=nonfinite)
     log.info("accuracy gate: %s", report.summary())
     if max_drop is not None and report.drop > max_drop:
         raise AccuracyGateError(f"accuracy gate failed: drop {report.drop:.4f} > --max-drop {max_drop} "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,8 +108,21 @@ def _stdout_to_stderr() -> Iterator[None]:
             handler.setStream(stream)
 
 
+#: Read once, when ``nncf.telemetry.wrapper`` is imported (nncf 3.x): set, NNCF's telemetry is a
+#: stub that sends nothing, so no sender child process (openvino_telemetry forks one per event)
+#: is running to print tracebacks when Ctrl-C stops an INT8 export.
+NNCF_TELEMETRY_OFF_ENV = "NNCF_CI"
+
+
+def no_nncf_telemetry() -> None:
+    """Opt this process out of NNCF's usage telemetry, before nncf is first imported."""
+    if "nncf" not in sys.modules:  # afterwards it has been decided; an importer's choice stands
+        os.environ.setdefault(NNCF_TELEMETRY_OFF_ENV, "1")
+
+
 def quantize_nncf(model: Any, calib: CalibrationSet | None, options: OpenVinoOptions) -> Any:
     """NNCF PTQ of an ``ov.Model`` for a transformer, SmoothQuant alpha and ignored scope from ``options``."""
+    no_nncf_telemetry()
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 

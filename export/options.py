@@ -46,7 +46,7 @@ def _check_types(*, batch: Any, dynamic: Any, crops: Any, build_engine: Any, ops
     if not isinstance(dynamic, bool):
         raise TypeError(f"dynamic must be True or False, got {dynamic!r}")
     if not integer(crops) or crops not in CROP_COUNTS:
-        raise ValueError(f"crops must be 1, 5 or 9, got {crops!r}")
+        raise ValueError(f"--crops must be 1, 5 or 9, got {crops!r}")  # the flag; the keyword is crops=
     if build_engine is not None and not isinstance(build_engine, bool):
         raise TypeError(f"build_engine must be None, True or False, got {build_engine!r}")
     if opset is not None and not integer(opset):

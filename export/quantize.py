@@ -45,7 +45,15 @@ def onnx_to_fp16(onnx_path: str | Path, out_path: str | Path, *, keep_fp32: tupl
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     model = onnx.load(str(onnx_path))
-    fp16 = convert_float_to_float16(model, keep_io_types=True, op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(keep_fp32))
+    # The converter logs whole ONNX protobufs (~75 lines) at INFO: keep them out of every export's log.
+    converter_log = logging.getLogger("onnxruntime.transformers.float16")
+    level = converter_log.level
+    converter_log.setLevel(max(level, logging.WARNING))
+    try:
+        fp16 = convert_float_to_float16(model, keep_io_types=True,
+                                        op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(keep_fp32))
+    finally:
+        converter_log.setLevel(level)
     _toposort(fp16.graph)  # the converter appends the input casts at the end of the node list
     onnx.checker.check_model(fp16, full_check=True)
     onnx.save(fp16, str(out_path))

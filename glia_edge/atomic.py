@@ -110,12 +110,21 @@ def check_writable(path: Path) -> None:
         raise OutputError(f"{path}: cannot write in {folder} ({exc.strerror or exc})") from None
 
 
+def link_target(path: Path) -> Path:
+    """``path``, or where it points when it is a symbolic link (followed to the end, possibly not
+    existing yet): what a write to ``path`` replaces, so the link itself stays."""
+    return Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
+
+
 def replace_path(src: Path, dst: Path) -> None:
     """Move a finished file or folder ``src`` onto ``dst``, replacing what is there.
 
     A file is replaced in one rename. A folder cannot be, so an older folder at ``dst`` is renamed
-    aside first and deleted after: ``dst`` is never a mix of old and new files.
+    aside first and deleted after: ``dst`` is never a mix of old and new files. A symbolic link at
+    ``dst`` keeps pointing where it did and its target is replaced (as :func:`atomic_write` does);
+    build ``src`` in :func:`staging_dir` of ``dst`` so that this stays a same-filesystem rename.
     """
+    dst = link_target(Path(dst))
     if src.is_dir():  # a whole staging folder: its lock file is not part of the result
         (src / LOCK_NAME).unlink(missing_ok=True)
     old = None
@@ -203,6 +212,7 @@ def staging_dir(target: Path) -> Iterator[Path]:
     folders of the same pattern (their owner was killed) are removed first (:func:`remove_stale`);
     the lock file inside is not part of the result (move a subfolder, or the files you wrote).
     """
+    target = link_target(Path(target))  # beside what is replaced: a link's target may be on another filesystem
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(target)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))

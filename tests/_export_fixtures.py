@@ -7,6 +7,23 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+def run_cli(*args: object):  # noqa: ANN201 (click's Result)
+    """``glia-edge ARGS`` in-process."""
+    from typer.testing import CliRunner
+
+    from glia_edge.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_error_line(output: str) -> str:
+    """The one ``error:`` line a refused command prints (no usage block, no rich panel)."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), output
+    assert "Usage" not in output and "\u2502" not in output, output
+    return lines[0]
+
+
 #: Small calibration sets keep the suite fast; quantization still sees every blur level.
 CALIB_SIZE = 12
 

@@ -76,6 +76,17 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, image_dir: Path) -
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", model, meta)
 
 
+@pytest.fixture
+def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any export that gets as far as loading the checkpoint fails the test."""
+    from glia_edge.export import exporter
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the export started before its arguments were checked")
+
+    monkeypatch.setattr(exporter, "load_source", refuse)
+
+
 # -- GLIA_REQUIRE_TENSORRT=1: a TensorRT skip is a failure (for a GPU CI) ------------------------
 @functools.lru_cache(maxsize=1)
 def _tensorrt_reason() -> str | None:

@@ -11,31 +11,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from typer.testing import CliRunner
 
-from glia_edge.cli import app
-
-
-def run(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_error_line(output: str) -> str:
-    lines = [line for line in output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), output
-    assert "Usage" not in output and "│" not in output, output
-    return lines[0]
-
-
-@pytest.fixture
-def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any export that gets as far as loading the checkpoint fails the test."""
-    from glia_edge.export import exporter
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the export started before its arguments were checked")
-
-    monkeypatch.setattr(exporter, "load_source", refuse)
+from _export_fixtures import one_error_line, run_cli as run
 
 
 # -- 1. --max-drop ---------------------------------------------------------------------------------
@@ -90,7 +67,7 @@ def test_cli_batch_zero_is_one_line_exit_2(tiny_checkpoint: Path, image_dir: Pat
 
 
 @pytest.mark.parametrize("options, words", [({"batch": 0}, "--batch must be a positive integer"),
-                                            ({"calib_size": 0}, "calib_size must be a positive integer"),
+                                            ({"calib_size": 0}, "--calib-size must be a positive integer"),
                                             ({"crops": 3}, "crops must be 1, 5 or 9")])
 def test_auto_checks_its_arguments_before_the_candidates(tiny_checkpoint: Path, image_dir: Path, tmp_path: Path,
                                                          no_work: None, options: dict, words: str) -> None:

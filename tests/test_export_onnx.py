@@ -202,7 +202,7 @@ def test_bad_arguments_are_rejected(tiny_checkpoint: Path, tmp_path: Path) -> No
                                   ({"crops": 3}, ValueError, "crops must be 1, 5 or 9"),
                                   ({"build_engine": "yes"}, TypeError, "build_engine must be"),
                                   ({"opset": "17"}, TypeError, "opset must be an integer"),
-                                  ({"calib_size": 0}, ValueError, "calib_size must be a positive integer")]:
+                                  ({"calib_size": 0}, ValueError, "--calib-size must be a positive integer")]:
         with pytest.raises(error, match=words):
             export(tiny_checkpoint, target="onnx", output=tmp_path / "x.onnx", **options)
     assert not (tmp_path / "x.onnx").exists()
