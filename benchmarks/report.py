@@ -14,13 +14,13 @@ The JSON keys ``artifact_mb`` and ``peak_rss_mb`` keep their names; their values
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from glia_edge.atomic import atomic_write
+from glia_edge.meta import dumps_json, json_safe
 
 OK = "ok"
 
@@ -195,7 +195,7 @@ def csv_rows(report: BenchReport) -> list[dict[str, Any]]:
                     selection_max_delta_share=r.selection_max_delta_share, srcc=r.srcc, plcc=r.plcc, power_w=r.power_w,
                     images_per_joule=r.images_per_joule, gpu_load=r.gpu_load,
                     cpu_load=r.cpu_load, max_temp_c=r.max_temp_c, timer=r.timer)
-        out.append(_finite(flat))
+        out.append(json_safe(flat))  # NaN/inf -> None: an empty CSV cell
     return out
 
 
@@ -212,19 +212,8 @@ def write_csv(report: BenchReport, path: Path) -> Path:
     return path
 
 
-def _finite(value: Any) -> Any:
-    """NaN/inf -> None, recursively, so the JSON is strict and the CSV cell empty."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def write_json(report: BenchReport, path: Path) -> Path:
-    text = json.dumps(_finite(report.to_dict()), indent=2, default=str, allow_nan=False)
+    text = dumps_json(report.to_dict(), indent=2, default=str)
     atomic_write(path, lambda tmp: tmp.write_text(text))
     return path
 

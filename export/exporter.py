@@ -80,16 +80,13 @@ def artifact_meta(source: ArtifactMeta, *, target: str, precision: str, options:
 
 def accuracy_gate(artifact: Path, checkpoint: Path, images: ImageList | None, *, crops: int,
                   max_drop: float | None) -> tuple[GateReport | None, tuple[str, ...]]:
-    """The gate's report, or a note saying why it was skipped (no or too few validation images;
-    with ``max_drop`` too few is an error, raised by :func:`check_gate_images` before the export)."""
+    """The gate's report, or a note saying why it was skipped (no validation images, or fewer than
+    the gate needs scored by both; with ``max_drop`` too few is an error, raised by
+    :func:`check_gate_images` before the export)."""
     if images is None:
         note = "accuracy gate skipped: no validation images (pass --val DIR|CSV or --calib DIR|CSV)"
         log.warning(note)
         return None, (note,)
-    small = gate_too_small(len(images), "the validation set")
-    if small is not None and max_drop is None:
-        log.warning("%s: gate skipped", small)
-        return None, (f"{small}: gate skipped",)
     report = run_gate(artifact, checkpoint, images.paths, labels=images.labels, crops=crops, max_drop=max_drop)
     if report is None:  # too few images could be compared (logged by run_gate)
         return None, (f"accuracy gate skipped: fewer than {MIN_GATE_IMAGES} validation images could be scored by both",)

@@ -273,6 +273,12 @@ def score_plan(plan: EvalPlan, *, crops: "str | int | CropProtocol" = DEFAULT_EV
 PLAN_KEYS = ("root", "csv", "split", "splits_file", "split_source", "dataset_options", "allow_train_overlap")
 
 
+def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``evaluate``'s keyword options as (:func:`plan_evaluation`'s, :func:`score_plan`'s)."""
+    return ({k: v for k, v in options.items() if k in PLAN_KEYS},
+            {k: v for k, v in options.items() if k not in PLAN_KEYS})
+
+
 def evaluate(artifact: str | Path, dataset_name: str, *, root: str | Path | None = None, csv: str | Path | None = None,
              split: int | str | None = None, splits_file: str | Path | None = None,
              crops: "str | int | CropProtocol" = DEFAULT_EVAL_CROPS, split_source: str | None = None,
@@ -290,8 +296,8 @@ def evaluate_splits(checkpoint: str | Path, dataset_name: str, splits: Sequence[
                     **kwargs: Any) -> tuple[list[SplitEval], dict[str, float]]:
     """One artifact per split (see :func:`split_checkpoint`); returns each result and the medians."""
     check_split_numbers(splits)
-    plan_kw = {k: v for k, v in kwargs.items() if k in PLAN_KEYS}
+    plan_kw, score_kw = split_options(kwargs)
     plans = [plan_evaluation(split_checkpoint(checkpoint, s, which), dataset_name, split=s, **plan_kw)
              for s in splits]  # every split checked before the first is scored
-    results = [score_plan(p, **{k: v for k, v in kwargs.items() if k not in PLAN_KEYS}) for p in plans]
+    results = [score_plan(p, **score_kw) for p in plans]
     return results, median_metrics([r.metrics for r in results])

@@ -26,9 +26,6 @@ from glia_edge.metrics import agreement
 log = logging.getLogger(__name__)
 
 
-_finite_or_none = finite_or_none  # the project's one rule (glia_edge.meta)
-
-
 @dataclass
 class RankingReport:
     """Mean level-vs-score Spearman per distortion type, over the groups (reference tiles) of each type."""
@@ -45,8 +42,8 @@ class RankingReport:
 
     def to_dict(self) -> dict[str, Any]:
         """Valid JSON: ``mean_srcc`` is ``null`` when no type could be ranked."""
-        return {"mean_srcc": _finite_or_none(self.mean),
-                "per_type": {k: _finite_or_none(v) for k, v in self.per_type.items()}, "groups": self.groups,
+        return {"mean_srcc": finite_or_none(self.mean),
+                "per_type": {k: finite_or_none(v) for k, v in self.per_type.items()}, "groups": self.groups,
                 "constant": self.constant, "failed": self.failed}
 
 

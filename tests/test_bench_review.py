@@ -97,7 +97,7 @@ def test_tables_show_max_delta_share_and_mib_and_reports_carry_the_recommendatio
 
 
 def test_recommendation_is_judged_on_the_selection_set_not_the_test_set() -> None:
-    from glia_edge.cli.bench_cmd import recommendation
+    from glia_edge.benchmarks.report import recommendation
 
     report = _report()
     assert "openvino int8" not in recommendation(report)  # fastest, and within the bound on the test set only

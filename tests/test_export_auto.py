@@ -44,7 +44,7 @@ def test_openvino_auto_export_records_what_it_measured(tiny_checkpoint: Path, im
 
 def test_bench_recommends_the_fastest_row_within_the_bound() -> None:
     from glia_edge.benchmarks.report import BenchReport, BenchRow
-    from glia_edge.cli.bench_cmd import recommendation
+    from glia_edge.benchmarks.report import recommendation
 
     def row(name: str, target: str, precision: str, rate: float, rho: float | None, delta: float | None) -> BenchRow:
         # judged on the selection set (not the reported test set); the test-set columns disagree on purpose

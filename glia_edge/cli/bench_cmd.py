@@ -62,18 +62,15 @@ def _export_options(items: list[str]) -> dict[str, object]:
 def _check_output_folder(output: Path) -> None:
     """--output is a folder of reports and artifacts: a file there, a file on the way to it or a
     folder this user cannot write in is refused before any work (nothing is created)."""
-    import os
+    from glia_edge.atomic import check_writable
+    from glia_edge.errors import OutputError
 
     if output.exists() and not output.is_dir():
         raise typer.BadParameter(f"{output} is a file; the bench writes a folder", param_hint="--output")
-    folder = output
-    while not folder.exists() and folder != folder.parent:  # the first part of the path that exists
-        folder = folder.parent
-    if folder.exists() and not folder.is_dir():
-        raise typer.BadParameter(f"{output}: cannot create folders under {folder}: it is a file",
-                                 param_hint="--output")
-    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
-        raise typer.BadParameter(f"{output}: cannot write in {folder} (permission denied)", param_hint="--output")
+    try:  # the reports are files inside it: the same probe as every other output
+        check_writable(output / "bench.md")
+    except OutputError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--output") from None
 
 
 #: The options of ``--end-to-end`` mode; the others are refused there (when given), and these without it.
@@ -135,7 +132,7 @@ def _print(report: BenchReport, paths: dict[str, Path], console: Console | None 
     from rich.console import Console
     from rich.table import Table
 
-    from glia_edge.benchmarks.report import table_columns
+    from glia_edge.benchmarks.report import recommendation, table_columns
 
     console = console or Console()
     cols = table_columns(report)
@@ -161,14 +158,6 @@ def _print(report: BenchReport, paths: dict[str, Path], console: Console | None 
     for note in report.settings.get("notes", []):
         console.print(f"note: {note}")
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
-
-
-def recommendation(report: BenchReport) -> str:
-    """The recommendation line (:func:`glia_edge.benchmarks.report.recommendation`): judged on the
-    selection set, never on the reported held-out set; written into bench.md and bench.json too."""
-    from glia_edge.benchmarks.report import recommendation as line
-
-    return line(report)
 
 
 def bench(

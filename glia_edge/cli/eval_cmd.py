@@ -139,14 +139,13 @@ def _evaluate_runs(checkpoint: str, dataset: str, split: Optional[str], splits: 
     """
     from glia_edge.data.splits import check_split_numbers, parse_split, parse_split_range
     from glia_edge.errors import CheckpointError
-    from glia_edge.evaluate import PLAN_KEYS, plan_evaluation, score_plan, split_checkpoint
+    from glia_edge.evaluate import plan_evaluation, score_plan, split_checkpoint, split_options
     from glia_edge.metrics import median_metrics
 
     kinds = ["best", "last"] if which == "both" else [which]
     chosen: list[Any] = parse_split_range(splits) if splits else [parse_split(split) if split is not None else None]
     check_split_numbers([s for s in chosen if s is not None])
-    plan_kw = {k: v for k, v in common.items() if k in PLAN_KEYS}
-    score_kw = {k: v for k, v in common.items() if k not in PLAN_KEYS}
+    plan_kw, score_kw = split_options(common)
     planned: list[tuple[str, list[Path], list[Any]]] = []
     seen: list[list[Path]] = []
     for kind in kinds:

@@ -1,7 +1,6 @@
 """``glia-edge rank-levels``: check that scores fall as synthetic distortion levels rise."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -42,6 +41,7 @@ def rank_levels(labels: Path = typer.Argument(..., help="labels.csv written by `
 
     import glia_edge
     from glia_edge.errors import printable
+    from glia_edge.meta import dumps_json
     from glia_edge.preprocess import CROP_COUNTS
     from glia_edge.ranking import level_ranking
 
@@ -55,7 +55,7 @@ def rank_levels(labels: Path = typer.Argument(..., help="labels.csv written by `
     for source, error in report.failed:
         typer.secho(printable(f"error: {source}: {error}"), fg=typer.colors.RED, err=True)
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2, allow_nan=False))  # strict JSON: null, never NaN
+        typer.echo(dumps_json(report.to_dict(), indent=2))  # strict JSON: null, never NaN
     else:
         table = Table("distortion", "groups", "constant", "Spearman(level, score)",
                       title=f"level ranking of {backend.path.name}")
