@@ -33,7 +33,7 @@ TensorRT 10.3 parse.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -387,46 +387,52 @@ def _preset(name: str, size: str, **kwargs: Any) -> GliaConfig:
     return GliaConfig(name=name, backbone=arch, backbone_pretrained=tag, **kwargs)
 
 
+#: Each preset's config as data (timm's style): its constructor builds from a copy, and model
+#: options are checked against it before any data work (``registry.check_model_options``).
+PRESET_CONFIGS: dict[str, GliaConfig] = {
+    "glia_vit_tiny": _preset("glia_vit_tiny", "tiny"),
+    "glia_vit_nano": _preset("glia_vit_nano", "tiny", depth=4),
+    "glia_vit_small": _preset("glia_vit_small", "small"),
+    "glia_vit_base": _preset("glia_vit_base", "base"),
+    "glia_vit_base_resnet50": _preset("glia_vit_base_resnet50", "base", local_stream="resnet50"),
+}
+
+
+def preset_config(name: str) -> GliaConfig:
+    """A fresh copy of preset ``name``'s config (the build sets overrides on it)."""
+    return replace(PRESET_CONFIGS[name])
+
+
 @register_model
 def glia_vit_tiny(backbone_weights: str | None = None, **overrides: Any) -> GLIA:
     """ViT-Ti/16 backbone: the edge size."""
-    return _build(_preset("glia_vit_tiny", "tiny"), backbone_weights, overrides)
+    return _build(preset_config("glia_vit_tiny"), backbone_weights, overrides)
 
 
 @register_model
 def glia_vit_nano(backbone_weights: str | None = None, **overrides: Any) -> GLIA:
-    """ViT-Ti/16 cut to its first 4 blocks (4 adapters): the camera-rate size, about 2.5x cheaper
+    """ViT-Ti/16 cut to its first 4 blocks (4 adapters): the camera-rate size, markedly cheaper
     than ``glia_vit_tiny``; the packaged synthetic default model uses it."""
-    return _build(_preset("glia_vit_nano", "tiny", depth=4), backbone_weights, overrides)
+    return _build(preset_config("glia_vit_nano"), backbone_weights, overrides)
 
 
 @register_model
 def glia_vit_small(backbone_weights: str | None = None, **overrides: Any) -> GLIA:
     """ViT-S/16 backbone: the balanced size."""
-    return _build(_preset("glia_vit_small", "small"), backbone_weights, overrides)
+    return _build(preset_config("glia_vit_small"), backbone_weights, overrides)
 
 
 @register_model
 def glia_vit_base(backbone_weights: str | None = None, **overrides: Any) -> GLIA:
     """ViT-B/16 backbone: the paper's setting."""
-    return _build(_preset("glia_vit_base", "base"), backbone_weights, overrides)
+    return _build(preset_config("glia_vit_base"), backbone_weights, overrides)
 
 
 @register_model
 def glia_vit_base_resnet50(backbone_weights: str | None = None, **overrides: Any) -> GLIA:
     """ViT-B/16 with LoDa's local stream (frozen ResNet-50, ImageNet-normalised input, BatchNorm as
     LoDa, 1x1-GELU-3x3-pool-7x7 extractor, 196 concatenated tokens); GLIA's adapters and head."""
-    return _build(_preset("glia_vit_base_resnet50", "base", local_stream="resnet50"), backbone_weights, overrides)
-
-
-#: Each preset's config, unbuilt: options are checked against it before any data work.
-PRESET_CONFIGS: dict[str, Any] = {
-    "glia_vit_tiny": lambda: _preset("glia_vit_tiny", "tiny"),
-    "glia_vit_nano": lambda: _preset("glia_vit_nano", "tiny", depth=4),
-    "glia_vit_small": lambda: _preset("glia_vit_small", "small"),
-    "glia_vit_base": lambda: _preset("glia_vit_base", "base"),
-    "glia_vit_base_resnet50": lambda: _preset("glia_vit_base_resnet50", "base", local_stream="resnet50"),
-}
+    return _build(preset_config("glia_vit_base_resnet50"), backbone_weights, overrides)
 
 
 def model_from_config(cfg: GliaConfig | dict[str, Any], backbone_weights: str | None = None,

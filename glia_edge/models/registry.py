@@ -77,10 +77,10 @@ def check_model_options(name: str, overrides: dict[str, Any]) -> None:
 
 def preset_config(name: str) -> Any:
     """The ``GliaConfig`` a preset builds (without building it)."""
-    from glia_edge.models.glia import PRESET_CONFIGS, GliaConfig
+    from glia_edge.models import glia
 
-    make = PRESET_CONFIGS.get(name.split(".", 1)[0])
-    return make() if make is not None else GliaConfig()
+    base = name.split(".", 1)[0]
+    return glia.preset_config(base) if base in glia.PRESET_CONFIGS else glia.GliaConfig()
 
 
 def _fits(value: Any, hint: Any) -> bool:
