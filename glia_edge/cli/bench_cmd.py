@@ -134,7 +134,7 @@ def _print(report: BenchReport, paths: dict[str, Path], console: Console | None 
 
     from glia_edge.benchmarks.report import recommendation, table_columns
 
-    console = console or Console()
+    console = console or Console(markup=False)  # paths and notes are data, not Rich markup
     cols = table_columns(report)
 
     def table(columns: list[tuple[str, Any]], caption: str | None = None) -> Table:
@@ -311,7 +311,7 @@ def _end_to_end(artifact: Path, sizes: str, count: int, files: Optional[Path], f
         doc = {"machine": line, "command": shlex.join(args), "artifact": str(artifact), "rows": to_dict(rows)}
         atomic_write(output / "e2e.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=2)))
     typer.echo(text)
-    Console().print(f"wrote {output / 'e2e.md'}, {output / 'e2e.json'}")
+    Console(markup=False).print(f"wrote {output / 'e2e.md'}, {output / 'e2e.json'}")
 
 
 def register(app: typer.Typer) -> None:

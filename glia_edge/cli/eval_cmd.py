@@ -46,7 +46,7 @@ def _print_table(dataset: str, which: str, results: list[Any], median: dict[str,
         table.add_section()
         table.add_row(f"median of {len(results)}", "", "", *[f"{median[k]:.4f}" for k in METRIC_COLUMNS], "",
                       style="bold")
-    Console().print(table)
+    Console(markup=False).print(table)  # split names are data, not Rich markup
 
 
 def _write_predictions(path: Path, results: list[Any]) -> None:

@@ -22,8 +22,8 @@ def _print_summary(result: Any, target: str) -> None:
     console = Console()
     table = Table(title="glia-edge export", show_header=False)
     meta = result.meta
-    table.add_row("artifact", str(result.path))
-    table.add_row("files", ", ".join(p.name for p in result.files))
+    table.add_row("artifact", escape(str(result.path)))  # a path is data, not Rich markup
+    table.add_row("files", escape(", ".join(p.name for p in result.files)))
     table.add_row("size", f"{artifact_size_mb(result.path):.1f} MB")
     table.add_row("target / format", f"{target} / {meta.format}")
     table.add_row("precision", meta.precision)

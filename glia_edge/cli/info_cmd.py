@@ -34,7 +34,7 @@ def _print_rows(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(markup=False)  # names and metadata are data, not Rich markup
     if not console.is_terminal:
         for row in (header, *rows):
             typer.echo("\t".join(row))

@@ -37,6 +37,7 @@ def rank_levels(labels: Path = typer.Argument(..., help="labels.csv written by `
     """Mean Spearman(level, score) per distortion type: near -1 means scores fall as distortion rises.
     Images that cannot be scored are reported (exit code 1); the rest are still ranked."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     import glia_edge
@@ -60,7 +61,7 @@ def rank_levels(labels: Path = typer.Argument(..., help="labels.csv written by `
         table = Table("distortion", "groups", "constant", "Spearman(level, score)",
                       title=f"level ranking of {backend.path.name}")
         for name, value in report.per_type.items():  # constant: series scored the same at every level (count 0)
-            table.add_row(name, str(report.groups[name]), str(report.constant.get(name, 0)), f"{value:+.3f}")
+            table.add_row(escape(name), str(report.groups[name]), str(report.constant.get(name, 0)), f"{value:+.3f}")
         mean = f"{report.mean:+.3f}" if report.per_type else "-"
         table.add_row("[b]mean[/b]", "", "", f"[b]{mean}[/b]")
         Console().print(table)

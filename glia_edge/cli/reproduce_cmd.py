@@ -73,7 +73,7 @@ def reproduce_command(
     for r in rows:
         table.add_row(r.train_set, r.test_set, r.checkpoint, str(r.splits),
                       *[f"{getattr(r, k):.3f}" for k in ("srcc", "plcc", "krcc", "rmse")])
-    console = Console()
+    console = Console(markup=False)  # set names and paths are data, not Rich markup
     console.print(table)
     console.print(f"table: {md} and {table_csv}")
 

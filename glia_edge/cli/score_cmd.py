@@ -137,15 +137,20 @@ def render(results: list[Any], fmt: OutputFormat, backend: Any, skipped: list[st
 
 def _table(rows: list[dict[str, Any]], meta: Any, title: str) -> Any:
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"scored by {title}")
+    from glia_edge.errors import printable
+
+    table = Table(title=Text(f"scored by {title}"))
     table.add_column("path", overflow="fold")  # a cut path could not tell two rows apart
     for name in (f"score ({meta.score_spec.name})", "crops", "status"):
         table.add_column(name, no_wrap=True)
     table.add_column("error", overflow="fold")
     for r in rows:
         score = "" if r["score"] is None else f"{r['score']:.3f}"
-        table.add_row(r["path"], score, str(r["crops"] or ""), r["status"], r["error"],
+        # Text, not str: a name such as "x[/b].jpg" is not Rich markup (it raised MarkupError).
+        table.add_row(Text(printable(r["path"])), score, str(r["crops"] or ""), r["status"],
+                      Text(printable(r["error"] or "")),
                       style=None if r["status"] == "ok" else "red")
     return table
 

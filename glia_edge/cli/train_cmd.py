@@ -139,7 +139,7 @@ def _report(result: Any) -> None:
     for row in result.history:
         table.add_row(str(row["epoch"]), str(row["step"]), f"{row['train_loss']:.4f}",
                       *[f"{row[k]:.4f}" for k in last if k.endswith(("srcc", "plcc", "krcc", "rmse"))])
-    console = Console()
+    console = Console(markup=False)  # paths are data, not Rich markup
     console.print(table)
     console.print(f"checkpoints: {result.best} (best), {result.last} (last); metrics: {result.output / 'metrics.csv'}")
 

@@ -275,7 +275,9 @@ def watch(
 ) -> None:
     """Score a live stream or video, smooth the score and alert when quality degrades and recovers."""
     from rich.console import Console
+    from rich.markup import escape
 
+    from glia_edge.errors import printable
     from glia_edge.preprocess import CROP_COUNTS
     from glia_edge.stream import QualityMonitor, VideoSource
 
@@ -301,7 +303,7 @@ def watch(
         monitor = QualityMonitor(backend, every_n=every_n, max_fps=max_fps, crops=crops, smoothing=smoothing,
                                  thresholds=limits, queue_size=queue_size, bgr=True,
                                  block=video.finite and not realtime)
-        console.print(f"watching {video.spec.name} ({video.spec.kind}, {video.fps or '?'} fps) with "
+        console.print(f"watching {escape(printable(video.spec.name))} ({video.spec.kind}, {video.fps or '?'} fps) with "
                       f"{backend.describe()}; {_describe_rule(limits)}")
         stack.enter_context(_relearn_on_signal(monitor))
         stop = stack.enter_context(_StopSignals(monitor))
@@ -312,7 +314,8 @@ def watch(
         _write_plot(plot, history, video.spec.name)
     console.print(f"{summary['frames']} frames, {summary['scored']} scored ({summary['scored_fps']:.1f}/s over "
                   f"{summary['elapsed_s']:.1f} s), {summary['skipped']} skipped by sampling, {summary['dropped']} "
-                  f"dropped, {summary['alerts']} alerts; final state {summary['final_state']}; {summary['end']}")
+                  f"dropped, {summary['alerts']} alerts; final state {summary['final_state']}; "
+                  f"{escape(printable(str(summary['end'])))}")
     if error is not None:
         fail(error, SIGNAL_EXIT_CODES.get(error, 1))
 
