@@ -327,3 +327,54 @@ def test_watch_names_a_folder_or_an_empty_source(monkeypatch: pytest.MonkeyPatch
         "pipeline" in res.output.replace("\n", "") and "not found" not in res.output
     res = _watch("")
     assert res.exit_code == 2 and "error: empty source" in res.output
+
+
+def test_sigusr1_with_an_absolute_threshold_is_logged_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    import os
+    import signal
+
+    from glia_edge.cli.watch_cmd import _relearn_on_signal
+
+    if not hasattr(signal, "SIGUSR1"):
+        pytest.skip("no SIGUSR1 here")
+
+    class Monitor:
+        relative, calls = False, 0
+
+        def relearn(self) -> None:
+            self.calls += 1
+
+    monitor = Monitor()
+    with _relearn_on_signal(monitor):  # before, no handler: the default action ended the process
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.05)
+    assert monitor.calls == 0 and "SIGUSR1 ignored" in caplog.text
+
+
+def test_watch_jsonl_on_a_full_disk_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    src = write_video(tmp_path / "v.avi", n=12, start=4, end=8)
+    _with_model(monkeypatch, SharpnessBackend())
+    res = _watch(str(src), "--no-realtime", "--jsonl", "/dev/full")
+    assert res.exit_code == 2, res.output
+    assert "error: /dev/full: No space left on device" in res.output, res.output
+    assert not isinstance(res.exception, OSError), res.exception  # three chained tracebacks before
+
+
+def test_watch_plot_title_is_not_mathtext(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    src = write_video(tmp_path / "cam$_$.avi", n=12, start=4, end=8)
+    _with_model(monkeypatch, SharpnessBackend())
+    plot = tmp_path / "p.png"
+    res = _watch(str(src), "--no-realtime", "--plot", str(plot))
+    assert res.exit_code == 0, res.output  # a $...$ pair raised matplotlib's ParseException
+    assert plot.stat().st_size > 0
+
+
+def test_source_names_mask_the_whole_password() -> None:
+    from glia_edge.stream.sources import parse_source
+
+    assert parse_source("rtsp://admin:Pa@ssw0rd@10.0.0.2:554/s").name == "rtsp://admin:***@10.0.0.2:554/s"
+    assert parse_source("rtsp://:pw@h/x").name == "rtsp://:***@h/x"
+    assert parse_source("rtsp://u:pw@h:554/a@b").name == "rtsp://u:***@h:554/a@b"
+    assert parse_source("rtsp://host:554/path@x").name == "rtsp://host:554/path@x"  # no user: nothing masked

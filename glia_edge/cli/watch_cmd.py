@@ -19,7 +19,7 @@ import math
 import signal
 import sys
 import threading
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, Iterator, Optional
 
@@ -102,12 +102,14 @@ def _num(x: Optional[float], fmt: str = "6.1f") -> str:
 
 
 def _status(res: Any, stats: Any, ran: str = "") -> str:
+    from rich.markup import escape
+
     colour = {"learning": "cyan", "ok": "green", "degraded": "bold red", "recovered": "yellow"}[res.state]
     limit = "" if res.threshold is None else f"  below {res.threshold:6.1f}"
     return (f"frame {res.index:>7d}  t {res.timestamp:10.2f}  score {_num(res.score)}  smoothed {_num(res.smoothed)}  "
             f"[{colour}]{res.state:9s}[/]" + ("" if res.baseline is None else f"  baseline {res.baseline:6.1f}")
             + f"{limit}  {stats.scored_fps:5.1f} scored/s  dropped {res.dropped}  skipped {res.skipped}"
-            + (f"  | {ran}" if ran else ""))
+            + (f"  | {escape(ran)}" if ran else ""))
 
 
 def _alert_line(alert: Any) -> str:
@@ -171,7 +173,8 @@ def _write_plot(path: Path, history: History, title: str) -> None:
     if any(degraded):
         ax.fill_between(t, 0, 1, where=degraded, step="post", color="red", alpha=0.1,
                         transform=ax.get_xaxis_transform(), label="degraded")
-    ax.set(xlabel="time since first scored frame (s)", ylabel="quality score", title=title)
+    ax.set(xlabel="time since first scored frame (s)", ylabel="quality score")
+    ax.set_title(title, parse_math=False)  # "cam$_$.avi" raised a mathtext ParseException
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     try:
@@ -188,9 +191,18 @@ def _open_jsonl(path: Path) -> IO[str]:
 
 
 def _emit(sink: Optional[IO[str]], record: dict[str, Any]) -> None:
-    if sink is not None:
+    if sink is None:
+        return
+    try:
         sink.write(json.dumps(record) + "\n")
         sink.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:  # a full disk: one line naming the log, not a flush error again at close
+        if sink is not sys.stdout:
+            with suppress(OSError):
+                sink.close()
+        raise OSError(exc.errno, exc.strerror, getattr(sink, "name", "--jsonl")) from None
 
 
 def _consume(monitor: Any, source: Any, sink: Optional[IO[str]], console: Any, history: History,
@@ -288,13 +300,16 @@ def watch(
     # instead of being hard-wrapped at 80 columns.
     console = Console(stderr=jsonl == "-", highlight=False, soft_wrap=True)
     history = History()
-    with ExitStack() as stack:
+    with cli_errors(), ExitStack() as stack:  # outer cli_errors: a --jsonl write failing mid-run
         with cli_errors():
             if plot is not None:
                 _check_plot_path(plot)
             if jsonl not in (None, "-"):
                 check_writable(Path(jsonl))
-            backend = stack.enter_context(_open_model(model, crops, queue_size, threads, precision))
+            try:
+                backend = stack.enter_context(_open_model(model, crops, queue_size, threads, precision))
+            except (ValueError, TypeError) as exc:  # an option the backend refuses, as score reports it
+                fail(str(exc))
             limits = _thresholds(backend, absolute, hysteresis, min_frames, hold, drop, learn_s, adapt_s)
             video = VideoSource(source, realtime=realtime, reconnect_attempts=reconnect, max_frames=max_frames).open()
             stack.callback(video.close)
@@ -304,7 +319,7 @@ def watch(
                                  thresholds=limits, queue_size=queue_size, bgr=True,
                                  block=video.finite and not realtime)
         console.print(f"watching {escape(printable(video.spec.name))} ({video.spec.kind}, {video.fps or '?'} fps) with "
-                      f"{backend.describe()}; {_describe_rule(limits)}")
+                      f"{escape(backend.describe())}; {_describe_rule(limits)}")
         stack.enter_context(_relearn_on_signal(monitor))
         stop = stack.enter_context(_StopSignals(monitor))
         error = _consume(monitor, video, sink, console, history, stop)
@@ -353,12 +368,16 @@ class _StopSignals:
 
 @contextmanager
 def _relearn_on_signal(monitor: Any) -> Iterator[None]:
-    """In baseline mode, SIGUSR1 (``kill -USR1 PID``) makes the monitor learn its baseline again."""
-    if not (monitor.relative and hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread()):
+    """In baseline mode, SIGUSR1 (``kill -USR1 PID``) makes the monitor learn its baseline again; with
+    an absolute threshold it is logged and ignored."""
+    if not (hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread()):
         yield
         return
 
     def handle(signum: int, frame: Any) -> None:
+        if not monitor.relative:  # SIGUSR1's default action would end the run without its summary
+            log.warning("SIGUSR1 ignored: the threshold is absolute (--threshold), no baseline to re-learn")
+            return
         log.info("SIGUSR1: re-learning the baseline")
         monitor.relearn()
 

@@ -61,7 +61,8 @@ class SourceSpec:
         """The source for messages, with any password in a URL masked."""
         if self.kind == "camera":
             return f"camera {self.target}"
-        return re.sub(r"(://[^:/@]+:)[^@/]+@", r"\1***@", str(self.target))
+        # Up to the last "@" before the path, as FFmpeg splits it: a password may hold "@".
+        return re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", str(self.target))
 
 
 def parse_source(source: str | int | Path) -> SourceSpec:
