@@ -249,6 +249,14 @@ def accepted_options(cls: type[Backend]) -> list[str]:
     return [name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "path")]
 
 
+def thread_option(fmt_name: str, threads: int | None) -> dict[str, Any]:
+    """``{"threads": threads}`` for a backend that runs on CPU threads; empty for one that takes no
+    such option (TensorRT), which ``load`` would refuse."""
+    if threads is None or "threads" not in accepted_options(backend_class(fmt_name)):
+        return {}
+    return {"threads": threads}
+
+
 def pick_default(runtime: str | None = None, **options: Any) -> tuple[Path, type[Backend]]:
     """The packaged default-model file and the backend to run it, per :data:`glia_edge.weights.PACKAGED`.
 

@@ -175,3 +175,22 @@ def test_batch_checks_its_output_before_starting_ray(tmp_path: Path) -> None:
         result = CliRunner().invoke(app, ["batch", str(tmp_path / "a.png"), "-o", str(output)])
         assert result.exit_code == 2 and words in result.output, result.output  # before: after scoring everything
     assert not ray.is_initialized()
+
+
+def test_the_same_bytes_under_another_name_materialize_under_that_name(tmp_path: Path) -> None:
+    (tmp_path / "a.onnx").write_bytes(b"same")
+    (tmp_path / "b.onnx").write_bytes(b"same")  # a copy of a model: it failed with "artifact not found"
+    cache = tmp_path / "cache"
+    a = ArtifactBundle.from_path(tmp_path / "a.onnx").materialize(cache)
+    b = ArtifactBundle.from_path(tmp_path / "b.onnx").materialize(cache)
+    assert a.name == "a.onnx" and b.name == "b.onnx" and a.read_bytes() == b.read_bytes() == b"same"
+    assert ArtifactBundle.from_path(tmp_path / "b.onnx").sha256 == hashlib.sha256(b"same").hexdigest()
+
+
+def test_scale_out_sets_threads_only_where_the_backend_has_them() -> None:
+    from glia_edge.runtimes.base import thread_option
+
+    # batch and serve passed threads to every backend; TensorRT's refused it, so no engine could start
+    assert thread_option("trt", 2) == {}
+    assert thread_option("onnx", 2) == thread_option("openvino", 2) == {"threads": 2}
+    assert thread_option("onnx", None) == {}

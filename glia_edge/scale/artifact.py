@@ -67,13 +67,15 @@ class ArtifactBundle:
         return sum(len(data) for _, data in self.files)
 
     def materialize(self, cache_dir: Path | None = None) -> Path:
-        """Write the files once per node under ``cache_dir/<sha256>/`` and return the path to load.
+        """Write the files once per node under ``cache_dir/<key>/`` and return the path to load.
 
-        The folder is built beside its final name and renamed into place, so an actor killed while
-        writing leaves no half-written artifact for the next one to load.
+        The key hashes the files' names with their bytes: the same bytes shipped under another name
+        (a copy of a model) get their own folder, where that name exists. The folder is built beside
+        its final name and renamed into place, so an actor killed while writing leaves no
+        half-written artifact for the next one to load.
         """
         cache_dir = cache_dir or Path(tempfile.gettempdir()) / "glia-edge-artifacts"
-        final = cache_dir / self.sha256
+        final = cache_dir / _names_and_bytes_sha256(self.files)
         if not final.is_dir():
             cache_dir.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=f".{self.sha256[:12]}.", dir=cache_dir))
@@ -101,6 +103,10 @@ def bundle_sha256(items: tuple[tuple[str, bytes], ...]) -> str:
     sorted ``name  sha256`` lines of its files, so renaming or changing any file changes it."""
     if len(items) == 1:
         return hashlib.sha256(items[0][1]).hexdigest()
+    return _names_and_bytes_sha256(items)
+
+
+def _names_and_bytes_sha256(items: tuple[tuple[str, bytes], ...]) -> str:
     lines = sorted(f"{rel}  {hashlib.sha256(data).hexdigest()}\n" for rel, data in items)
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from glia_edge.runtimes.base import thread_option
 from glia_edge.scale.artifact import ArtifactBundle, read_artifact_meta
 from glia_edge.scale.cluster import ResourcePlan, cluster_cpus, plan_resources, quiet_ray_data
 from glia_edge.scale.output import ResultStore
@@ -158,7 +159,8 @@ def _build_dataset(todo: list[str], bundle_ref: Any, meta: Any, cfg: BatchConfig
     preprocess = meta.preprocess_config
     if cfg.max_pixels:
         preprocess = preprocess.replace(max_pixels=cfg.max_pixels)
-    options = {"batch_size": cfg.batch_size, "threads": plan.threads, **cfg.backend_options}
+    # Scale-out's CPU plan sets threads where the backend has them (a TensorRT engine has none).
+    options = {"batch_size": cfg.batch_size, **thread_option(meta.format, plan.threads), **cfg.backend_options}
     if cfg.precision:
         options["precision"] = cfg.precision
     # Small jobs get smaller blocks, so every actor of the pool has work.

@@ -73,11 +73,14 @@ class ScoreServer:
         import glia_edge
         from glia_edge.preprocess import allow_pillow_pixels
         from glia_edge.runtimes import read_meta
+        from glia_edge.runtimes.base import thread_option
 
         self.settings = ServeSettings(**settings)
         path = bundle.materialize()
-        self.backend = glia_edge.load(path, **{"threads": self.settings.threads, **backend_options})
         self.meta = read_meta(path)
+        # The replica's CPU share sets threads where the backend has them (a TensorRT engine has none).
+        threads = thread_option(self.meta.format, self.settings.threads)
+        self.backend = glia_edge.load(path, **{**threads, **backend_options})
         self.bundle_name, self.sha256 = bundle.name, bundle.sha256
         self.preprocess = self.backend.preprocess_config
         if self.settings.max_pixels:
